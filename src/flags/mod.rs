@@ -1,0 +1,1 @@
+//! The flag file: the contract between the CLI and the data plane.

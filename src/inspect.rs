@@ -1,0 +1,1 @@
+//! Online inspection of source and target.
