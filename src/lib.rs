@@ -2,8 +2,17 @@
 //!
 //! The library holds everything; `main.rs` only parses arguments and maps errors to exit codes.
 
+pub mod cli;
+pub mod commands;
 pub mod endpoint;
+pub mod error;
 pub mod flags;
+pub mod fsutil;
+pub mod gate;
 pub mod inspect;
 pub mod keys;
+pub mod output;
 pub mod phase;
+pub mod plan;
+pub mod session;
+pub mod state;

@@ -1,0 +1,95 @@
+//! Command-line arguments (design §7). Parsing only: validation happens when the plan loads.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Move a live Redis keyspace into a Redis Cluster in six gated, reversible phases.
+#[derive(Debug, Parser)]
+#[command(name = "cachemig", version, about, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Output format of reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum Format {
+    /// Human tables.
+    #[default]
+    Table,
+    /// Stable JSON (documented in docs/cli.md).
+    Json,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate the plan, inspect source and target, and show the next step with its gates.
+    Plan {
+        /// The plan file.
+        plan: PathBuf,
+        /// Validate only; do not connect to Redis.
+        #[arg(long)]
+        offline: bool,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+        /// Exit 4 when the next step is ready to apply, 3 when a gate blocks it, 0 when there is
+        /// no next step.
+        #[arg(long)]
+        detailed_exitcode: bool,
+    },
+    /// Show the phase in force, the generation, overrides and any drift.
+    Status {
+        /// The plan file.
+        plan: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+        /// Rewrite the state record and the flag file from the journal if they disagree.
+        #[arg(long)]
+        repair: bool,
+    },
+    /// Move one phase forward when its gates pass.
+    Advance {
+        /// The plan file.
+        plan: PathBuf,
+        /// The phase to enter; must be the next one.
+        #[arg(long)]
+        phase: Option<String>,
+        /// Evaluate everything and show what would change, but change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Do not ask for confirmation (required when stdin is not a terminal).
+        #[arg(long)]
+        yes: bool,
+        /// Skip this gate (journaled and shown by `status` forever after). Repeatable.
+        #[arg(long = "skip-gate", value_name = "NAME", requires = "reason")]
+        skip_gate: Vec<String>,
+        /// Why the gate is skipped.
+        #[arg(long, value_name = "TEXT")]
+        reason: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// Move one phase back. Never gated.
+    Rollback {
+        /// The plan file.
+        plan: PathBuf,
+        /// The phase to return to; must be the previous one.
+        #[arg(long)]
+        phase: Option<String>,
+        /// Show what would change, but change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Do not ask for confirmation (required when stdin is not a terminal).
+        #[arg(long)]
+        yes: bool,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+}

@@ -1,0 +1,55 @@
+//! One file per subcommand; [`execute`] is the single dispatch point.
+
+mod advance;
+mod plan;
+mod rollback;
+mod status;
+mod step;
+
+use std::io::IsTerminal;
+
+use crate::cli::Command;
+use crate::error::{Error, Result};
+use crate::gate::Inspection;
+
+/// Runs one subcommand and returns the exit code for success paths.
+pub fn execute(command: Command) -> Result<u8> {
+    match command {
+        Command::Plan { plan, offline, format, detailed_exitcode } => plan::run(&plan, offline, format, detailed_exitcode),
+        Command::Status { plan, format, repair } => status::run(&plan, format, repair),
+        Command::Advance { plan, phase, dry_run, yes, skip_gate, reason, format } => {
+            advance::run(&plan, advance::Options { phase, dry_run, yes, skip_gates: skip_gate, reason, format })
+        }
+        Command::Rollback { plan, phase, dry_run, yes, format } => rollback::run(&plan, phase, dry_run, yes, format),
+    }
+}
+
+/// Inspects source and target concurrently (read-only).
+fn inspect(plan: &crate::plan::Plan) -> Result<Inspection> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    Ok(runtime.block_on(async {
+        let (source, target) = tokio::join!(
+            crate::inspect::inspect_source(&plan.source, &plan.keys),
+            crate::inspect::inspect_target(&plan.target, &plan.keys, 1000),
+        );
+        Inspection { source: source.map_err(|e| e.to_string()), target: target.map_err(|e| e.to_string()) }
+    }))
+}
+
+/// Asks the operator to confirm a mutation. Without a terminal on stdin, `--yes` is required.
+fn confirm(question: &str, yes: bool) -> Result<()> {
+    if yes {
+        return Ok(());
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(Error::Usage(format!("{question}: refusing to change anything without --yes when stdin is not a terminal")));
+    }
+    eprint!("{question}? [y/N] ");
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    if matches!(answer.trim(), "y" | "Y" | "yes") {
+        Ok(())
+    } else {
+        Err(Error::Usage("aborted by the operator; nothing changed".into()))
+    }
+}

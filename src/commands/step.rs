@@ -1,0 +1,182 @@
+//! What `advance` and `rollback` share: choosing the phase to enter and reporting the step.
+
+use serde::Serialize;
+
+use crate::cli::Format;
+use crate::error::{Error, Result};
+use crate::flags::{self, FieldChange, FlagFile};
+use crate::gate::GateResult;
+use crate::output;
+use crate::phase::{Catalog, PhaseSpec};
+use crate::plan::did_you_mean;
+use crate::session::{Drift, Session};
+
+/// Which way a step goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// `advance`: exactly the next phase.
+    Forward,
+    /// `rollback`: exactly the previous phase.
+    Back,
+}
+
+/// The phase a step from `from` enters; `requested` (from `--phase`) must name exactly it.
+pub fn resolve(from: &PhaseSpec, requested: Option<&str>, direction: Direction) -> Result<&'static PhaseSpec> {
+    let catalog = Catalog::builtin();
+    if let Some(name) = requested
+        && catalog.get(name).is_none()
+    {
+        let hint = did_you_mean(name, catalog.names()).map_or(String::new(), |b| format!(" (did you mean `{b}`?)"));
+        return Err(Error::Usage(format!("unknown phase `{name}`{hint}; phases: {}", catalog.names().join(", "))));
+    }
+    let to = match direction {
+        Direction::Forward => catalog.next(&from.name).ok_or_else(|| {
+            Error::Usage(format!("{} is the last phase; nothing to advance to (finalize is a separate, irreversible step)", from.name))
+        })?,
+        Direction::Back => catalog.previous(&from.name).ok_or_else(|| {
+            Error::Usage(format!("{} is the first phase; nothing to roll back", from.name))
+        })?,
+    };
+    match requested {
+        Some(name) if name != to.name => Err(Error::Usage(wrong_phase(from, to, name, direction))),
+        _ => Ok(to),
+    }
+}
+
+fn wrong_phase(from: &PhaseSpec, to: &PhaseSpec, name: &str, direction: Direction) -> String {
+    let catalog = Catalog::builtin();
+    let (here, there) = (catalog.index_of(&from.name), catalog.index_of(name));
+    let verb = if direction == Direction::Forward { "advance" } else { "rollback" };
+    let why = match (direction, here < there) {
+        (Direction::Forward, true) => "phases cannot be skipped",
+        (Direction::Forward, false) => "that is not ahead of the current phase: use `cachemig rollback`",
+        (Direction::Back, false) => "rollback moves one step at a time",
+        (Direction::Back, true) => "that is not behind the current phase: use `cachemig advance`",
+    };
+    format!("{verb} from {} goes to {}, not {name}: {why}", from.name, to.name)
+}
+
+/// The stable JSON report of `advance` and `rollback` (documented in docs/cli.md).
+#[derive(Debug, Serialize)]
+pub struct StepReport {
+    /// `advance` or `rollback`.
+    pub command: &'static str,
+    /// The migration name.
+    pub migration: String,
+    /// Whether this was a dry run.
+    pub dry_run: bool,
+    /// The phase and generation before.
+    pub from: PhaseAt,
+    /// The phase and generation the step enters.
+    pub to: PhaseAt,
+    /// Gate results (empty for rollback).
+    pub gates: Vec<GateResult>,
+    /// Whether every gate allowed the step.
+    pub allowed: bool,
+    /// Whether the step was written.
+    pub applied: bool,
+    /// The flag file path.
+    pub flag_file: String,
+    /// The flag-file fields the step changes.
+    pub flag_diff: Vec<FieldChange>,
+    /// Derived files repaired from the journal before the step (or that a real run would repair).
+    pub drift: Vec<Drift>,
+    /// The action run on entry, and its status.
+    pub action: String,
+}
+
+/// A phase at a generation.
+#[derive(Debug, Serialize)]
+pub struct PhaseAt {
+    /// Phase name.
+    pub phase: String,
+    /// Generation.
+    pub generation: u64,
+}
+
+impl StepReport {
+    /// A report for a step of `session` into `to`, with the flag file it would write.
+    pub fn new(command: &'static str, session: &Session, to: &PhaseSpec, dry_run: bool, drift: Vec<Drift>) -> (StepReport, FlagFile) {
+        let generation = session.state.generation + 1;
+        let flag = session.flag_for(generation, to, &session.plan.sha256);
+        let report = StepReport {
+            command,
+            migration: session.plan.name.clone(),
+            dry_run,
+            from: PhaseAt { phase: session.state.phase.clone(), generation: session.state.generation },
+            to: PhaseAt { phase: to.name.clone(), generation },
+            gates: Vec::new(),
+            allowed: true,
+            applied: false,
+            flag_file: session.plan.flag_file.display().to_string(),
+            flag_diff: flags::diff(session.flag_on_disk.as_ref(), &flag),
+            drift,
+            action: format!("{:?}", to.action).to_lowercase(),
+        };
+        (report, flag)
+    }
+
+    /// Prints the report in `format`.
+    pub fn print(&self, format: Format) -> Result<()> {
+        if format == Format::Json {
+            return Ok(output::print_json(self)?);
+        }
+        println!(
+            "{} {}: {} (generation {}) -> {} (generation {}){}",
+            self.command,
+            self.migration,
+            self.from.phase,
+            self.from.generation,
+            self.to.phase,
+            self.to.generation,
+            if self.dry_run { "  [dry run]" } else { "" }
+        );
+        for d in &self.drift {
+            let verb = if self.dry_run { "would repair" } else { "repaired" };
+            println!("{verb} {}: {}", d.file, d.detail);
+        }
+        if !self.gates.is_empty() {
+            println!("{}", output::gates_table(&self.gates));
+        }
+        println!("flag file {}:\n{}", self.flag_file, output::diff_table(&self.flag_diff));
+        println!("{}", self.outcome());
+        Ok(())
+    }
+
+    fn outcome(&self) -> String {
+        match (self.allowed, self.applied, self.dry_run) {
+            (false, _, _) => format!("blocked: {}", output::blocking_summary(&self.gates)),
+            (true, _, true) => format!("dry run: would write generation {} ({}); nothing was changed", self.to.generation, self.to.phase),
+            (true, true, false) => format!("wrote generation {} ({}) to {}", self.to.generation, self.to.phase, self.flag_file),
+            (true, false, false) => "not applied".into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn phase(name: &str) -> &'static PhaseSpec {
+        Catalog::builtin().get(name).unwrap()
+    }
+
+    #[test]
+    fn skipping_a_phase_is_refused() {
+        let err = resolve(phase("planned"), Some("sync-dual-write"), Direction::Forward).unwrap_err();
+        assert!(err.to_string().contains("cannot be skipped"), "{err}");
+    }
+
+    #[test]
+    fn unknown_phase_suggests() {
+        let err = resolve(phase("planned"), Some("backfil"), Direction::Forward).unwrap_err();
+        assert!(err.to_string().contains("did you mean `backfill`"), "{err}");
+    }
+
+    #[test]
+    fn rollback_goes_exactly_one_back() {
+        assert_eq!(resolve(phase("shadow-read"), None, Direction::Back).unwrap().name, "sync-dual-write");
+        assert!(resolve(phase("shadow-read"), Some("backfill"), Direction::Back).is_err());
+        assert!(resolve(phase("planned"), None, Direction::Back).is_err());
+    }
+}

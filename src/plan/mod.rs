@@ -1,0 +1,157 @@
+//! The plan: one TOML file that describes one migration (design §2).
+//!
+//! Loading goes in two steps, as in ripgrep: [`raw`] is the file exactly as written (with the
+//! source span of every value), and [`resolve`] turns it into a validated [`Plan`] whose fields
+//! can be trusted by the rest of the program. Every error is a [`PlanError`] naming
+//! file:line:column, what is wrong and how to fix it.
+
+mod error;
+mod parse;
+mod raw;
+mod resolve;
+pub mod units;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Serialize;
+
+pub use error::{PlanError, did_you_mean, line_column};
+pub use raw::OnExisting;
+
+use crate::endpoint::Endpoint;
+use crate::keys::KeyFilter;
+use crate::phase::{Catalog, Threshold};
+
+/// A validated plan.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The plan file as given on the command line.
+    pub path: PathBuf,
+    /// SHA-256 of the plan file's bytes, recorded in the journal and the flag file.
+    pub sha256: String,
+    /// The migration name: `[a-z0-9-]+`, also the confirm word.
+    pub name: String,
+    /// Journal, state, lock and reports (resolved against the plan's directory).
+    pub state_dir: PathBuf,
+    /// The flag file proxies read (resolved against the plan's directory).
+    pub flag_file: PathBuf,
+    /// The old Redis.
+    pub source: Endpoint,
+    /// The new Redis Cluster.
+    pub target: Endpoint,
+    /// Which keys migrate.
+    pub keys: KeyFilter,
+    /// `[backfill]` settings.
+    pub backfill: BackfillSettings,
+    /// `[dual_write]` settings.
+    pub dual_write: DualWriteSettings,
+    /// `[shadow_read]` settings.
+    pub shadow_read: ShadowReadSettings,
+    /// `[gates]` settings.
+    pub gates: GateSettings,
+    /// `[proxies]` settings.
+    pub proxies: ProxySettings,
+}
+
+/// `[backfill]`, with defaults applied.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BackfillSettings {
+    /// SCAN COUNT hint.
+    pub scan_count: u32,
+    /// Parallel copy pipelines.
+    pub workers: u32,
+    /// Rate limit; 0 means unlimited.
+    pub max_keys_per_sec: u64,
+    /// Back off when a PING of the source takes longer than this.
+    pub max_source_latency_ms: u64,
+    /// Keys larger than this are copied in chunks by type.
+    pub big_key_bytes: u64,
+    /// What to do when the target already has a key.
+    pub on_existing: OnExisting,
+}
+
+/// `[dual_write]`, with defaults applied.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DualWriteSettings {
+    /// Bound of a proxy's mirror queue.
+    pub queue_capacity: u64,
+    /// How long a sync mirror may take before the key is marked dirty.
+    pub sync_timeout_ms: u64,
+    /// Mirror new→old during write-stop so rollback stays possible.
+    pub reverse_mirror: bool,
+}
+
+/// `[shadow_read]`, with defaults applied.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ShadowReadSettings {
+    /// Fraction of reads also sent to new.
+    pub sample_rate: f64,
+    /// Timeout of one shadow read.
+    pub timeout_ms: u64,
+    /// Samples needed before read-cutover.
+    pub min_samples: u64,
+    /// Largest mismatch ratio allowed for read-cutover.
+    pub max_mismatch_ratio: f64,
+}
+
+/// `[gates]`: the default soak and per-phase threshold overrides.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct GateSettings {
+    /// `[gates] soak`, overriding the catalog's soak for every phase.
+    pub soak: Option<Duration>,
+    /// `[gates.<phase>] <gate> = value`.
+    pub overrides: BTreeMap<String, BTreeMap<String, Threshold>>,
+}
+
+/// `[proxies]`, with defaults applied.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ProxySettings {
+    /// How many proxies must ack a generation.
+    pub expected: u32,
+    /// A proxy whose report is older than this is missing.
+    #[serde(with = "humantime_serde_secs")]
+    pub heartbeat_timeout: Duration,
+}
+
+mod humantime_serde_secs {
+    use std::time::Duration;
+    pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::units::format_duration(*d))
+    }
+}
+
+impl Plan {
+    /// Reads, parses and validates the plan at `path`.
+    pub fn load(path: &Path) -> Result<Plan, PlanError> {
+        let bytes = std::fs::read(path).map_err(|e| {
+            PlanError::whole_file(path, format!("cannot read the plan: {e}"), "check the path; every command takes the plan file as its first argument")
+        })?;
+        let text = String::from_utf8(bytes).map_err(|_| {
+            PlanError::whole_file(path, "the plan is not valid UTF-8", "save the file as UTF-8")
+        })?;
+        let raw = parse::parse(path, &text)?;
+        resolve::resolve(path, &text, raw, Catalog::builtin())
+    }
+
+    /// The threshold in force for `gate` when entering `phase`: the plan's `[gates.<phase>]`
+    /// override, then the plan's section that owns it (`[shadow_read]`, `[gates] soak`), then
+    /// the catalog default.
+    pub fn threshold(&self, phase: &str, gate: &str) -> Option<Threshold> {
+        if let Some(t) = self.gates.overrides.get(phase).and_then(|g| g.get(gate)) {
+            return Some(t.clone());
+        }
+        match gate {
+            "shadow-samples" => return Some(Threshold::Number(self.shadow_read.min_samples as f64)),
+            "shadow-mismatch-ratio" => return Some(Threshold::Number(self.shadow_read.max_mismatch_ratio)),
+            "soak" => {
+                if let Some(soak) = self.gates.soak {
+                    return Some(Threshold::Duration(units::format_duration(soak)));
+                }
+            }
+            _ => {}
+        }
+        Catalog::builtin().get(phase)?.gates.iter().find(|g| g.name == gate)?.threshold.clone()
+    }
+}

@@ -1,0 +1,160 @@
+//! The plan exactly as written: serde structures that keep the source span of every value that
+//! is validated after parsing, so errors can point at it.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// A string value with its place in the file.
+pub type SpannedStr = Spanned<String>;
+
+/// The whole plan file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPlan {
+    pub migration: RawMigration,
+    pub source: RawSource,
+    pub target: RawTarget,
+    #[serde(default)]
+    pub keys: RawKeys,
+    #[serde(default)]
+    pub backfill: RawBackfill,
+    #[serde(default)]
+    pub dual_write: RawDualWrite,
+    #[serde(default)]
+    pub shadow_read: RawShadowRead,
+    /// `soak = "10m"` plus one `[gates.<phase>]` table per phase; validated by hand because the
+    /// allowed keys come from the phase catalog.
+    #[serde(default)]
+    pub gates: BTreeMap<SpannedStr, Spanned<toml::Value>>,
+    #[serde(default)]
+    pub proxies: RawProxies,
+}
+
+/// `[migration]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMigration {
+    pub name: SpannedStr,
+    pub state_dir: Option<SpannedStr>,
+    pub flag_file: Option<SpannedStr>,
+}
+
+/// `[source]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSource {
+    pub url: SpannedStr,
+    pub password_env: Option<SpannedStr>,
+}
+
+/// `[target]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTarget {
+    pub urls: Spanned<Vec<SpannedStr>>,
+    pub password_env: Option<SpannedStr>,
+}
+
+/// `[keys]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKeys {
+    #[serde(default)]
+    pub include: Vec<SpannedStr>,
+    #[serde(default)]
+    pub exclude: Vec<SpannedStr>,
+}
+
+/// What the backfill does when the target already holds a key.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnExisting {
+    /// Leave the target's key alone (it may be newer).
+    #[default]
+    Skip,
+    /// Overwrite the target's key with the source's.
+    Replace,
+}
+
+/// `[backfill]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBackfill {
+    pub scan_count: Option<Spanned<i64>>,
+    pub workers: Option<Spanned<i64>>,
+    pub max_keys_per_sec: Option<Spanned<i64>>,
+    pub max_source_latency_ms: Option<Spanned<i64>>,
+    pub big_key_bytes: Option<SpannedStr>,
+    pub on_existing: Option<OnExisting>,
+}
+
+/// `[dual_write]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDualWrite {
+    pub queue_capacity: Option<Spanned<i64>>,
+    pub sync_timeout_ms: Option<Spanned<i64>>,
+    pub reverse_mirror: Option<bool>,
+}
+
+/// `[shadow_read]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawShadowRead {
+    pub sample_rate: Option<Spanned<f64>>,
+    pub timeout_ms: Option<Spanned<i64>>,
+    pub min_samples: Option<Spanned<i64>>,
+    pub max_mismatch_ratio: Option<Spanned<f64>>,
+}
+
+/// `[proxies]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProxies {
+    pub expected: Option<Spanned<i64>>,
+    pub heartbeat_timeout: Option<SpannedStr>,
+}
+
+/// Every key a plan may contain, with an example, for "did you mean" and type hints.
+pub const KEY_EXAMPLES: &[(&str, &str)] = &[
+    ("migration", "[migration]"),
+    ("source", "[source]"),
+    ("target", "[target]"),
+    ("keys", "[keys]"),
+    ("backfill", "[backfill]"),
+    ("dual_write", "[dual_write]"),
+    ("shadow_read", "[shadow_read]"),
+    ("gates", "[gates]"),
+    ("proxies", "[proxies]"),
+    ("name", "name = \"tokens\""),
+    ("state_dir", "state_dir = \".cachemig/tokens\""),
+    ("flag_file", "flag_file = \"flags/tokens.json\""),
+    ("url", "url = \"redis://127.0.0.1:6379/0\""),
+    ("urls", "urls = [\"redis://127.0.0.1:7001\", \"redis://127.0.0.1:7002\"]"),
+    ("password_env", "password_env = \"OLD_REDIS_PASSWORD\""),
+    ("include", "include = [\"token:*\"]"),
+    ("exclude", "exclude = [\"tmp:*\"]"),
+    ("scan_count", "scan_count = 1000"),
+    ("workers", "workers = 8"),
+    ("max_keys_per_sec", "max_keys_per_sec = 0"),
+    ("max_source_latency_ms", "max_source_latency_ms = 5"),
+    ("big_key_bytes", "big_key_bytes = \"8MiB\""),
+    ("on_existing", "on_existing = \"skip\""),
+    ("queue_capacity", "queue_capacity = 100000"),
+    ("sync_timeout_ms", "sync_timeout_ms = 100"),
+    ("reverse_mirror", "reverse_mirror = true"),
+    ("sample_rate", "sample_rate = 0.05"),
+    ("timeout_ms", "timeout_ms = 50"),
+    ("min_samples", "min_samples = 10000"),
+    ("max_mismatch_ratio", "max_mismatch_ratio = 0.0001"),
+    ("soak", "soak = \"10m\""),
+    ("expected", "expected = 2"),
+    ("heartbeat_timeout", "heartbeat_timeout = \"10s\""),
+];
+
+/// The example line for `key`, if it is a known plan key.
+pub fn example_for(key: &str) -> Option<&'static str> {
+    KEY_EXAMPLES.iter().find(|(k, _)| *k == key).map(|(_, e)| *e)
+}

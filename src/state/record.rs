@@ -1,0 +1,101 @@
+//! The state record derived from the journal.
+
+use std::io;
+use std::path::Path;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::journal::{Entry, Event};
+
+/// A gate override that `status` shows forever after.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Override {
+    /// The phase whose gate was skipped.
+    pub phase: String,
+    /// The gate.
+    pub gate: String,
+    /// The operator's reason.
+    pub reason: String,
+    /// What the gate measured then.
+    pub measured: String,
+    /// Who skipped it.
+    pub user: String,
+    /// When.
+    pub time: DateTime<Utc>,
+}
+
+/// Where the migration stands. Derived from the journal by [`State::from_journal`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct State {
+    /// The migration name.
+    pub migration: String,
+    /// The generation in force (0 = nothing written yet).
+    pub generation: u64,
+    /// The phase in force.
+    pub phase: String,
+    /// When the phase was entered (`None` while still `planned`).
+    pub entered_at: Option<DateTime<Utc>>,
+    /// SHA-256 of the plan used by the last transition.
+    pub plan_sha256: Option<String>,
+    /// Every gate override ever made.
+    pub overrides: Vec<Override>,
+    /// The last journal sequence number folded in.
+    pub journal_seq: u64,
+}
+
+impl State {
+    /// Folds the journal into a state, starting from `first_phase` at generation 0.
+    pub fn from_journal(migration: &str, first_phase: &str, entries: &[Entry]) -> State {
+        let mut state = State {
+            migration: migration.to_string(),
+            generation: 0,
+            phase: first_phase.to_string(),
+            entered_at: None,
+            plan_sha256: None,
+            overrides: Vec::new(),
+            journal_seq: 0,
+        };
+        for entry in entries {
+            state.apply(entry);
+        }
+        state
+    }
+
+    fn apply(&mut self, entry: &Entry) {
+        self.journal_seq = entry.seq;
+        self.generation = entry.generation;
+        match &entry.event {
+            Event::Transition { to, plan_sha256, .. } => {
+                self.phase = to.clone();
+                self.entered_at = Some(entry.time);
+                self.plan_sha256 = Some(plan_sha256.clone());
+            }
+            Event::Override { phase, gate, reason, measured } => self.overrides.push(Override {
+                phase: phase.clone(),
+                gate: gate.clone(),
+                reason: reason.clone(),
+                measured: measured.clone(),
+                user: entry.user.clone(),
+                time: entry.time,
+            }),
+            Event::Gates { .. } | Event::Repair { .. } => {}
+        }
+    }
+
+    /// Reads `state.json`; `Ok(None)` when it does not exist, `Err` when it is unreadable.
+    pub fn read(path: &Path) -> io::Result<Option<State>> {
+        match std::fs::read(path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(io::Error::other),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Writes `state.json` atomically (temp file, fsync, rename, fsync directory).
+    pub fn write(&self, path: &Path) -> io::Result<()> {
+        let mut bytes = serde_json::to_vec_pretty(self).map_err(io::Error::other)?;
+        bytes.push(b'\n');
+        crate::fsutil::write_atomic(path, &bytes)
+    }
+}
