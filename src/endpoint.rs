@@ -1,6 +1,21 @@
 //! Connections to the old and new Redis.
+//!
+//! Every error names the side ("source"/"target"), the URL with any password replaced by `***`,
+//! and what to check. A password never appears in a message: it is read from the environment at
+//! connect time and scrubbed from anything the server or the driver says.
 
+use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
+use redis::cluster::ClusterClientBuilder;
+use redis::cluster_async::ClusterConnection;
+use redis::{AsyncConnectionConfig, ConnectionInfo, IntoConnectionInfo, RedisError};
 use url::Url;
+
+/// How long to wait for a TCP connection (and the handshake) to one node.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long to wait for the reply to one command.
+pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One side of the migration as the plan describes it, already validated.
 ///
@@ -14,4 +29,390 @@ pub struct Endpoint {
     pub urls: Vec<Url>,
     /// The environment variable holding the password, if any.
     pub password_env: Option<String>,
+}
+
+impl Endpoint {
+    /// The password from the variable named by `password_env`; `None` when no variable is named.
+    /// A named but unset (or non-UTF-8) variable is an error naming the variable, never a value.
+    pub fn password(&self) -> Result<Option<String>, EndpointError> {
+        let Some(var) = &self.password_env else {
+            return Ok(None);
+        };
+        match std::env::var(var) {
+            Ok(value) => Ok(Some(value)),
+            Err(_) => Err(EndpointError::PasswordEnvUnset {
+                role: self.role,
+                var: var.clone(),
+            }),
+        }
+    }
+
+    /// Connects to one node of this side (`url` need not be one of `urls`: a discovered master),
+    /// with the password from the environment; errors are labelled with this side's role.
+    pub async fn connect_node(&self, url: &Url) -> Result<MultiplexedConnection, EndpointError> {
+        let password = self.password()?;
+        connect_node(url, password.as_deref())
+            .await
+            .map_err(|e| e.with_role(self.role))
+    }
+
+    /// Connects to this side as a cluster through its seed `urls`.
+    pub async fn connect_cluster(&self) -> Result<ClusterConnection, EndpointError> {
+        let password = self.password()?;
+        connect_cluster(&self.urls, password.as_deref())
+            .await
+            .map_err(|e| e.with_role(self.role))
+    }
+}
+
+/// Why a side could not be used. `role` is `None` when the free functions were called without an
+/// [`Endpoint`]; [`EndpointError::with_role`] fills it in.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum EndpointError {
+    /// `password_env` names a variable that is not set.
+    #[error(
+        "[{role}] password_env names the environment variable {var}, but it is not set (or not \
+         valid UTF-8); export {var} before running cachemig, or remove password_env from the plan"
+    )]
+    PasswordEnvUnset {
+        /// "source" or "target".
+        role: &'static str,
+        /// The variable's name.
+        var: String,
+    },
+    /// The URL cannot be turned into a connection.
+    #[error("{} URL {url} is not usable: {reason}; check {}", who(.role), hint(.role))]
+    InvalidUrl {
+        /// "source" or "target", when known.
+        role: Option<&'static str>,
+        /// The URL, password redacted.
+        url: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Nothing answered, or the connection broke.
+    #[error(
+        "cannot reach {} {url}: {reason}; is redis-server running and reachable from here? check {}",
+        who(.role), hint(.role)
+    )]
+    Unreachable {
+        /// "source" or "target", when known.
+        role: Option<&'static str>,
+        /// The URL(s), password redacted.
+        url: String,
+        /// The driver's or server's words, password scrubbed.
+        reason: String,
+    },
+    /// The server refused our credentials, or wants some we did not give.
+    #[error(
+        "authentication to {} {url} failed: {reason}; check the password in the variable named by \
+         password_env{}",
+        who(.role), in_section(.role)
+    )]
+    Auth {
+        /// "source" or "target", when known.
+        role: Option<&'static str>,
+        /// The URL, password redacted.
+        url: String,
+        /// The server's words, password scrubbed.
+        reason: String,
+    },
+    /// A read command failed on a reachable node (ACL, renamed command, loading, …).
+    #[error("{command} failed on {} {url}: {reason}", who(.role))]
+    Command {
+        /// "source" or "target", when known.
+        role: Option<&'static str>,
+        /// The node's URL, password redacted.
+        url: String,
+        /// The command that failed, e.g. "CLUSTER NODES".
+        command: String,
+        /// The server's words, password scrubbed.
+        reason: String,
+    },
+}
+
+impl EndpointError {
+    /// Labels the error with the side it happened on (kept if already labelled).
+    pub fn with_role(mut self, role: &'static str) -> Self {
+        match &mut self {
+            Self::PasswordEnvUnset { .. } => {}
+            Self::InvalidUrl { role: r, .. }
+            | Self::Unreachable { role: r, .. }
+            | Self::Auth { role: r, .. }
+            | Self::Command { role: r, .. } => {
+                r.get_or_insert(role);
+            }
+        }
+        self
+    }
+
+    /// The side the error happened on, when known.
+    pub fn role(&self) -> Option<&'static str> {
+        match self {
+            Self::PasswordEnvUnset { role, .. } => Some(role),
+            Self::InvalidUrl { role, .. }
+            | Self::Unreachable { role, .. }
+            | Self::Auth { role, .. }
+            | Self::Command { role, .. } => *role,
+        }
+    }
+
+    /// Wraps a failed read command on a connected node.
+    pub fn command(url: &Url, command: &str, err: &RedisError, password: Option<&str>) -> Self {
+        Self::Command {
+            role: None,
+            url: redacted(url),
+            command: command.to_string(),
+            reason: scrub(&err.to_string(), password),
+        }
+    }
+}
+
+fn who(role: &Option<&'static str>) -> &'static str {
+    role.unwrap_or("Redis")
+}
+
+fn in_section(role: &Option<&'static str>) -> String {
+    role.map(|r| format!(" in [{r}]")).unwrap_or_default()
+}
+
+fn hint(role: &Option<&'static str>) -> String {
+    match *role {
+        Some("source") => "`url` in [source] of the plan".into(),
+        Some("target") => "`urls` in [target] of the plan".into(),
+        Some(other) => format!("[{other}] in the plan"),
+        None => "the URL".into(),
+    }
+}
+
+/// The URL for messages: any password (in the userinfo or a `password`/`pass` query parameter)
+/// replaced by `***`, e.g. `redis://user:***@host:6379`.
+pub fn redacted(url: &Url) -> String {
+    let mut url = url.clone();
+    if url.password().is_some() {
+        let _ = url.set_password(Some("***"));
+    }
+    if url.query_pairs().any(|(k, _)| is_secret_param(&k)) {
+        let pairs: Vec<(String, String)> = url
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if is_secret_param(&k) {
+                    "***".to_string()
+                } else {
+                    v.into_owned()
+                };
+                (k.into_owned(), v)
+            })
+            .collect();
+        url.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    url.to_string()
+}
+
+fn is_secret_param(key: &str) -> bool {
+    matches!(key, "pass" | "password")
+}
+
+/// Removes `password` from a message, in case a driver or server ever echoes it.
+fn scrub(message: &str, password: Option<&str>) -> String {
+    match password {
+        Some(p) if !p.is_empty() => message.replace(p, "***"),
+        _ => message.to_string(),
+    }
+}
+
+/// The connection settings for `url`, with `password` (if given) replacing any in the URL.
+fn connection_info(url: &Url, password: Option<&str>) -> Result<ConnectionInfo, EndpointError> {
+    let info = url
+        .clone()
+        .into_connection_info()
+        .map_err(|e| EndpointError::InvalidUrl {
+            role: None,
+            url: redacted(url),
+            reason: scrub(&e.to_string(), url.password()),
+        })?;
+    Ok(match password {
+        Some(p) => {
+            let settings = info.redis_settings().clone().set_password(p);
+            info.set_redis_settings(settings)
+        }
+        None => info,
+    })
+}
+
+/// Sorts a driver error into unreachable / authentication, with secrets scrubbed.
+fn classify(url: String, err: &RedisError, password: Option<&str>) -> EndpointError {
+    let reason = scrub(&err.to_string(), password);
+    let code = err.code().unwrap_or_default();
+    let auth = err.kind() == redis::ErrorKind::AuthenticationFailed
+        || matches!(code, "NOAUTH" | "WRONGPASS")
+        || reason.contains("NOAUTH")
+        || reason.contains("WRONGPASS");
+    if auth {
+        let reason = if code == "NOAUTH" || reason.contains("NOAUTH") {
+            format!("the server requires a password and none was given ({reason})")
+        } else {
+            reason
+        };
+        EndpointError::Auth {
+            role: None,
+            url,
+            reason,
+        }
+    } else {
+        EndpointError::Unreachable {
+            role: None,
+            url,
+            reason,
+        }
+    }
+}
+
+fn timed_out(url: String, after: Duration) -> EndpointError {
+    EndpointError::Unreachable {
+        role: None,
+        url,
+        reason: format!("no answer within {after:?}"),
+    }
+}
+
+/// Opens a multiplexed connection to one node and checks it with `PING`, with
+/// [`CONNECT_TIMEOUT`] and [`RESPONSE_TIMEOUT`]. `password`, when given, overrides one in the URL.
+pub async fn connect_node(url: &Url, password: Option<&str>) -> Result<MultiplexedConnection, EndpointError> {
+    // Scrub the URL's own (percent-encoded) password too; the driver decodes it itself.
+    let secret = password.or(url.password());
+    let info = connection_info(url, password)?;
+    let client = redis::Client::open(info).map_err(|e| classify(redacted(url), &e, secret))?;
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(CONNECT_TIMEOUT))
+        .set_response_timeout(Some(RESPONSE_TIMEOUT));
+    let limit = CONNECT_TIMEOUT + RESPONSE_TIMEOUT;
+    let mut conn = tokio::time::timeout(
+        limit,
+        client.get_multiplexed_async_connection_with_config(&config),
+    )
+    .await
+    .map_err(|_| timed_out(redacted(url), limit))?
+    .map_err(|e| classify(redacted(url), &e, secret))?;
+    redis::cmd("PING")
+        .query_async::<()>(&mut conn)
+        .await
+        .map_err(|e| classify(redacted(url), &e, secret))?;
+    Ok(conn)
+}
+
+/// Connects to a cluster through any of its seed `urls`, with [`CONNECT_TIMEOUT`] and
+/// [`RESPONSE_TIMEOUT`]. `password`, when given, applies to every node.
+pub async fn connect_cluster(
+    urls: &[Url],
+    password: Option<&str>,
+) -> Result<ClusterConnection, EndpointError> {
+    let all = urls.iter().map(redacted).collect::<Vec<_>>().join(", ");
+    if urls.is_empty() {
+        return Err(EndpointError::InvalidUrl {
+            role: None,
+            url: all,
+            reason: "no URL given".into(),
+        });
+    }
+    let secret = password.or(urls[0].password());
+    let infos = urls
+        .iter()
+        .map(|u| connection_info(u, password))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut builder = ClusterClientBuilder::new(infos)
+        .connection_timeout(CONNECT_TIMEOUT)
+        .response_timeout(RESPONSE_TIMEOUT);
+    if let Some(p) = password {
+        builder = builder.password(p);
+    }
+    let client = builder.build().map_err(|e| EndpointError::InvalidUrl {
+        role: None,
+        url: all.clone(),
+        reason: scrub(&e.to_string(), secret),
+    })?;
+    let limit = CONNECT_TIMEOUT * (urls.len() as u32 + 1) + RESPONSE_TIMEOUT;
+    tokio::time::timeout(limit, client.get_async_connection())
+        .await
+        .map_err(|_| timed_out(all.clone(), limit))?
+        .map_err(|e| classify(all, &e, secret))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn url(s: &str) -> Url {
+        Url::parse(s).unwrap()
+    }
+
+    #[test]
+    fn redacted_hides_passwords() {
+        assert_eq!(
+            redacted(&url("redis://user:secret@host:6379")),
+            "redis://user:***@host:6379"
+        );
+        assert_eq!(
+            redacted(&url("redis://:secret@host:6379/0")),
+            "redis://:***@host:6379/0"
+        );
+        assert_eq!(redacted(&url("redis://host:6379")), "redis://host:6379");
+        let q = redacted(&url("redis+unix:///tmp/r.sock?db=1&pass=secret"));
+        assert!(!q.contains("secret") && q.contains("db=1"), "{q}");
+    }
+
+    #[test]
+    fn password_env_unset_names_the_variable_only() {
+        let ep = Endpoint {
+            role: "source",
+            urls: vec![url("redis://127.0.0.1:1")],
+            password_env: Some("CACHEMIG_TEST_SURELY_UNSET_VAR_4711".into()),
+        };
+        let msg = ep.password().unwrap_err().to_string();
+        assert!(
+            msg.contains("[source]") && msg.contains("CACHEMIG_TEST_SURELY_UNSET_VAR_4711"),
+            "{msg}"
+        );
+        let none = Endpoint {
+            password_env: None,
+            ..ep
+        };
+        assert_eq!(none.password().unwrap(), None);
+    }
+
+    #[test]
+    fn errors_name_role_and_hint() {
+        let e = EndpointError::Unreachable {
+            role: None,
+            url: "redis://h:1".into(),
+            reason: "refused".into(),
+        }
+        .with_role("target");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("target redis://h:1") && msg.contains("[target]"),
+            "{msg}"
+        );
+        assert_eq!(
+            scrub("WRONGPASS for hunter2", Some("hunter2")),
+            "WRONGPASS for ***"
+        );
+    }
+
+    #[tokio::test]
+    async fn unreachable_node_is_reported_without_password() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let u = url(&format!("redis://me:topsecret@127.0.0.1:{port}"));
+        let err = connect_node(&u, None).await.unwrap_err();
+        let msg = err.with_role("source").to_string();
+        assert!(
+            msg.contains("cannot reach source") && msg.contains("me:***@"),
+            "{msg}"
+        );
+        assert!(!msg.contains("topsecret"), "{msg}");
+    }
 }

@@ -122,7 +122,10 @@ mod tests {
 
     #[test]
     fn filter_applies_include_exclude_and_reserved_prefix() {
-        let f = KeyFilter { include: vec!["token:*".into()], exclude: vec!["token:tmp:*".into()] };
+        let f = KeyFilter {
+            include: vec!["token:*".into()],
+            exclude: vec!["token:tmp:*".into()],
+        };
         assert!(f.matches(b"token:1"));
         assert!(!f.matches(b"token:tmp:1"));
         assert!(!f.matches(b"other"));

@@ -9,7 +9,9 @@ use crate::gate::{GateResult, Verdict};
 /// A table with the house style.
 pub fn table(header: &[&str]) -> Table {
     let mut t = Table::new();
-    t.load_preset(UTF8_FULL_CONDENSED).set_content_arrangement(ContentArrangement::Dynamic).set_header(header.iter().copied());
+    t.load_preset(UTF8_FULL_CONDENSED)
+        .set_content_arrangement(ContentArrangement::Dynamic)
+        .set_header(header.iter().copied());
     t
 }
 
@@ -26,7 +28,12 @@ pub fn gates_table(results: &[GateResult]) -> Table {
             Some(reason) => format!("{} ({reason})", r.verdict),
             None => r.verdict.to_string(),
         };
-        t.add_row(vec![Cell::new(&r.gate), Cell::new(&r.measured), Cell::new(&r.threshold), Cell::new(verdict).fg(color)]);
+        t.add_row(vec![
+            Cell::new(&r.gate),
+            Cell::new(&r.measured),
+            Cell::new(&r.threshold),
+            Cell::new(verdict).fg(color),
+        ]);
     }
     t
 }
@@ -35,7 +42,11 @@ pub fn gates_table(results: &[GateResult]) -> Table {
 pub fn diff_table(changes: &[FieldChange]) -> Table {
     let mut t = table(&["flag-file field", "now", "after"]);
     for c in changes {
-        t.add_row(vec![c.field.clone(), c.old.clone().unwrap_or_else(|| "(absent)".into()), c.new.clone()]);
+        t.add_row(vec![
+            c.field.clone(),
+            c.old.clone().unwrap_or_else(|| "(absent)".into()),
+            c.new.clone(),
+        ]);
     }
     t
 }

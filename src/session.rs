@@ -34,6 +34,8 @@ pub struct Session {
     pub drift: Vec<Drift>,
     /// The flag file as found on disk (`None` when absent or unreadable, see `drift`).
     pub flag_on_disk: Option<FlagFile>,
+    /// Drift repaired when the lock was taken (see [`Session::lock`]).
+    pub repaired: Vec<Drift>,
     /// The lock, when taken.
     lock: Option<Lock>,
 }
@@ -42,28 +44,45 @@ impl Session {
     /// Loads the state of `plan` without taking the lock and without writing anything.
     pub fn open(plan: Plan) -> Result<Session> {
         let dir = StateDir::new(&plan.state_dir);
-        let journal = Journal::read(&dir.journal_path()).with_context(|| format!("reading {}", dir.journal_path().display()))?;
+        let journal = Journal::read(&dir.journal_path())
+            .with_context(|| format!("reading {}", dir.journal_path().display()))?;
         let state = State::from_journal(&plan.name, &Catalog::builtin().first().name, journal.entries());
-        let mut session = Session { plan, dir, journal, state, drift: Vec::new(), flag_on_disk: None, lock: None };
+        let mut session = Session {
+            plan,
+            dir,
+            journal,
+            state,
+            drift: Vec::new(),
+            flag_on_disk: None,
+            repaired: Vec::new(),
+            lock: None,
+        };
         session.check_drift();
         Ok(session)
     }
 
-    /// Loads the state of `plan` under the lock, then repairs any drift; for commands that change
-    /// the migration. Fails at once if another process holds the lock.
-    pub fn open_locked(plan: Plan, command: &str) -> Result<Session> {
-        let dir = StateDir::new(&plan.state_dir);
-        let holder = format!("pid {} ({command}) {} since {}", std::process::id(), actor(), chrono::Utc::now().to_rfc3339());
-        let lock = Lock::acquire(&dir.lock_path(), &holder)?;
-        let mut session = Session::open(plan)?;
+    /// Takes the lock, then reloads the state (another process may have changed it meanwhile)
+    /// and repairs any drift; for commands that change the migration. Fails at once if another
+    /// process holds the lock.
+    pub fn lock(self, command: &str) -> Result<Session> {
+        let holder = format!(
+            "pid {} ({command}) {} since {}",
+            std::process::id(),
+            actor(),
+            chrono::Utc::now().to_rfc3339()
+        );
+        let lock = Lock::acquire(&self.dir.lock_path(), &holder)?;
+        let mut session = Session::open(self.plan)?;
         session.lock = Some(lock);
-        session.repair()?;
+        session.repaired = session.repair()?;
         Ok(session)
     }
 
     /// The phase in force.
     pub fn phase(&self) -> &'static PhaseSpec {
-        Catalog::builtin().get(&self.state.phase).expect("journal phases come from the catalog")
+        Catalog::builtin()
+            .get(&self.state.phase)
+            .expect("journal phases come from the catalog")
     }
 
     /// The flag file the journal says should be on disk (`None` before the first transition).
@@ -74,7 +93,10 @@ impl Session {
 
     /// The flag file for `phase` at `generation`.
     pub fn flag_for(&self, generation: u64, phase: &PhaseSpec, plan_sha256: &str) -> FlagFile {
-        let shadow = ShadowRead { sample_rate: self.plan.shadow_read.sample_rate, timeout_ms: self.plan.shadow_read.timeout_ms };
+        let shadow = ShadowRead {
+            sample_rate: self.plan.shadow_read.sample_rate,
+            timeout_ms: self.plan.shadow_read.timeout_ms,
+        };
         FlagFile::new(&self.plan.name, generation, phase, shadow, plan_sha256, false)
     }
 
@@ -84,7 +106,13 @@ impl Session {
         match State::read(&state_path) {
             Ok(Some(on_disk)) if on_disk == self.state => {}
             Ok(None) if self.journal.entries().is_empty() => {}
-            Ok(Some(on_disk)) => self.drift(&state_path, format!("records generation {} ({}), the journal says {} ({})", on_disk.generation, on_disk.phase, self.state.generation, self.state.phase)),
+            Ok(Some(on_disk)) => self.drift(
+                &state_path,
+                format!(
+                    "records generation {} ({}), the journal says {} ({})",
+                    on_disk.generation, on_disk.phase, self.state.generation, self.state.phase
+                ),
+            ),
             Ok(None) => self.drift(&state_path, "missing".into()),
             Err(e) => self.drift(&state_path, format!("unreadable: {e}")),
         }
@@ -94,12 +122,21 @@ impl Session {
             (Ok(found), _) => {
                 let same = match (&found, &expected) {
                     (None, None) => true,
-                    (Some(f), Some(e)) => f.generation == e.generation && f.phase == e.phase && f.routing == e.routing,
+                    (Some(f), Some(e)) => {
+                        f.generation == e.generation && f.phase == e.phase && f.routing == e.routing
+                    }
                     _ => false,
                 };
                 if !same {
-                    let show = |f: &Option<FlagFile>| f.as_ref().map_or("absent".to_string(), |f| format!("generation {} ({})", f.generation, f.phase));
-                    self.drift(&flag_path, format!("holds {}, the journal says {}", show(&found), show(&expected)));
+                    let show = |f: &Option<FlagFile>| {
+                        f.as_ref().map_or("absent".to_string(), |f| {
+                            format!("generation {} ({})", f.generation, f.phase)
+                        })
+                    };
+                    self.drift(
+                        &flag_path,
+                        format!("holds {}, the journal says {}", show(&found), show(&expected)),
+                    );
                 }
                 self.flag_on_disk = found;
             }
@@ -108,19 +145,31 @@ impl Session {
     }
 
     fn drift(&mut self, file: &Path, detail: String) {
-        self.drift.push(Drift { file: file.display().to_string(), detail });
+        self.drift.push(Drift {
+            file: file.display().to_string(),
+            detail,
+        });
     }
 
     /// Rewrites drifted derived files from the journal and journals the repair.
-    pub fn repair(&mut self) -> Result<Vec<Drift>> {
+    fn repair(&mut self) -> Result<Vec<Drift>> {
         let repaired = std::mem::take(&mut self.drift);
         if repaired.is_empty() {
             return Ok(repaired);
         }
         self.write_derived()?;
-        let detail = repaired.iter().map(|d| format!("{}: {}", d.file, d.detail)).collect::<Vec<_>>().join("; ");
-        self.journal.append(&actor(), self.state.generation, Event::Repair { detail })?;
-        self.state = State::from_journal(&self.plan.name, &Catalog::builtin().first().name, self.journal.entries());
+        let detail = repaired
+            .iter()
+            .map(|d| format!("{}: {}", d.file, d.detail))
+            .collect::<Vec<_>>()
+            .join("; ");
+        self.journal
+            .append(&actor(), self.state.generation, Event::Repair { detail })?;
+        self.state = State::from_journal(
+            &self.plan.name,
+            &Catalog::builtin().first().name,
+            self.journal.entries(),
+        );
         self.state.write(&self.dir.state_path())?;
         self.check_drift();
         Ok(repaired)
@@ -128,10 +177,13 @@ impl Session {
 
     /// Writes `state.json` and the flag file from the derived state.
     fn write_derived(&mut self) -> Result<()> {
-        self.state.write(&self.dir.state_path()).with_context(|| format!("writing {}", self.dir.state_path().display()))?;
+        self.state
+            .write(&self.dir.state_path())
+            .with_context(|| format!("writing {}", self.dir.state_path().display()))?;
         match self.expected_flag() {
             Some(flag) => {
-                flags::write_atomic(&self.plan.flag_file, &flag).with_context(|| format!("writing {}", self.plan.flag_file.display()))?;
+                flags::write_atomic(&self.plan.flag_file, &flag)
+                    .with_context(|| format!("writing {}", self.plan.flag_file.display()))?;
                 self.flag_on_disk = Some(flag);
             }
             // Back at generation 0 with no transition: an absent flag file means `planned`.
@@ -149,7 +201,11 @@ impl Session {
     pub fn record(&mut self, event: Event) -> Result<()> {
         assert!(self.lock.is_some(), "journal writes need the lock");
         self.journal.append(&actor(), self.state.generation, event)?;
-        self.state = State::from_journal(&self.plan.name, &Catalog::builtin().first().name, self.journal.entries());
+        self.state = State::from_journal(
+            &self.plan.name,
+            &Catalog::builtin().first().name,
+            self.journal.entries(),
+        );
         self.state.write(&self.dir.state_path())?;
         Ok(())
     }
@@ -158,10 +214,30 @@ impl Session {
     /// state record and the flag file. Returns the flag file written.
     pub fn transition(&mut self, kind: TransitionKind, to: &PhaseSpec) -> Result<FlagFile> {
         assert!(self.lock.is_some(), "transitions need the lock");
-        let event = Event::Transition { kind, from: self.state.phase.clone(), to: to.name.clone(), plan_sha256: self.plan.sha256.clone() };
+        let event = Event::Transition {
+            kind,
+            from: self.state.phase.clone(),
+            to: to.name.clone(),
+            plan_sha256: self.plan.sha256.clone(),
+        };
         self.journal.append(&actor(), self.state.generation + 1, event)?;
-        self.state = State::from_journal(&self.plan.name, &Catalog::builtin().first().name, self.journal.entries());
+        self.state = State::from_journal(
+            &self.plan.name,
+            &Catalog::builtin().first().name,
+            self.journal.entries(),
+        );
         self.write_derived()?;
         Ok(self.expected_flag().expect("a transition sets plan_sha256"))
+    }
+}
+
+impl Session {
+    /// Drift a dry run would repair, or that taking the lock repaired.
+    pub fn drift_for_report(&self) -> Vec<Drift> {
+        if self.lock.is_some() {
+            self.repaired.clone()
+        } else {
+            self.drift.clone()
+        }
     }
 }

@@ -29,8 +29,14 @@ pub struct Options {
 }
 
 /// Gates that need an online inspection of source and target.
-const INSPECTED_GATES: &[&str] =
-    &["source-reachable", "target-reachable", "target-cluster-ok", "rdb-compatible", "memory-headroom", "target-empty"];
+const INSPECTED_GATES: &[&str] = &[
+    "source-reachable",
+    "target-reachable",
+    "target-cluster-ok",
+    "rdb-compatible",
+    "memory-headroom",
+    "target-empty",
+];
 
 /// Runs `advance`.
 pub fn run(path: &Path, opts: Options) -> Result<u8> {
@@ -38,39 +44,86 @@ pub fn run(path: &Path, opts: Options) -> Result<u8> {
         return Err(Error::Usage("--reason goes with --skip-gate NAME".into()));
     }
     let plan = Plan::load(path)?;
-    let mut session = if opts.dry_run { Session::open(plan)? } else { Session::open_locked(plan, "advance")? };
-    // A real run has repaired drift already (and reports it); a dry run reports what it would repair.
-    let drift = if opts.dry_run { session.drift.clone() } else { session.repair()? };
+    // Validate the request against the current state before taking the lock, so a refused
+    // request leaves no trace; then re-check under the lock, since the state may have moved.
+    let session = Session::open(plan)?;
+    check_skips(
+        step::resolve(session.phase(), opts.phase.as_deref(), Direction::Forward)?,
+        &opts.skip_gates,
+    )?;
+    let mut session = if opts.dry_run {
+        session
+    } else {
+        super::require_yes_or_terminal(opts.yes)?;
+        session.lock("advance")?
+    };
     let to = step::resolve(session.phase(), opts.phase.as_deref(), Direction::Forward)?;
     check_skips(to, &opts.skip_gates)?;
 
-    let inspection = if to.gates.iter().any(|g| INSPECTED_GATES.contains(&g.name.as_str())) {
+    let inspection = if to
+        .gates
+        .iter()
+        .any(|g| INSPECTED_GATES.contains(&g.name.as_str()))
+    {
         Some(super::inspect(&session.plan)?)
     } else {
         None
     };
-    let mut results = gate::evaluate(&session.plan, &session.state, to, inspection.as_ref(), chrono::Utc::now());
-    apply_skips(&mut results, &opts.skip_gates, opts.reason.as_deref().unwrap_or_default());
+    let mut results = gate::evaluate(
+        &session.plan,
+        &session.state,
+        to,
+        inspection.as_ref(),
+        chrono::Utc::now(),
+    );
+    apply_skips(
+        &mut results,
+        &opts.skip_gates,
+        opts.reason.as_deref().unwrap_or_default(),
+    );
 
-    let (mut report, _) = StepReport::new("advance", &session, to, opts.dry_run, drift);
+    let (mut report, _) = StepReport::new("advance", &session, to, opts.dry_run);
     report.allowed = gate::all_allow(&results);
     report.gates = results;
     if !report.allowed {
         if !opts.dry_run {
-            session.record(Event::Gates { phase: to.name.clone(), passed: false, results: records(&report.gates) })?;
+            session.record(Event::Gates {
+                phase: to.name.clone(),
+                passed: false,
+                results: records(&report.gates),
+            })?;
         }
         report.print(opts.format)?;
-        return Err(Error::Blocked(format!("gate blocked the step into {}: {}", to.name, output::blocking_summary(&report.gates))));
+        return Err(Error::Blocked(format!(
+            "gate blocked the step into {}: {}",
+            to.name,
+            output::blocking_summary(&report.gates)
+        )));
     }
     if opts.dry_run {
         report.print(opts.format)?;
         return Ok(0);
     }
-    super::confirm(&format!("advance {} from {} to {}", session.plan.name, session.state.phase, to.name), opts.yes)?;
-    session.record(Event::Gates { phase: to.name.clone(), passed: true, results: records(&report.gates) })?;
+    super::confirm(
+        &format!(
+            "advance {} from {} to {}",
+            session.plan.name, session.state.phase, to.name
+        ),
+        opts.yes,
+    )?;
+    session.record(Event::Gates {
+        phase: to.name.clone(),
+        passed: true,
+        results: records(&report.gates),
+    })?;
     for r in report.gates.iter().filter(|r| r.verdict == Verdict::Skipped) {
         let reason = r.skip_reason.clone().unwrap_or_default();
-        session.record(Event::Override { phase: to.name.clone(), gate: r.gate.clone(), reason, measured: r.measured.clone() })?;
+        session.record(Event::Override {
+            phase: to.name.clone(),
+            gate: r.gate.clone(),
+            reason,
+            measured: r.measured.clone(),
+        })?;
     }
     session.transition(TransitionKind::Advance, to)?;
     report.applied = true;
@@ -84,7 +137,11 @@ fn check_skips(to: &PhaseSpec, skips: &[String]) -> Result<()> {
     for name in skips {
         if !to.gates.iter().any(|g| &g.name == name) {
             let names: Vec<&str> = to.gates.iter().map(|g| g.name.as_str()).collect();
-            return Err(Error::Usage(format!("--skip-gate {name}: the step into {} has no such gate; its gates: {}", to.name, names.join(", "))));
+            return Err(Error::Usage(format!(
+                "--skip-gate {name}: the step into {} has no such gate; its gates: {}",
+                to.name,
+                names.join(", ")
+            )));
         }
     }
     Ok(())
@@ -93,7 +150,10 @@ fn check_skips(to: &PhaseSpec, skips: &[String]) -> Result<()> {
 /// Marks the skipped gates that would otherwise block. A gate that passes anyway is not
 /// overridden, so the journal only records overrides that mattered.
 fn apply_skips(results: &mut [GateResult], skips: &[String], reason: &str) {
-    for r in results.iter_mut().filter(|r| skips.contains(&r.gate) && !r.verdict.allows()) {
+    for r in results
+        .iter_mut()
+        .filter(|r| skips.contains(&r.gate) && !r.verdict.allows())
+    {
         r.verdict = Verdict::Skipped;
         r.skip_reason = Some(reason.to_string());
     }
@@ -109,6 +169,8 @@ fn action_note(to: &PhaseSpec) -> String {
         Action::None => "none".into(),
         // The data-moving actions arrive with the backfill and proxy work; until then the gates
         // that depend on them report "no data" and block the next step.
-        other => format!("{other:?} (not run by this build: its gates stay blocked until it runs)").to_lowercase(),
+        other => {
+            format!("{other:?} (not run by this build: its gates stay blocked until it runs)").to_lowercase()
+        }
     }
 }

@@ -15,35 +15,76 @@ use crate::gate::Inspection;
 /// Runs one subcommand and returns the exit code for success paths.
 pub fn execute(command: Command) -> Result<u8> {
     match command {
-        Command::Plan { plan, offline, format, detailed_exitcode } => plan::run(&plan, offline, format, detailed_exitcode),
+        Command::Plan {
+            plan,
+            offline,
+            format,
+            detailed_exitcode,
+        } => plan::run(&plan, offline, format, detailed_exitcode),
         Command::Status { plan, format, repair } => status::run(&plan, format, repair),
-        Command::Advance { plan, phase, dry_run, yes, skip_gate, reason, format } => {
-            advance::run(&plan, advance::Options { phase, dry_run, yes, skip_gates: skip_gate, reason, format })
-        }
-        Command::Rollback { plan, phase, dry_run, yes, format } => rollback::run(&plan, phase, dry_run, yes, format),
+        Command::Advance {
+            plan,
+            phase,
+            dry_run,
+            yes,
+            skip_gate,
+            reason,
+            format,
+        } => advance::run(
+            &plan,
+            advance::Options {
+                phase,
+                dry_run,
+                yes,
+                skip_gates: skip_gate,
+                reason,
+                format,
+            },
+        ),
+        Command::Rollback {
+            plan,
+            phase,
+            dry_run,
+            yes,
+            format,
+        } => rollback::run(&plan, phase, dry_run, yes, format),
     }
 }
 
 /// Inspects source and target concurrently (read-only).
 fn inspect(plan: &crate::plan::Plan) -> Result<Inspection> {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     Ok(runtime.block_on(async {
         let (source, target) = tokio::join!(
             crate::inspect::inspect_source(&plan.source, &plan.keys),
             crate::inspect::inspect_target(&plan.target, &plan.keys, 1000),
         );
-        Inspection { source: source.map_err(|e| e.to_string()), target: target.map_err(|e| e.to_string()) }
+        Inspection {
+            source: source.map_err(|e| e.to_string()),
+            target: target.map_err(|e| e.to_string()),
+        }
     }))
 }
 
-/// Asks the operator to confirm a mutation. Without a terminal on stdin, `--yes` is required.
+/// A mutation needs `--yes` when nobody is at a terminal to answer the prompt.
+fn require_yes_or_terminal(yes: bool) -> Result<()> {
+    if yes || std::io::stdin().is_terminal() {
+        Ok(())
+    } else {
+        Err(Error::Usage(
+            "refusing to change anything without --yes when stdin is not a terminal".into(),
+        ))
+    }
+}
+
+/// Asks the operator to confirm a mutation (skipped with `--yes`).
 fn confirm(question: &str, yes: bool) -> Result<()> {
     if yes {
         return Ok(());
     }
-    if !std::io::stdin().is_terminal() {
-        return Err(Error::Usage(format!("{question}: refusing to change anything without --yes when stdin is not a terminal")));
-    }
+    require_yes_or_terminal(yes)?;
     eprint!("{question}? [y/N] ");
     let mut answer = String::new();
     std::io::stdin().read_line(&mut answer)?;

@@ -59,8 +59,14 @@ struct Side {
 impl From<&Result<NodeSetReport, String>> for Side {
     fn from(r: &Result<NodeSetReport, String>) -> Side {
         match r {
-            Ok(report) => Side { report: Some(report.clone()), error: None },
-            Err(e) => Side { report: None, error: Some(e.clone()) },
+            Ok(report) => Side {
+                report: Some(report.clone()),
+                error: None,
+            },
+            Err(e) => Side {
+                report: None,
+                error: Some(e.clone()),
+            },
         }
     }
 }
@@ -69,11 +75,28 @@ impl From<&Result<NodeSetReport, String>> for Side {
 pub fn run(path: &Path, offline: bool, format: Format, detailed_exitcode: bool) -> Result<u8> {
     let plan = Plan::load(path)?;
     let session = Session::open(plan)?;
-    let inspection: Option<Inspection> = if offline { None } else { Some(super::inspect(&session.plan)?) };
+    let inspection: Option<Inspection> = if offline {
+        None
+    } else {
+        Some(super::inspect(&session.plan)?)
+    };
     let next = Catalog::builtin().next(&session.state.phase);
     let generation = session.state.generation + 1;
-    let gates = next.map_or_else(Vec::new, |n| gate::evaluate(&session.plan, &session.state, n, inspection.as_ref(), chrono::Utc::now()));
-    let flag_diff = next.map_or_else(Vec::new, |n| flags::diff(session.flag_on_disk.as_ref(), &session.flag_for(generation, n, &session.plan.sha256)));
+    let gates = next.map_or_else(Vec::new, |n| {
+        gate::evaluate(
+            &session.plan,
+            &session.state,
+            n,
+            inspection.as_ref(),
+            chrono::Utc::now(),
+        )
+    });
+    let flag_diff = next.map_or_else(Vec::new, |n| {
+        flags::diff(
+            session.flag_on_disk.as_ref(),
+            &session.flag_for(generation, n, &session.plan.sha256),
+        )
+    });
     let p = &session.plan;
     let report = PlanReport {
         migration: p.name.clone(),
@@ -82,8 +105,16 @@ pub fn run(path: &Path, offline: bool, format: Format, detailed_exitcode: bool) 
         state_dir: p.state_dir.display().to_string(),
         flag_file: p.flag_file.display().to_string(),
         offline,
-        current: Current { phase: session.state.phase.clone(), generation: session.state.generation },
-        next: next.map(|n| Next { phase: n.name.clone(), generation, routing: n.routing, action: format!("{:?}", n.action).to_lowercase() }),
+        current: Current {
+            phase: session.state.phase.clone(),
+            generation: session.state.generation,
+        },
+        next: next.map(|n| Next {
+            phase: n.name.clone(),
+            generation,
+            routing: n.routing,
+            action: format!("{:?}", n.action).to_lowercase(),
+        }),
         ready: next.is_some() && gate::all_allow(&gates),
         gates,
         flag_diff,
@@ -109,34 +140,62 @@ fn print_table(r: &PlanReport) {
         match side {
             None => println!("{name}: not inspected (--offline)"),
             Some(Side { error: Some(e), .. }) => println!("{name}: UNREACHABLE: {e}"),
-            Some(Side { report: Some(rep), .. }) => print_side(name, rep),
+            Some(Side {
+                report: Some(rep), ..
+            }) => print_side(name, rep),
             Some(_) => {}
         }
     }
     for d in &r.drift {
-        println!("drift: {}: {} (the next advance/rollback, or `status --repair`, rewrites it from the journal)", d.file, d.detail);
+        println!(
+            "drift: {}: {} (the next advance/rollback, or `status --repair`, rewrites it from the journal)",
+            d.file, d.detail
+        );
     }
-    println!("current phase: {} (generation {})", r.current.phase, r.current.generation);
+    println!(
+        "current phase: {} (generation {})",
+        r.current.phase, r.current.generation
+    );
     let Some(next) = &r.next else {
         println!("no next phase: the migration is at its last phase");
         return;
     };
-    println!("next phase: {} (generation {}), entry action: {}", next.phase, next.generation, next.action);
+    println!(
+        "next phase: {} (generation {}), entry action: {}",
+        next.phase, next.generation, next.action
+    );
     println!("{}", output::gates_table(&r.gates));
-    println!("flag-file change on advance:\n{}", output::diff_table(&r.flag_diff));
+    println!(
+        "flag-file change on advance:\n{}",
+        output::diff_table(&r.flag_diff)
+    );
     if r.ready {
-        println!("ready: `cachemig advance {} --phase {}` would apply this step", r.plan_file, next.phase);
+        println!(
+            "ready: `cachemig advance {} --phase {}` would apply this step",
+            r.plan_file, next.phase
+        );
     } else {
         println!("blocked: {}", output::blocking_summary(&r.gates));
     }
 }
 
 fn print_side(name: &str, rep: &NodeSetReport) {
-    let kind = if rep.cluster_enabled { "cluster" } else { "standalone" };
+    let kind = if rep.cluster_enabled {
+        "cluster"
+    } else {
+        "standalone"
+    };
     let mut t = output::table(&["node", "version", "rdb", "used memory", "maxmemory", "keys"]);
     for m in &rep.masters {
         let rdb = m.rdb_version.map_or("?".to_string(), |v| v.to_string());
-        t.add_row(vec![m.addr.clone(), m.redis_version.clone(), rdb, m.used_memory.to_string(), m.maxmemory.to_string(), m.dbsize.to_string()]);
+        t.add_row(vec![
+            m.addr.clone(),
+            m.redis_version.clone(),
+            rdb,
+            m.used_memory.to_string(),
+            m.maxmemory.to_string(),
+            m.dbsize.to_string(),
+        ]);
     }
     let mut extra = String::new();
     if let Some(state) = &rep.cluster_state {
@@ -146,7 +205,10 @@ fn print_side(name: &str, rep: &NodeSetReport) {
         extra.push_str(&format!(", {slots}/16384 slots"));
     }
     if let Some(n) = rep.keys_in_range {
-        extra.push_str(&format!(", {n}{} key(s) in the migrated range", if rep.keys_in_range_truncated { "+" } else { "" }));
+        extra.push_str(&format!(
+            ", {n}{} key(s) in the migrated range",
+            if rep.keys_in_range_truncated { "+" } else { "" }
+        ));
     }
     println!("{name}: {kind}, {} master(s){extra}\n{t}", rep.masters.len());
 }

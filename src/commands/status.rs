@@ -36,8 +36,13 @@ struct StatusReport {
 /// Runs `status`. Read-only unless `--repair`.
 pub fn run(path: &Path, format: Format, repair: bool) -> Result<u8> {
     let plan = Plan::load(path)?;
-    let mut session = if repair { Session::open_locked(plan, "status --repair")? } else { Session::open(plan)? };
-    let repaired = if repair { session.repair()? } else { Vec::new() };
+    let session = Session::open(plan)?;
+    let session = if repair {
+        session.lock("status --repair")?
+    } else {
+        session
+    };
+    let repaired = session.repaired.clone();
     let catalog = Catalog::builtin();
     let s = &session.state;
     let entries = session.journal.entries();
@@ -47,12 +52,19 @@ pub fn run(path: &Path, format: Format, repair: bool) -> Result<u8> {
         generation: s.generation,
         routing: session.phase().routing,
         entered_at: s.entered_at,
-        in_force_for: s.entered_at.map(|t| units::format_duration(std::time::Duration::from_secs((Utc::now() - t).num_seconds().max(0) as u64))),
+        in_force_for: s.entered_at.map(|t| {
+            units::format_duration(std::time::Duration::from_secs(
+                (Utc::now() - t).num_seconds().max(0) as u64,
+            ))
+        }),
         next: catalog.next(&s.phase).map(|p| p.name.clone()),
         previous: catalog.previous(&s.phase).map(|p| p.name.clone()),
         flag_file: session.plan.flag_file.display().to_string(),
         flag_generation_on_disk: session.flag_on_disk.as_ref().map(|f| f.generation),
-        plan_changed_since_last_step: s.plan_sha256.as_ref().is_some_and(|sha| *sha != session.plan.sha256),
+        plan_changed_since_last_step: s
+            .plan_sha256
+            .as_ref()
+            .is_some_and(|sha| *sha != session.plan.sha256),
         drift: session.drift.clone(),
         repaired,
         overrides: s.overrides.clone(),
@@ -66,7 +78,14 @@ pub fn run(path: &Path, format: Format, repair: bool) -> Result<u8> {
 }
 
 fn print_table(r: &StatusReport) {
-    let mut t = output::table(&["migration", "phase", "generation", "in force for", "next", "rollback to"]);
+    let mut t = output::table(&[
+        "migration",
+        "phase",
+        "generation",
+        "in force for",
+        "next",
+        "rollback to",
+    ]);
     let dash = || "-".to_string();
     t.add_row(vec![
         r.migration.clone(),
@@ -78,8 +97,16 @@ fn print_table(r: &StatusReport) {
     ]);
     println!("{t}");
     let rt = &r.routing;
-    println!("routing: read {:?}, write {:?}, mirror {:?}, shadow_read {}, fence {}", rt.read, rt.write, rt.mirror, rt.shadow_read, rt.fence);
-    println!("flag file {}: {}", r.flag_file, r.flag_generation_on_disk.map_or("absent (= planned)".to_string(), |g| format!("generation {g}")));
+    println!(
+        "routing: read {:?}, write {:?}, mirror {:?}, shadow_read {}, fence {}",
+        rt.read, rt.write, rt.mirror, rt.shadow_read, rt.fence
+    );
+    println!(
+        "flag file {}: {}",
+        r.flag_file,
+        r.flag_generation_on_disk
+            .map_or("absent (= planned)".to_string(), |g| format!("generation {g}"))
+    );
     if r.plan_changed_since_last_step {
         println!("note: the plan file changed since the last step");
     }
@@ -87,19 +114,35 @@ fn print_table(r: &StatusReport) {
         println!("repaired {}: {}", d.file, d.detail);
     }
     for d in &r.drift {
-        println!("DRIFT {}: {} — run `cachemig status PLAN --repair` (the journal wins)", d.file, d.detail);
+        println!(
+            "DRIFT {}: {} — run `cachemig status PLAN --repair` (the journal wins)",
+            d.file, d.detail
+        );
     }
     if !r.overrides.is_empty() {
         let mut t = output::table(&["skipped gate", "entering", "measured then", "reason", "by", "at"]);
         for o in &r.overrides {
-            t.add_row(vec![o.gate.clone(), o.phase.clone(), o.measured.clone(), o.reason.clone(), o.user.clone(), o.time.to_rfc3339()]);
+            t.add_row(vec![
+                o.gate.clone(),
+                o.phase.clone(),
+                o.measured.clone(),
+                o.reason.clone(),
+                o.user.clone(),
+                o.time.to_rfc3339(),
+            ]);
         }
         println!("gate overrides:\n{t}");
     }
     if !r.recent.is_empty() {
         let mut t = output::table(&["seq", "time", "user", "gen", "event"]);
         for e in &r.recent {
-            t.add_row(vec![e.seq.to_string(), e.time.format("%Y-%m-%d %H:%M:%S").to_string(), e.user.clone(), e.generation.to_string(), describe(&e.event)]);
+            t.add_row(vec![
+                e.seq.to_string(),
+                e.time.format("%Y-%m-%d %H:%M:%S").to_string(),
+                e.user.clone(),
+                e.generation.to_string(),
+                describe(&e.event),
+            ]);
         }
         println!("recent journal entries:\n{t}");
     }
@@ -109,8 +152,13 @@ fn describe(e: &crate::state::Event) -> String {
     use crate::state::Event;
     match e {
         Event::Transition { kind, from, to, .. } => format!("{kind:?} {from} -> {to}").to_lowercase(),
-        Event::Gates { phase, passed, .. } => format!("gates into {phase}: {}", if *passed { "passed" } else { "blocked" }),
-        Event::Override { phase, gate, reason, .. } => format!("skipped gate {gate} into {phase}: {reason}"),
+        Event::Gates { phase, passed, .. } => format!(
+            "gates into {phase}: {}",
+            if *passed { "passed" } else { "blocked" }
+        ),
+        Event::Override {
+            phase, gate, reason, ..
+        } => format!("skipped gate {gate} into {phase}: {reason}"),
         Event::Repair { detail } => format!("repaired {detail}"),
     }
 }

@@ -21,21 +21,32 @@ pub enum Direction {
 }
 
 /// The phase a step from `from` enters; `requested` (from `--phase`) must name exactly it.
-pub fn resolve(from: &PhaseSpec, requested: Option<&str>, direction: Direction) -> Result<&'static PhaseSpec> {
+pub fn resolve(
+    from: &PhaseSpec,
+    requested: Option<&str>,
+    direction: Direction,
+) -> Result<&'static PhaseSpec> {
     let catalog = Catalog::builtin();
     if let Some(name) = requested
         && catalog.get(name).is_none()
     {
-        let hint = did_you_mean(name, catalog.names()).map_or(String::new(), |b| format!(" (did you mean `{b}`?)"));
-        return Err(Error::Usage(format!("unknown phase `{name}`{hint}; phases: {}", catalog.names().join(", "))));
+        let hint =
+            did_you_mean(name, catalog.names()).map_or(String::new(), |b| format!(" (did you mean `{b}`?)"));
+        return Err(Error::Usage(format!(
+            "unknown phase `{name}`{hint}; phases: {}",
+            catalog.names().join(", ")
+        )));
     }
     let to = match direction {
         Direction::Forward => catalog.next(&from.name).ok_or_else(|| {
-            Error::Usage(format!("{} is the last phase; nothing to advance to (finalize is a separate, irreversible step)", from.name))
+            Error::Usage(format!(
+                "{} is the last phase; nothing to advance to (finalize is a separate, irreversible step)",
+                from.name
+            ))
         })?,
-        Direction::Back => catalog.previous(&from.name).ok_or_else(|| {
-            Error::Usage(format!("{} is the first phase; nothing to roll back", from.name))
-        })?,
+        Direction::Back => catalog
+            .previous(&from.name)
+            .ok_or_else(|| Error::Usage(format!("{} is the first phase; nothing to roll back", from.name)))?,
     };
     match requested {
         Some(name) if name != to.name => Err(Error::Usage(wrong_phase(from, to, name, direction))),
@@ -46,7 +57,11 @@ pub fn resolve(from: &PhaseSpec, requested: Option<&str>, direction: Direction) 
 fn wrong_phase(from: &PhaseSpec, to: &PhaseSpec, name: &str, direction: Direction) -> String {
     let catalog = Catalog::builtin();
     let (here, there) = (catalog.index_of(&from.name), catalog.index_of(name));
-    let verb = if direction == Direction::Forward { "advance" } else { "rollback" };
+    let verb = if direction == Direction::Forward {
+        "advance"
+    } else {
+        "rollback"
+    };
     let why = match (direction, here < there) {
         (Direction::Forward, true) => "phases cannot be skipped",
         (Direction::Forward, false) => "that is not ahead of the current phase: use `cachemig rollback`",
@@ -96,21 +111,32 @@ pub struct PhaseAt {
 
 impl StepReport {
     /// A report for a step of `session` into `to`, with the flag file it would write.
-    pub fn new(command: &'static str, session: &Session, to: &PhaseSpec, dry_run: bool, drift: Vec<Drift>) -> (StepReport, FlagFile) {
+    pub fn new(
+        command: &'static str,
+        session: &Session,
+        to: &PhaseSpec,
+        dry_run: bool,
+    ) -> (StepReport, FlagFile) {
         let generation = session.state.generation + 1;
         let flag = session.flag_for(generation, to, &session.plan.sha256);
         let report = StepReport {
             command,
             migration: session.plan.name.clone(),
             dry_run,
-            from: PhaseAt { phase: session.state.phase.clone(), generation: session.state.generation },
-            to: PhaseAt { phase: to.name.clone(), generation },
+            from: PhaseAt {
+                phase: session.state.phase.clone(),
+                generation: session.state.generation,
+            },
+            to: PhaseAt {
+                phase: to.name.clone(),
+                generation,
+            },
             gates: Vec::new(),
             allowed: true,
             applied: false,
             flag_file: session.plan.flag_file.display().to_string(),
             flag_diff: flags::diff(session.flag_on_disk.as_ref(), &flag),
-            drift,
+            drift: session.drift_for_report(),
             action: format!("{:?}", to.action).to_lowercase(),
         };
         (report, flag)
@@ -138,7 +164,11 @@ impl StepReport {
         if !self.gates.is_empty() {
             println!("{}", output::gates_table(&self.gates));
         }
-        println!("flag file {}:\n{}", self.flag_file, output::diff_table(&self.flag_diff));
+        println!(
+            "flag file {}:\n{}",
+            self.flag_file,
+            output::diff_table(&self.flag_diff)
+        );
         println!("{}", self.outcome());
         Ok(())
     }
@@ -146,8 +176,14 @@ impl StepReport {
     fn outcome(&self) -> String {
         match (self.allowed, self.applied, self.dry_run) {
             (false, _, _) => format!("blocked: {}", output::blocking_summary(&self.gates)),
-            (true, _, true) => format!("dry run: would write generation {} ({}); nothing was changed", self.to.generation, self.to.phase),
-            (true, true, false) => format!("wrote generation {} ({}) to {}", self.to.generation, self.to.phase, self.flag_file),
+            (true, _, true) => format!(
+                "dry run: would write generation {} ({}); nothing was changed",
+                self.to.generation, self.to.phase
+            ),
+            (true, true, false) => format!(
+                "wrote generation {} ({}) to {}",
+                self.to.generation, self.to.phase, self.flag_file
+            ),
             (true, false, false) => "not applied".into(),
         }
     }
@@ -175,7 +211,10 @@ mod tests {
 
     #[test]
     fn rollback_goes_exactly_one_back() {
-        assert_eq!(resolve(phase("shadow-read"), None, Direction::Back).unwrap().name, "sync-dual-write");
+        assert_eq!(
+            resolve(phase("shadow-read"), None, Direction::Back).unwrap().name,
+            "sync-dual-write"
+        );
         assert!(resolve(phase("shadow-read"), Some("backfill"), Direction::Back).is_err());
         assert!(resolve(phase("planned"), None, Direction::Back).is_err());
     }

@@ -29,8 +29,19 @@ struct Ctx<'a> {
 type Measure = (String, Verdict);
 
 /// Evaluates every gate of the step into `phase`. `inspection` is `None` when offline.
-pub fn evaluate(plan: &Plan, state: &State, phase: &PhaseSpec, inspection: Option<&Inspection>, now: DateTime<Utc>) -> Vec<GateResult> {
-    let cx = Ctx { plan, state, inspection, now };
+pub fn evaluate(
+    plan: &Plan,
+    state: &State,
+    phase: &PhaseSpec,
+    inspection: Option<&Inspection>,
+    now: DateTime<Utc>,
+) -> Vec<GateResult> {
+    let cx = Ctx {
+        plan,
+        state,
+        inspection,
+        now,
+    };
     phase
         .gates
         .iter()
@@ -41,7 +52,9 @@ pub fn evaluate(plan: &Plan, state: &State, phase: &PhaseSpec, inspection: Optio
                 gate: spec.name.clone(),
                 description: spec.description.clone(),
                 measured,
-                threshold: threshold.map(|t| describe_threshold(&spec.name, &t)).unwrap_or_default(),
+                threshold: threshold
+                    .map(|t| describe_threshold(&spec.name, &t))
+                    .unwrap_or_default(),
                 verdict,
                 skip_reason: None,
             }
@@ -111,12 +124,19 @@ fn target_cluster_ok(t: &NodeSetReport) -> Measure {
     }
     let state = t.cluster_state.clone().unwrap_or_else(|| "unknown".into());
     let slots = t.slots_covered.unwrap_or(0);
-    (format!("cluster_state:{state}, {slots}/16384 slots"), verdict(state == "ok" && slots == 16384))
+    (
+        format!("cluster_state:{state}, {slots}/16384 slots"),
+        verdict(state == "ok" && slots == 16384),
+    )
 }
 
 fn rdb_compatible(cx: &Ctx) -> Measure {
-    let Some(i) = cx.inspection else { return no_data("offline (not inspected)") };
-    let (Ok(s), Ok(t)) = (&i.source, &i.target) else { return no_data("source or target unreachable") };
+    let Some(i) = cx.inspection else {
+        return no_data("offline (not inspected)");
+    };
+    let (Ok(s), Ok(t)) = (&i.source, &i.target) else {
+        return no_data("source or target unreachable");
+    };
     match (s.max_rdb_version(), t.min_rdb_version()) {
         (Some(src), Some(dst)) => (format!("source RDB {src}, target RDB {dst}"), verdict(dst >= src)),
         _ => no_data("RDB version unknown"),
@@ -124,8 +144,12 @@ fn rdb_compatible(cx: &Ctx) -> Measure {
 }
 
 fn memory_headroom(cx: &Ctx, threshold: Option<&Threshold>) -> Measure {
-    let Some(i) = cx.inspection else { return no_data("offline (not inspected)") };
-    let (Ok(s), Ok(t)) = (&i.source, &i.target) else { return no_data("source or target unreachable") };
+    let Some(i) = cx.inspection else {
+        return no_data("offline (not inspected)");
+    };
+    let (Ok(s), Ok(t)) = (&i.source, &i.target) else {
+        return no_data("source or target unreachable");
+    };
     let factor = match threshold {
         Some(Threshold::Number(x)) => *x,
         _ => 1.2,
@@ -134,8 +158,14 @@ fn memory_headroom(cx: &Ctx, threshold: Option<&Threshold>) -> Measure {
     let need = (used as f64 * factor) as u64;
     match t.total_free_memory() {
         // maxmemory 0 means the server has no configured limit: nothing to measure against.
-        None => (format!("target maxmemory unlimited; source uses {}", mib(used)), Verdict::Pass),
-        Some(free) => (format!("target free {} vs needed {}", mib(free), mib(need)), verdict(free >= need)),
+        None => (
+            format!("target maxmemory unlimited; source uses {}", mib(used)),
+            Verdict::Pass,
+        ),
+        Some(free) => (
+            format!("target free {} vs needed {}", mib(free), mib(need)),
+            verdict(free >= need),
+        ),
     }
 }
 
@@ -144,9 +174,15 @@ fn mib(bytes: u64) -> String {
 }
 
 fn target_empty(cx: &Ctx, t: &NodeSetReport) -> Measure {
-    let Some(n) = t.keys_in_range else { return no_data("target keys not counted") };
+    let Some(n) = t.keys_in_range else {
+        return no_data("target keys not counted");
+    };
     let more = if t.keys_in_range_truncated { "+" } else { "" };
-    let sample = if t.sample_keys.is_empty() { String::new() } else { format!(" (e.g. {})", t.sample_keys.join(", ")) };
+    let sample = if t.sample_keys.is_empty() {
+        String::new()
+    } else {
+        format!(" (e.g. {})", t.sample_keys.join(", "))
+    };
     let measured = format!("{n}{more} key(s) in range{sample}");
     match cx.plan.backfill.on_existing {
         OnExisting::Replace => (format!("{measured}; on_existing = replace"), Verdict::Pass),
@@ -156,18 +192,30 @@ fn target_empty(cx: &Ctx, t: &NodeSetReport) -> Measure {
 
 fn proxies_acked(cx: &Ctx) -> Measure {
     match cx.plan.proxies.expected {
-        0 => ("0 proxies expected ([proxies] expected = 0)".into(), Verdict::Pass),
+        0 => (
+            "0 proxies expected ([proxies] expected = 0)".into(),
+            Verdict::Pass,
+        ),
         n => no_data(&format!("no proxy reports ({n} expected)")),
     }
 }
 
 fn soak(cx: &Ctx, threshold: Option<&Threshold>) -> Measure {
-    let Some(Threshold::Duration(text)) = threshold else { return no_data("no soak threshold") };
-    let Ok(need) = units::parse_duration(text) else { return no_data("bad soak threshold") };
-    let Some(since) = cx.state.entered_at else { return no_data("phase entry time unknown") };
+    let Some(Threshold::Duration(text)) = threshold else {
+        return no_data("no soak threshold");
+    };
+    let Ok(need) = units::parse_duration(text) else {
+        return no_data("bad soak threshold");
+    };
+    let Some(since) = cx.state.entered_at else {
+        return no_data("phase entry time unknown");
+    };
     let elapsed = (cx.now - since).to_std().unwrap_or_default();
     let shown = units::format_duration(std::time::Duration::from_secs(elapsed.as_secs()));
-    (format!("{} in force for {shown}", cx.state.phase), verdict(elapsed >= need))
+    (
+        format!("{} in force for {shown}", cx.state.phase),
+        verdict(elapsed >= need),
+    )
 }
 
 #[cfg(test)]
@@ -184,7 +232,12 @@ mod tests {
         let state = State::from_journal("t", "planned", &[]);
         for phase in Catalog::builtin().phases() {
             for r in evaluate(&plan, &state, phase, None, Utc::now()) {
-                assert!(!r.measured.contains("does not know"), "{}: {}", phase.name, r.gate);
+                assert!(
+                    !r.measured.contains("does not know"),
+                    "{}: {}",
+                    phase.name,
+                    r.gate
+                );
             }
         }
     }

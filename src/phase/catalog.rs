@@ -8,11 +8,26 @@ use serde::{Deserialize, Serialize};
 const SOURCES: &[(&str, &str)] = &[
     ("0-planned.toml", include_str!("../../phases/0-planned.toml")),
     ("1-backfill.toml", include_str!("../../phases/1-backfill.toml")),
-    ("2-async-dual-write.toml", include_str!("../../phases/2-async-dual-write.toml")),
-    ("3-sync-dual-write.toml", include_str!("../../phases/3-sync-dual-write.toml")),
-    ("4-shadow-read.toml", include_str!("../../phases/4-shadow-read.toml")),
-    ("5-read-cutover.toml", include_str!("../../phases/5-read-cutover.toml")),
-    ("6-write-stop.toml", include_str!("../../phases/6-write-stop.toml")),
+    (
+        "2-async-dual-write.toml",
+        include_str!("../../phases/2-async-dual-write.toml"),
+    ),
+    (
+        "3-sync-dual-write.toml",
+        include_str!("../../phases/3-sync-dual-write.toml"),
+    ),
+    (
+        "4-shadow-read.toml",
+        include_str!("../../phases/4-shadow-read.toml"),
+    ),
+    (
+        "5-read-cutover.toml",
+        include_str!("../../phases/5-read-cutover.toml"),
+    ),
+    (
+        "6-write-stop.toml",
+        include_str!("../../phases/6-write-stop.toml"),
+    ),
 ];
 
 /// Which Redis a class of commands goes to.
@@ -243,10 +258,20 @@ mod tests {
     #[test]
     fn a_rollback_that_skips_a_phase_is_rejected() {
         let bad = [
-            ("a.toml", "name='a'\ndescription=''\naction='none'\n[routing]\nread='old'\nwrite='old'\nmirror='off'\nshadow_read=false\nfence=false\n"),
-            ("b.toml", "name='b'\ndescription=''\naction='none'\nrollback='zzz'\n[routing]\nread='old'\nwrite='old'\nmirror='off'\nshadow_read=false\nfence=false\n"),
+            (
+                "a.toml",
+                "name='a'\ndescription=''\naction='none'\n[routing]\nread='old'\nwrite='old'\nmirror='off'\nshadow_read=false\nfence=false\n",
+            ),
+            (
+                "b.toml",
+                "name='b'\ndescription=''\naction='none'\nrollback='zzz'\n[routing]\nread='old'\nwrite='old'\nmirror='off'\nshadow_read=false\nfence=false\n",
+            ),
         ];
-        assert!(Catalog::parse(&bad).unwrap_err().contains("expected the previous phase"));
+        assert!(
+            Catalog::parse(&bad)
+                .unwrap_err()
+                .contains("expected the previous phase")
+        );
     }
 
     #[test]
@@ -256,7 +281,10 @@ mod tests {
         let c = Catalog::builtin();
         for pair in c.phases().windows(2) {
             if pair[0].routing.write != pair[1].routing.write {
-                assert_eq!((pair[0].name.as_str(), pair[1].name.as_str()), ("read-cutover", "write-stop"));
+                assert_eq!(
+                    (pair[0].name.as_str(), pair[1].name.as_str()),
+                    ("read-cutover", "write-stop")
+                );
                 assert_eq!(pair[1].action, Action::FencedSwitch);
             }
         }

@@ -21,14 +21,32 @@ pub struct PlanError {
 
 impl PlanError {
     /// An error at byte range `span` of `source`.
-    pub fn at(file: &Path, source: &str, span: Range<usize>, message: impl Into<String>, hint: impl Into<String>) -> Self {
+    pub fn at(
+        file: &Path,
+        source: &str,
+        span: Range<usize>,
+        message: impl Into<String>,
+        hint: impl Into<String>,
+    ) -> Self {
         let (line, column) = line_column(source, span.start);
-        PlanError { file: file.to_path_buf(), line, column, message: message.into(), hint: hint.into() }
+        PlanError {
+            file: file.to_path_buf(),
+            line,
+            column,
+            message: message.into(),
+            hint: hint.into(),
+        }
     }
 
     /// An error about the file as a whole (unreadable, not UTF-8).
     pub fn whole_file(file: &Path, message: impl Into<String>, hint: impl Into<String>) -> Self {
-        PlanError { file: file.to_path_buf(), line: 0, column: 0, message: message.into(), hint: hint.into() }
+        PlanError {
+            file: file.to_path_buf(),
+            line: 0,
+            column: 0,
+            message: message.into(),
+            hint: hint.into(),
+        }
     }
 }
 
@@ -37,7 +55,14 @@ impl fmt::Display for PlanError {
         if self.line == 0 {
             write!(f, "{}: {}", self.file.display(), self.message)?;
         } else {
-            write!(f, "{}:{}:{}: {}", self.file.display(), self.line, self.column, self.message)?;
+            write!(
+                f,
+                "{}:{}:{}: {}",
+                self.file.display(),
+                self.line,
+                self.column,
+                self.message
+            )?;
         }
         write!(f, "\n  hint: {}", self.hint)
     }
@@ -85,7 +110,10 @@ mod tests {
 
     #[test]
     fn suggestions_only_for_near_misses() {
-        assert_eq!(did_you_mean("scan_cont", ["scan_count", "workers"]), Some("scan_count"));
+        assert_eq!(
+            did_you_mean("scan_cont", ["scan_count", "workers"]),
+            Some("scan_count")
+        );
         assert_eq!(did_you_mean("zzz", ["scan_count", "workers"]), None);
     }
 }

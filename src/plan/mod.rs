@@ -126,7 +126,11 @@ impl Plan {
     /// Reads, parses and validates the plan at `path`.
     pub fn load(path: &Path) -> Result<Plan, PlanError> {
         let bytes = std::fs::read(path).map_err(|e| {
-            PlanError::whole_file(path, format!("cannot read the plan: {e}"), "check the path; every command takes the plan file as its first argument")
+            PlanError::whole_file(
+                path,
+                format!("cannot read the plan: {e}"),
+                "check the path; every command takes the plan file as its first argument",
+            )
         })?;
         let text = String::from_utf8(bytes).map_err(|_| {
             PlanError::whole_file(path, "the plan is not valid UTF-8", "save the file as UTF-8")
@@ -152,6 +156,12 @@ impl Plan {
             }
             _ => {}
         }
-        Catalog::builtin().get(phase)?.gates.iter().find(|g| g.name == gate)?.threshold.clone()
+        Catalog::builtin()
+            .get(phase)?
+            .gates
+            .iter()
+            .find(|g| g.name == gate)?
+            .threshold
+            .clone()
     }
 }

@@ -36,7 +36,10 @@ fn explain(message: &str, key: &str) -> (String, String) {
     if let Some(rest) = message.strip_prefix("missing field `") {
         let field = rest.split('`').next().unwrap_or_default();
         let example = example_for(field).unwrap_or(field);
-        return (format!("missing required key `{field}`"), format!("add `{example}` to this table"));
+        return (
+            format!("missing required key `{field}`"),
+            format!("add `{example}` to this table"),
+        );
     }
     if message.starts_with("invalid type") {
         let hint = example_for(key).map_or_else(
@@ -46,9 +49,15 @@ fn explain(message: &str, key: &str) -> (String, String) {
         return (message, hint);
     }
     if message.contains("duplicate key") {
-        return (message, "each key may appear once per table: remove one of them".into());
+        return (
+            message,
+            "each key may appear once per table: remove one of them".into(),
+        );
     }
-    (message, "fix the TOML syntax at this place (see docs/plan.md for the plan format)".into())
+    (
+        message,
+        "fix the TOML syntax at this place (see docs/plan.md for the plan format)".into(),
+    )
 }
 
 /// From "name`, expected one of `a`, `b`" returns ("name", ["a", "b"]).
@@ -66,7 +75,8 @@ fn key_on_line(text: &str, offset: usize) -> &str {
     let offset = offset.min(text.len());
     let start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
     let line = text[start..].lines().next().unwrap_or_default();
-    line.split_once('=').map_or("", |(k, _)| k.trim().trim_matches('"'))
+    line.split_once('=')
+        .map_or("", |(k, _)| k.trim().trim_matches('"'))
 }
 
 #[cfg(test)]
@@ -75,7 +85,10 @@ mod tests {
 
     #[test]
     fn unknown_field_suggests_the_closest() {
-        let (m, h) = explain("unknown field `scan_cont`, expected one of `scan_count`, `workers`", "");
+        let (m, h) = explain(
+            "unknown field `scan_cont`, expected one of `scan_count`, `workers`",
+            "",
+        );
         assert_eq!(m, "unknown key `scan_cont`");
         assert_eq!(h, "did you mean `scan_count`?");
     }

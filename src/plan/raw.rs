@@ -132,7 +132,10 @@ pub const KEY_EXAMPLES: &[(&str, &str)] = &[
     ("state_dir", "state_dir = \".cachemig/tokens\""),
     ("flag_file", "flag_file = \"flags/tokens.json\""),
     ("url", "url = \"redis://127.0.0.1:6379/0\""),
-    ("urls", "urls = [\"redis://127.0.0.1:7001\", \"redis://127.0.0.1:7002\"]"),
+    (
+        "urls",
+        "urls = [\"redis://127.0.0.1:7001\", \"redis://127.0.0.1:7002\"]",
+    ),
     ("password_env", "password_env = \"OLD_REDIS_PASSWORD\""),
     ("include", "include = [\"token:*\"]"),
     ("exclude", "exclude = [\"tmp:*\"]"),

@@ -28,7 +28,14 @@ impl Ctx<'_> {
     }
 
     /// An integer within `min..=max`.
-    fn int(&self, v: &Option<Spanned<i64>>, key: &str, default: i64, min: i64, max: i64) -> Result<i64, PlanError> {
+    fn int(
+        &self,
+        v: &Option<Spanned<i64>>,
+        key: &str,
+        default: i64,
+        min: i64,
+        max: i64,
+    ) -> Result<i64, PlanError> {
         let Some(v) = v else { return Ok(default) };
         let n = *v.get_ref();
         if n < min || n > max {
@@ -55,11 +62,20 @@ impl Ctx<'_> {
         Ok(x)
     }
 
-    fn duration(&self, v: &Option<SpannedStr>, key: &str, default: &str) -> Result<std::time::Duration, PlanError> {
+    fn duration(
+        &self,
+        v: &Option<SpannedStr>,
+        key: &str,
+        default: &str,
+    ) -> Result<std::time::Duration, PlanError> {
         let text = v.as_ref().map_or(default, |v| v.get_ref().as_str());
         parse_duration(text).map_err(|e| {
             let span = v.as_ref().map_or(0..0, |v| v.span());
-            self.err(span, format!("`{key}` is not a duration: {e}"), format!("write it like `{key} = \"{default}\"` (units: ms, s, m, h)"))
+            self.err(
+                span,
+                format!("`{key}` is not a duration: {e}"),
+                format!("write it like `{key} = \"{default}\"` (units: ms, s, m, h)"),
+            )
         })
     }
 
@@ -82,13 +98,25 @@ impl Ctx<'_> {
     /// A `redis://` or `rediss://` URL without a password in it.
     fn redis_url(&self, v: &SpannedStr, role: &str) -> Result<Url, PlanError> {
         let url = Url::parse(v.get_ref()).map_err(|e| {
-            self.err(v.span(), format!("\"{}\" is not a valid URL: {e}", redact_str(v.get_ref())), "write it like `redis://127.0.0.1:6379/0`")
+            self.err(
+                v.span(),
+                format!("\"{}\" is not a valid URL: {e}", redact_str(v.get_ref())),
+                "write it like `redis://127.0.0.1:6379/0`",
+            )
         })?;
         if !matches!(url.scheme(), "redis" | "rediss") {
-            return Err(self.err(v.span(), format!("the {role} URL has scheme `{}`", url.scheme()), "use redis:// or rediss:// (TLS)"));
+            return Err(self.err(
+                v.span(),
+                format!("the {role} URL has scheme `{}`", url.scheme()),
+                "use redis:// or rediss:// (TLS)",
+            ));
         }
         if url.host_str().is_none_or(str::is_empty) {
-            return Err(self.err(v.span(), format!("the {role} URL has no host"), "write it like `redis://127.0.0.1:6379`"));
+            return Err(self.err(
+                v.span(),
+                format!("the {role} URL has no host"),
+                "write it like `redis://127.0.0.1:6379`",
+            ));
         }
         if url.password().is_some() {
             return Err(self.err(v.span(), format!("the {role} URL contains a password"), "secrets never go in the plan: remove it from the URL and name an environment variable with `password_env`"));
@@ -110,13 +138,19 @@ pub fn resolve(path: &Path, text: &str, raw: RawPlan, catalog: &Catalog) -> Resu
     let cx = Ctx { path, text };
     let name = migration_name(&cx, &raw.migration.name)?;
     let base = path.parent().map_or_else(PathBuf::new, Path::to_path_buf);
-    let relative = |v: &Option<SpannedStr>, default: String| base.join(v.as_ref().map_or(default, |v| v.get_ref().clone()));
+    let relative = |v: &Option<SpannedStr>, default: String| {
+        base.join(v.as_ref().map_or(default, |v| v.get_ref().clone()))
+    };
     let state_dir = relative(&raw.migration.state_dir, format!(".cachemig/{name}"));
     let flag_file = relative(&raw.migration.flag_file, format!("flags/{name}.json"));
     if let Some(f) = &raw.migration.flag_file
         && (f.get_ref().ends_with('/') || f.get_ref().is_empty())
     {
-        return Err(cx.err(f.span(), "`flag_file` must name a file, not a directory", "write it like `flag_file = \"flags/tokens.json\"`"));
+        return Err(cx.err(
+            f.span(),
+            "`flag_file` must name a file, not a directory",
+            "write it like `flag_file = \"flags/tokens.json\"`",
+        ));
     }
 
     let source = Endpoint {
@@ -129,14 +163,18 @@ pub fn resolve(path: &Path, text: &str, raw: RawPlan, catalog: &Catalog) -> Resu
         urls: target_urls(&cx, &raw.target.urls)?,
         password_env: cx.password_env(&raw.target.password_env, "target")?,
     };
-    let keys = KeyFilter { include: patterns(&cx, &raw.keys.include, "include")?, exclude: patterns(&cx, &raw.keys.exclude, "exclude")? };
+    let keys = KeyFilter {
+        include: patterns(&cx, &raw.keys.include, "include")?,
+        exclude: patterns(&cx, &raw.keys.exclude, "exclude")?,
+    };
 
     let b = &raw.backfill;
     let backfill = BackfillSettings {
         scan_count: cx.int(&b.scan_count, "scan_count", 1000, 1, 1_000_000)? as u32,
         workers: cx.int(&b.workers, "workers", 8, 1, 256)? as u32,
         max_keys_per_sec: cx.int(&b.max_keys_per_sec, "max_keys_per_sec", 0, 0, i64::MAX)? as u64,
-        max_source_latency_ms: cx.int(&b.max_source_latency_ms, "max_source_latency_ms", 5, 1, 60_000)? as u64,
+        max_source_latency_ms: cx.int(&b.max_source_latency_ms, "max_source_latency_ms", 5, 1, 60_000)?
+            as u64,
         big_key_bytes: big_key_bytes(&cx, &b.big_key_bytes)?,
         on_existing: b.on_existing.unwrap_or_default(),
     };
@@ -160,34 +198,76 @@ pub fn resolve(path: &Path, text: &str, raw: RawPlan, catalog: &Catalog) -> Resu
     };
 
     let sha256 = hex::encode(Sha256::digest(text.as_bytes()));
-    Ok(Plan { path: path.to_path_buf(), sha256, name, state_dir, flag_file, source, target, keys, backfill, dual_write, shadow_read, gates, proxies })
+    Ok(Plan {
+        path: path.to_path_buf(),
+        sha256,
+        name,
+        state_dir,
+        flag_file,
+        source,
+        target,
+        keys,
+        backfill,
+        dual_write,
+        shadow_read,
+        gates,
+        proxies,
+    })
 }
 
 fn migration_name(cx: &Ctx, v: &SpannedStr) -> Result<String, PlanError> {
     let name = v.get_ref();
     let ok = !name.is_empty()
         && name.len() <= 64
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
     if !ok {
-        return Err(cx.err(v.span(), format!("migration name \"{name}\" is not allowed"), "use 1-64 characters from a-z, 0-9 and -, e.g. `name = \"tokens\"`"));
+        return Err(cx.err(
+            v.span(),
+            format!("migration name \"{name}\" is not allowed"),
+            "use 1-64 characters from a-z, 0-9 and -, e.g. `name = \"tokens\"`",
+        ));
     }
     Ok(name.clone())
 }
 
 fn target_urls(cx: &Ctx, urls: &Spanned<Vec<SpannedStr>>) -> Result<Vec<Url>, PlanError> {
     if urls.get_ref().is_empty() {
-        return Err(cx.err(urls.span(), "`urls` is empty", "list at least one master of the target cluster as a seed"));
+        return Err(cx.err(
+            urls.span(),
+            "`urls` is empty",
+            "list at least one master of the target cluster as a seed",
+        ));
     }
     let mut seen = HashSet::new();
     let mut out = Vec::new();
     for v in urls.get_ref() {
         let url = cx.redis_url(v, "target")?;
-        let endpoint = (url.host_str().unwrap_or_default().to_ascii_lowercase(), url.port_or_known_default());
+        let endpoint = (
+            url.host_str().unwrap_or_default().to_ascii_lowercase(),
+            url.port_or_known_default(),
+        );
         if !seen.insert(endpoint.clone()) {
-            return Err(cx.err(v.span(), format!("target seed {}:{} is listed twice", endpoint.0, endpoint.1.unwrap_or(6379)), "remove the duplicate seed"));
+            return Err(cx.err(
+                v.span(),
+                format!(
+                    "target seed {}:{} is listed twice",
+                    endpoint.0,
+                    endpoint.1.unwrap_or(6379)
+                ),
+                "remove the duplicate seed",
+            ));
         }
         if !matches!(url.path(), "" | "/" | "/0") {
-            return Err(cx.err(v.span(), format!("target URL selects database {}", url.path().trim_start_matches('/')), "a Redis Cluster has only database 0: drop the /N from the URL"));
+            return Err(cx.err(
+                v.span(),
+                format!(
+                    "target URL selects database {}",
+                    url.path().trim_start_matches('/')
+                ),
+                "a Redis Cluster has only database 0: drop the /N from the URL",
+            ));
         }
         out.push(url);
     }
@@ -198,7 +278,11 @@ fn patterns(cx: &Ctx, v: &[SpannedStr], key: &str) -> Result<Vec<String>, PlanEr
     v.iter()
         .map(|p| {
             if p.get_ref().is_empty() {
-                Err(cx.err(p.span(), format!("empty pattern in `{key}`"), "remove it, or write a Redis glob such as \"token:*\""))
+                Err(cx.err(
+                    p.span(),
+                    format!("empty pattern in `{key}`"),
+                    "remove it, or write a Redis glob such as \"token:*\"",
+                ))
             } else {
                 Ok(p.get_ref().clone())
             }
@@ -211,28 +295,55 @@ fn big_key_bytes(cx: &Ctx, v: &Option<SpannedStr>) -> Result<u64, PlanError> {
     match parse_size(v.get_ref()) {
         Ok(n) if n > 0 => Ok(n),
         Ok(_) => Err(cx.err(v.span(), "`big_key_bytes` is zero", "use a size such as \"8MiB\"")),
-        Err(e) => Err(cx.err(v.span(), format!("`big_key_bytes` is not a size: {e}"), "write it like `big_key_bytes = \"8MiB\"` (B, KiB, MiB, GiB, KB, MB, GB)")),
+        Err(e) => Err(cx.err(
+            v.span(),
+            format!("`big_key_bytes` is not a size: {e}"),
+            "write it like `big_key_bytes = \"8MiB\"` (B, KiB, MiB, GiB, KB, MB, GB)",
+        )),
     }
 }
 
 /// `[gates]`: `soak = "10m"` and `[gates.<phase>]` tables whose keys are that phase's gate names.
-fn gate_settings(cx: &Ctx, raw: &BTreeMap<SpannedStr, Spanned<toml::Value>>, catalog: &Catalog) -> Result<GateSettings, PlanError> {
+fn gate_settings(
+    cx: &Ctx,
+    raw: &BTreeMap<SpannedStr, Spanned<toml::Value>>,
+    catalog: &Catalog,
+) -> Result<GateSettings, PlanError> {
     let mut settings = GateSettings::default();
     for (key, value) in raw {
         if key.get_ref() == "soak" {
             settings.soak = Some(soak_value(cx, value)?);
             continue;
         }
-        let phase = catalog.get(key.get_ref()).filter(|p| !p.gates.is_empty()).ok_or_else(|| {
-            let gated: Vec<&str> = catalog.phases().iter().filter(|p| !p.gates.is_empty()).map(|p| p.name.as_str()).collect();
-            let hint = match did_you_mean(key.get_ref(), gated.iter().copied().chain(["soak"])) {
-                Some(best) => format!("did you mean `{best}`?"),
-                None => format!("[gates.<phase>] takes one of: {}", gated.join(", ")),
-            };
-            cx.err(key.span(), format!("unknown phase `{}` under [gates]", key.get_ref()), hint)
-        })?;
+        let phase = catalog
+            .get(key.get_ref())
+            .filter(|p| !p.gates.is_empty())
+            .ok_or_else(|| {
+                let gated: Vec<&str> = catalog
+                    .phases()
+                    .iter()
+                    .filter(|p| !p.gates.is_empty())
+                    .map(|p| p.name.as_str())
+                    .collect();
+                let hint = match did_you_mean(key.get_ref(), gated.iter().copied().chain(["soak"])) {
+                    Some(best) => format!("did you mean `{best}`?"),
+                    None => format!("[gates.<phase>] takes one of: {}", gated.join(", ")),
+                };
+                cx.err(
+                    key.span(),
+                    format!("unknown phase `{}` under [gates]", key.get_ref()),
+                    hint,
+                )
+            })?;
         let toml::Value::Table(table) = value.get_ref() else {
-            return Err(cx.err(value.span(), format!("`gates.{}` must be a table", phase.name), format!("write `[gates.{}]` followed by `soak = \"10m\"` lines", phase.name)));
+            return Err(cx.err(
+                value.span(),
+                format!("`gates.{}` must be a table", phase.name),
+                format!(
+                    "write `[gates.{}]` followed by `soak = \"10m\"` lines",
+                    phase.name
+                ),
+            ));
         };
         let mut overrides = BTreeMap::new();
         for (gate, v) in table {
@@ -241,17 +352,45 @@ fn gate_settings(cx: &Ctx, raw: &BTreeMap<SpannedStr, Spanned<toml::Value>>, cat
                 let names = phase.gates.iter().map(|g| g.name.as_str());
                 let hint = match did_you_mean(gate, names.clone()) {
                     Some(best) => format!("did you mean `{best}`?"),
-                    None => format!("gates of {}: {}", phase.name, names.collect::<Vec<_>>().join(", ")),
+                    None => format!(
+                        "gates of {}: {}",
+                        phase.name,
+                        names.collect::<Vec<_>>().join(", ")
+                    ),
                 };
-                cx.err(span.clone(), format!("phase {} has no gate `{gate}`", phase.name), hint)
+                cx.err(
+                    span.clone(),
+                    format!("phase {} has no gate `{gate}`", phase.name),
+                    hint,
+                )
             })?;
             let threshold = match (&spec.threshold, v) {
-                (Some(Threshold::Duration(_)), toml::Value::String(s)) if parse_duration(s).is_ok() => Threshold::Duration(s.clone()),
-                (Some(Threshold::Number(_)), toml::Value::Integer(n)) if *n >= 0 => Threshold::Number(*n as f64),
+                (Some(Threshold::Duration(_)), toml::Value::String(s)) if parse_duration(s).is_ok() => {
+                    Threshold::Duration(s.clone())
+                }
+                (Some(Threshold::Number(_)), toml::Value::Integer(n)) if *n >= 0 => {
+                    Threshold::Number(*n as f64)
+                }
                 (Some(Threshold::Number(_)), toml::Value::Float(x)) if *x >= 0.0 => Threshold::Number(*x),
-                (None, _) => return Err(cx.err(span, format!("gate `{gate}` has no threshold to override"), "remove the line; to bypass this gate once use `advance --skip-gate NAME --reason TEXT`")),
-                (Some(Threshold::Duration(d)), _) => return Err(cx.err(span, format!("gate `{gate}` takes a duration"), format!("write it like `{gate} = \"{d}\"`"))),
-                (Some(Threshold::Number(n)), _) => return Err(cx.err(span, format!("gate `{gate}` takes a non-negative number"), format!("write it like `{gate} = {n}`"))),
+                (None, _) => return Err(cx.err(
+                    span,
+                    format!("gate `{gate}` has no threshold to override"),
+                    "remove the line; to bypass this gate once use `advance --skip-gate NAME --reason TEXT`",
+                )),
+                (Some(Threshold::Duration(d)), _) => {
+                    return Err(cx.err(
+                        span,
+                        format!("gate `{gate}` takes a duration"),
+                        format!("write it like `{gate} = \"{d}\"`"),
+                    ));
+                }
+                (Some(Threshold::Number(n)), _) => {
+                    return Err(cx.err(
+                        span,
+                        format!("gate `{gate}` takes a non-negative number"),
+                        format!("write it like `{gate} = {n}`"),
+                    ));
+                }
             };
             overrides.insert(gate.clone(), threshold);
         }
@@ -262,24 +401,38 @@ fn gate_settings(cx: &Ctx, raw: &BTreeMap<SpannedStr, Spanned<toml::Value>>, cat
 
 fn soak_value(cx: &Ctx, value: &Spanned<toml::Value>) -> Result<std::time::Duration, PlanError> {
     match value.get_ref() {
-        toml::Value::String(s) => parse_duration(s).map_err(|e| cx.err(value.span(), format!("`soak` is not a duration: {e}"), "write it like `soak = \"10m\"`")),
-        _ => Err(cx.err(value.span(), "`soak` must be a duration string", "write it like `soak = \"10m\"`")),
+        toml::Value::String(s) => parse_duration(s).map_err(|e| {
+            cx.err(
+                value.span(),
+                format!("`soak` is not a duration: {e}"),
+                "write it like `soak = \"10m\"`",
+            )
+        }),
+        _ => Err(cx.err(
+            value.span(),
+            "`soak` must be a duration string",
+            "write it like `soak = \"10m\"`",
+        )),
     }
 }
 
-/// The span of `key` inside `within` (toml::Value tables lose inner spans; find it textually),
-/// falling back to the whole table.
+/// The span of `key` in the table whose header starts at `within` (toml::Value tables lose inner
+/// spans, so find it textually: the first `key =` line after the header, before the next table),
+/// falling back to the header.
 fn find_key(text: &str, within: Range<usize>, key: &str) -> Range<usize> {
-    let end = within.end.min(text.len());
-    let hay = &text[within.start..end];
-    let mut from = 0;
-    while let Some(i) = hay[from..].find(key) {
-        let at = from + i;
-        let line_start = hay[..at].rfind('\n').map_or(0, |n| n + 1);
-        if hay[line_start..at].trim().trim_matches('"').is_empty() {
-            return within.start + at..within.start + at + key.len();
+    let mut offset = within.start.min(text.len());
+    for (i, line) in text[offset..].split_inclusive('\n').enumerate() {
+        let trimmed = line.trim_start();
+        if i > 0 && trimmed.starts_with('[') {
+            break;
         }
-        from = at + key.len();
+        let indent = line.len() - trimmed.len();
+        if let Some((k, _)) = trimmed.split_once('=')
+            && k.trim().trim_matches('"') == key
+        {
+            return offset + indent..offset + indent + key.len();
+        }
+        offset += line.len();
     }
     within
 }

@@ -125,7 +125,11 @@ impl Journal {
             good_len += nl as u64 + 1;
             rest = &rest[nl + 1..];
         }
-        Ok(Journal { path: path.to_path_buf(), entries, good_len })
+        Ok(Journal {
+            path: path.to_path_buf(),
+            entries,
+            good_len,
+        })
     }
 
     /// All committed entries, oldest first.
@@ -140,7 +144,13 @@ impl Journal {
 
     /// Appends one event and fsyncs it; returns the committed entry.
     pub fn append(&mut self, user: &str, generation: u64, event: Event) -> io::Result<Entry> {
-        let entry = Entry { seq: self.entries.len() as u64 + 1, time: Utc::now(), user: user.to_string(), generation, event };
+        let entry = Entry {
+            seq: self.entries.len() as u64 + 1,
+            time: Utc::now(),
+            user: user.to_string(),
+            generation,
+            event,
+        };
         let mut line = serde_json::to_vec(&entry).map_err(io::Error::other)?;
         line.push(b'\n');
         if let Some(dir) = self.path.parent() {
@@ -168,7 +178,9 @@ mod tests {
     use super::*;
 
     fn repair(detail: &str) -> Event {
-        Event::Repair { detail: detail.into() }
+        Event::Repair {
+            detail: detail.into(),
+        }
     }
 
     #[test]
@@ -196,7 +208,12 @@ mod tests {
         assert_eq!(j.entries().len(), 1);
         j.append("u@h", 2, repair("b")).unwrap();
         let j = Journal::read(&path).unwrap();
-        assert_eq!(j.entries().len(), 2, "{}", std::fs::read_to_string(&path).unwrap());
+        assert_eq!(
+            j.entries().len(),
+            2,
+            "{}",
+            std::fs::read_to_string(&path).unwrap()
+        );
     }
 
     #[test]

@@ -10,7 +10,9 @@ use fs4::fs_std::FileExt;
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
     /// Another process holds it.
-    #[error("another cachemig holds the lock {path}: {holder}; wait for it to finish (a crashed holder releases the lock automatically)")]
+    #[error(
+        "another cachemig holds the lock {path}: {holder}; wait for it to finish (a crashed holder releases the lock automatically)"
+    )]
     Held {
         /// The lock file.
         path: String,
@@ -36,20 +38,38 @@ pub struct Lock {
 impl Lock {
     /// Takes the lock at `path` without waiting, recording `holder` in it for the next contender.
     pub fn acquire(path: &Path, holder: &str) -> Result<Lock, LockError> {
-        let io_err = |source| LockError::Io { path: path.display().to_string(), source };
+        let io_err = |source| LockError::Io {
+            path: path.display().to_string(),
+            source,
+        };
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(io_err)?;
         }
-        let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path).map_err(io_err)?;
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(io_err)?;
         if !file.try_lock_exclusive().map_err(io_err)? {
             let mut holder = String::new();
             let _ = file.read_to_string(&mut holder);
-            let holder = if holder.trim().is_empty() { "unknown holder".to_string() } else { holder.trim().to_string() };
-            return Err(LockError::Held { path: path.display().to_string(), holder });
+            let holder = if holder.trim().is_empty() {
+                "unknown holder".to_string()
+            } else {
+                holder.trim().to_string()
+            };
+            return Err(LockError::Held {
+                path: path.display().to_string(),
+                holder,
+            });
         }
         file.set_len(0).map_err(io_err)?;
         file.rewind().map_err(io_err)?;
-        file.write_all(holder.as_bytes()).and_then(|_| file.sync_all()).map_err(io_err)?;
+        file.write_all(holder.as_bytes())
+            .and_then(|_| file.sync_all())
+            .map_err(io_err)?;
         Ok(Lock { _file: file })
     }
 }

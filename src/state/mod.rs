@@ -28,7 +28,9 @@ pub struct StateDir {
 impl StateDir {
     /// The state directory at `root` (it may not exist yet).
     pub fn new(root: &Path) -> StateDir {
-        StateDir { root: root.to_path_buf() }
+        StateDir {
+            root: root.to_path_buf(),
+        }
     }
 
     /// The directory itself.
@@ -54,7 +56,9 @@ impl StateDir {
 
 /// Who runs this command, for the journal: `user@host`.
 pub fn actor() -> String {
-    let user = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into());
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".into());
     format!("{user}@{}", hostname())
 }
 

@@ -71,7 +71,12 @@ impl State {
                 self.entered_at = Some(entry.time);
                 self.plan_sha256 = Some(plan_sha256.clone());
             }
-            Event::Override { phase, gate, reason, measured } => self.overrides.push(Override {
+            Event::Override {
+                phase,
+                gate,
+                reason,
+                measured,
+            } => self.overrides.push(Override {
                 phase: phase.clone(),
                 gate: gate.clone(),
                 reason: reason.clone(),

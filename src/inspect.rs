@@ -1,1 +1,0 @@
-//! Online inspection of source and target.

@@ -1,0 +1,533 @@
+#![allow(dead_code)]
+//! Test harness shared by the integration tests: real `redis-server` processes on free loopback
+//! ports in temporary directories (killed on drop), and the real `cachemig` binary.
+
+pub mod sandbox;
+
+use std::collections::BTreeSet;
+use std::ffi::OsStr;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// How long a server or a cluster may take to come up before the test fails.
+pub const START_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often readiness is polled.
+pub const POLL: Duration = Duration::from_millis(50);
+
+/// Ports handed out by this process, so parallel tests never pick the same one. Collisions with
+/// other processes are caught at startup (the server fails to bind; we retry with a new port).
+static USED_PORTS: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+
+/// A loopback port that was free a moment ago and is not handed out twice by this process.
+pub fn free_port() -> u16 {
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if USED_PORTS.lock().unwrap().insert(port) {
+            return port;
+        }
+    }
+}
+
+/// Polls `check` every [`POLL`] until it is true; panics naming `what` after `timeout`.
+pub fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !check() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(POLL);
+    }
+}
+
+/// One `redis-server` process; killed (and its directory removed) on drop.
+pub struct RedisServer {
+    child: Child,
+    port: u16,
+    bus_port: Option<u16>,
+    password: Option<String>,
+    dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    /// Starts a standalone server.
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts a standalone server with extra config, e.g. `&["--requirepass", "pw"]`.
+    pub fn start_with(args: &[&str]) -> Self {
+        Self::start_retrying(args, false)
+    }
+
+    /// Starts a cluster-enabled node (not yet part of any cluster).
+    pub fn start_cluster_node() -> Self {
+        let args = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"];
+        let fast = [
+            "--cluster-node-timeout",
+            "2000",
+            "--repl-diskless-sync-delay",
+            "0",
+        ];
+        Self::start_retrying(&[&args[..], &fast[..]].concat(), true)
+    }
+
+    fn start_retrying(args: &[&str], cluster: bool) -> Self {
+        let mut last_log = String::new();
+        for _ in 0..5 {
+            match Self::try_start(args, cluster) {
+                Ok(server) => return server,
+                Err(log) => last_log = log,
+            }
+        }
+        panic!("redis-server did not start after 5 attempts; last log:\n{last_log}");
+    }
+
+    /// Spawns one server; `Err(log)` if it exits (e.g. port taken) or never gets ready.
+    fn try_start(args: &[&str], cluster: bool) -> Result<Self, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let (port, bus_port) = (free_port(), cluster.then(free_port));
+        let log_path = dir.path().join("redis.log");
+        let mut cmd = Command::new("redis-server");
+        cmd.args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .args(["--daemonize", "no", "--protected-mode", "no", "--dir"])
+        .arg(dir.path())
+        .args(args)
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&log_path).unwrap())
+        .stderr(Stdio::null());
+        if let Some(bus) = bus_port {
+            cmd.args(["--cluster-port", &bus.to_string()]);
+        }
+        let child = cmd
+            .spawn()
+            .expect("cannot run redis-server: is it installed (apt-get install redis-server)?");
+        let password = args
+            .iter()
+            .position(|a| *a == "--requirepass")
+            .and_then(|i| args.get(i + 1));
+        let mut server = Self {
+            child,
+            port,
+            bus_port,
+            password: password.map(|p| p.to_string()),
+            dir,
+        };
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if server.child.try_wait().unwrap().is_some() {
+                return Err(server.log()); // Drop reaps it; the caller retries on a new port.
+            }
+            // Our own log line, so a foreign server that grabbed the port can't fool us.
+            if server.log().contains("Ready to accept connections") && server.raw_ping() {
+                return Ok(server);
+            }
+            if Instant::now() > deadline {
+                return Err(format!("not ready after {START_TIMEOUT:?}\n{}", server.log()));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// PING over a raw socket; `-NOAUTH` counts as an answer.
+    fn raw_ping(&self) -> bool {
+        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+        let mut buf = [0u8; 64];
+        s.write_all(b"PING\r\n").is_ok()
+            && s.read(&mut buf)
+                .is_ok_and(|n| buf[..n].starts_with(b"+PONG") || buf[..n].starts_with(b"-NOAUTH"))
+    }
+
+    /// The client port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The cluster bus port (cluster nodes only).
+    pub fn bus_port(&self) -> Option<u16> {
+        self.bus_port
+    }
+
+    /// `redis://127.0.0.1:PORT` (never with the password).
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// The server's temporary directory.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// What the server logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default()
+    }
+
+    /// Runs `redis-cli` against this server (authenticating if needed); trimmed stdout.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let mut cmd = Command::new("redis-cli");
+        cmd.args(["-h", "127.0.0.1", "-p", &self.port.to_string()]);
+        if let Some(pw) = &self.password {
+            cmd.args(["--no-auth-warning", "-a", pw]);
+        }
+        let out = cmd
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("cannot run redis-cli");
+        assert!(
+            out.status.success(),
+            "redis-cli {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// A synchronous connection (authenticated if the server has `--requirepass`).
+    pub fn conn(&self) -> redis::Connection {
+        let url = match &self.password {
+            Some(pw) => format!("redis://:{pw}@127.0.0.1:{}", self.port),
+            None => self.url(),
+        };
+        redis::Client::open(url)
+            .unwrap()
+            .get_connection_with_timeout(Duration::from_secs(5))
+            .unwrap()
+    }
+
+    /// Runs one command on a fresh connection and converts the reply.
+    pub fn query<T: redis::FromRedisValue>(&self, args: &[&str]) -> T {
+        let mut c = redis::cmd(args[0]);
+        for a in &args[1..] {
+            c.arg(*a);
+        }
+        c.query(&mut self.conn())
+            .unwrap_or_else(|e| panic!("{args:?} on {}: {e}", self.port))
+    }
+
+    /// A field of `INFO` (any section), if present.
+    pub fn info_field(&self, field: &str) -> Option<String> {
+        let info: String = self.query(&["INFO", "everything"]);
+        let prefix = format!("{field}:");
+        info.lines()
+            .find_map(|l| l.strip_prefix(&prefix).map(|v| v.trim().to_string()))
+    }
+
+    /// Kills the server now (as a crash would), leaving the struct to be dropped later.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A Redis Cluster of real nodes on loopback; every node killed on drop.
+pub struct RedisCluster {
+    nodes: Vec<RedisServer>,
+    masters: usize,
+}
+
+impl RedisCluster {
+    /// Starts `masters` masters (slots split evenly) with `replicas_per_master` replicas each,
+    /// and waits until every node reports `cluster_state:ok` with all 16384 slots assigned.
+    ///
+    /// Built with `redis-cli --cluster create`, as an operator would; every node has an explicit
+    /// cluster bus port, so the default port+10000 need not be free.
+    pub fn start(masters: usize, replicas_per_master: usize) -> Self {
+        assert!(masters >= 3, "redis-cli --cluster create needs at least 3 masters");
+        let total = masters * (1 + replicas_per_master);
+        let mut nodes: Vec<RedisServer> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..total)
+                .map(|_| s.spawn(RedisServer::start_cluster_node))
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let addrs: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port())).collect();
+        let out = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&addrs)
+            .args(["--cluster-replicas", &replicas_per_master.to_string(), "--cluster-yes"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run redis-cli --cluster create");
+        assert!(out.status.success(), "redis-cli --cluster create failed: {}", String::from_utf8_lossy(&out.stdout));
+        // redis-cli chooses which nodes become masters; keep masters first.
+        nodes.sort_by_key(|n| n.info_field("role").as_deref() != Some("master"));
+        let cluster = Self { nodes, masters };
+        wait_for("cluster_state:ok on every node", START_TIMEOUT, || {
+            cluster.is_ok()
+        });
+        wait_for("replicas in sync", START_TIMEOUT, || {
+            cluster.nodes[masters..]
+                .iter()
+                .all(|r| r.info_field("master_link_status").as_deref() == Some("up"))
+        });
+        cluster
+    }
+
+    /// Whether every node says `cluster_state:ok` and `cluster_slots_assigned:16384`.
+    pub fn is_ok(&self) -> bool {
+        self.nodes.iter().all(|n| {
+            let info: String = n.query(&["CLUSTER", "INFO"]);
+            info.contains("cluster_state:ok") && info.contains("cluster_slots_assigned:16384")
+        })
+    }
+
+    /// Every node, masters first (as created; a failover changes who is master).
+    pub fn nodes(&self) -> &[RedisServer] {
+        &self.nodes
+    }
+
+    /// The nodes created as masters.
+    pub fn masters(&self) -> &[RedisServer] {
+        &self.nodes[..self.masters]
+    }
+
+    /// Mutable access to the nodes, e.g. to [`RedisServer::kill`] one.
+    pub fn nodes_mut(&mut self) -> &mut [RedisServer] {
+        &mut self.nodes
+    }
+
+    /// The masters' URLs, for a plan's `[target] urls`.
+    pub fn seed_urls(&self) -> Vec<String> {
+        self.masters().iter().map(RedisServer::url).collect()
+    }
+
+    /// A synchronous cluster connection (follows MOVED/ASK).
+    pub fn cluster_conn(&self) -> redis::cluster::ClusterConnection {
+        redis::cluster::ClusterClient::new(self.seed_urls())
+            .unwrap()
+            .get_connection()
+            .unwrap()
+    }
+
+    /// `redis-cli -c` against the first node (follows redirections); trimmed stdout.
+    pub fn cli(&self, args: &[&str]) -> String {
+        self.nodes[0].cli(&[&["-c"], args].concat())
+    }
+
+    /// Total keys over the masters (DBSIZE summed).
+    pub fn dbsize(&self) -> u64 {
+        self.masters().iter().map(|m| m.query::<u64>(&["DBSIZE"])).sum()
+    }
+}
+
+/// The result of one `cachemig` run.
+#[derive(Debug)]
+pub struct Run {
+    /// The command line, for messages.
+    pub command: String,
+    /// The exit code (-1 if killed by a signal).
+    pub status: i32,
+    /// Everything written to stdout.
+    pub stdout: String,
+    /// Everything written to stderr.
+    pub stderr: String,
+}
+
+impl Run {
+    fn fail(&self, what: &str) -> ! {
+        panic!(
+            "{what}\n$ {}\nexit code: {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.command, self.status, self.stdout, self.stderr
+        )
+    }
+
+    /// Panics (showing the whole output) unless the exit code is `code`.
+    pub fn assert_code(&self, code: i32) -> &Self {
+        if self.status != code {
+            self.fail(&format!("expected exit code {code}"));
+        }
+        self
+    }
+
+    /// Exit code 0.
+    pub fn assert_success(&self) -> &Self {
+        self.assert_code(0)
+    }
+
+    /// Panics unless stdout contains `s`.
+    pub fn assert_stdout_contains(&self, s: &str) -> &Self {
+        if !self.stdout.contains(s) {
+            self.fail(&format!("expected stdout to contain {s:?}"));
+        }
+        self
+    }
+
+    /// Panics unless stderr contains `s`.
+    pub fn assert_stderr_contains(&self, s: &str) -> &Self {
+        if !self.stderr.contains(s) {
+            self.fail(&format!("expected stderr to contain {s:?}"));
+        }
+        self
+    }
+
+    /// Panics if stdout or stderr contains `s` (e.g. a password).
+    pub fn assert_output_lacks(&self, s: &str) -> &Self {
+        if self.stdout.contains(s) || self.stderr.contains(s) {
+            self.fail(&format!("expected no {s:?} in the output"));
+        }
+        self
+    }
+
+    /// stdout parsed as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| self.fail(&format!("stdout is not JSON: {e}")))
+    }
+}
+
+/// Runs `cachemig ARGS` to completion (see [`Cachemig`]).
+pub fn cachemig(args: &[&str]) -> Run {
+    Cachemig::new().args(args).run()
+}
+
+/// A builder running the real `cachemig` binary with stdin null (never a terminal).
+pub struct Cachemig {
+    cmd: Command,
+    timeout: Duration,
+}
+
+impl Default for Cachemig {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Cachemig {
+    /// `cachemig` with no arguments and `NO_COLOR=1`, for stable output.
+    pub fn new() -> Self {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cachemig"));
+        cmd.env("NO_COLOR", "1").stdin(Stdio::null());
+        Self {
+            cmd,
+            timeout: Duration::from_secs(120),
+        }
+    }
+
+    /// Adds one argument.
+    pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Self {
+        self.cmd.arg(arg);
+        self
+    }
+
+    /// Adds arguments.
+    pub fn args<S: AsRef<OsStr>>(mut self, args: impl IntoIterator<Item = S>) -> Self {
+        self.cmd.args(args);
+        self
+    }
+
+    /// Sets an environment variable for the child only.
+    pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Self {
+        self.cmd.env(key, value);
+        self
+    }
+
+    /// Removes an environment variable for the child only.
+    pub fn env_remove(mut self, key: impl AsRef<OsStr>) -> Self {
+        self.cmd.env_remove(key);
+        self
+    }
+
+    /// Runs in `dir`.
+    pub fn current_dir(mut self, dir: impl AsRef<Path>) -> Self {
+        self.cmd.current_dir(dir);
+        self
+    }
+
+    /// Kills the run (and fails the test) after `timeout`; default 120 s.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    fn describe(&self) -> String {
+        let args = self
+            .cmd
+            .get_args()
+            .map(|a| a.to_string_lossy())
+            .collect::<Vec<_>>();
+        format!("cachemig {}", args.join(" "))
+    }
+
+    /// Starts the binary with stdout/stderr piped, for concurrency tests.
+    pub fn spawn(mut self) -> Child {
+        self.cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("cannot run cachemig")
+    }
+
+    /// Runs to completion (bounded by the timeout) and captures the output.
+    pub fn run(self) -> Run {
+        let (command, timeout) = (self.describe(), self.timeout);
+        let mut child = self.spawn();
+        let reader = |mut r: Box<dyn Read + Send>| {
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                let _ = r.read_to_end(&mut buf);
+                String::from_utf8_lossy(&buf).into_owned()
+            })
+        };
+        let out = reader(Box::new(child.stdout.take().unwrap()));
+        let err = reader(Box::new(child.stderr.take().unwrap()));
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                let run = Run {
+                    command,
+                    status: -1,
+                    stdout: out.join().unwrap(),
+                    stderr: err.join().unwrap(),
+                };
+                run.fail(&format!("timed out after {timeout:?}"));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        Run {
+            command,
+            status: status.code().unwrap_or(-1),
+            stdout: out.join().unwrap(),
+            stderr: err.join().unwrap(),
+        }
+    }
+}
+
+/// Writes `body` to `dir/name` and returns the path.
+pub fn write_plan(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, body).unwrap();
+    path
+}
