@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 use crate::flags::{self, FlagFile, ShadowRead};
-use crate::phase::{Catalog, PhaseSpec};
+use crate::phase::{Catalog, MirrorMode, PhaseSpec, Side};
 use crate::plan::Plan;
 use crate::state::{Event, Journal, Lock, State, StateDir, TransitionKind, actor};
 
@@ -97,7 +97,14 @@ impl Session {
             sample_rate: self.plan.shadow_read.sample_rate,
             timeout_ms: self.plan.shadow_read.timeout_ms,
         };
-        FlagFile::new(&self.plan.name, generation, phase, shadow, plan_sha256, false)
+        let mut flag = FlagFile::new(&self.plan.name, generation, phase, shadow, plan_sha256, false);
+        // The reverse mirror (new→old while new is primary) keeps rollback possible; a plan may
+        // turn it off with `[dual_write] reverse_mirror = false`.
+        if phase.routing.write == Side::New && !self.plan.dual_write.reverse_mirror {
+            flag.routing.mirror = MirrorMode::Off;
+            flag.seal();
+        }
+        flag
     }
 
     fn check_drift(&mut self) {
@@ -122,9 +129,10 @@ impl Session {
             (Ok(found), _) => {
                 let same = match (&found, &expected) {
                     (None, None) => true,
-                    (Some(f), Some(e)) => {
-                        f.generation == e.generation && f.phase == e.phase && f.routing == e.routing
-                    }
+                    // Generation and phase only: a rewrite at the same generation would be
+                    // ignored by readers anyway, so plan edits (e.g. sample_rate) apply at the
+                    // next step.
+                    (Some(f), Some(e)) => f.generation == e.generation && f.phase == e.phase,
                     _ => false,
                 };
                 if !same {

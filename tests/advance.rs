@@ -18,7 +18,8 @@ fn plan_shows_inspection_and_gates() {
         .assert_stdout_contains("next phase: backfill")
         .assert_stdout_contains("rdb-compatible");
 
-    let json: serde_json::Value = serde_json::from_str(&sb.cachemig(&["plan", "--format", "json"]).stdout).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&sb.cachemig(&["plan", "--format", "json"]).stdout).unwrap();
     assert_eq!(json["current"]["phase"], "planned");
     assert_eq!(json["next"]["phase"], "backfill");
     assert_eq!(json["source"]["report"]["masters"][0]["dbsize"], 1);
@@ -27,7 +28,12 @@ fn plan_shows_inspection_and_gates() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|g| (g["gate"].as_str().unwrap().to_string(), g["verdict"].as_str().unwrap().to_string()))
+        .map(|g| {
+            (
+                g["gate"].as_str().unwrap().to_string(),
+                g["verdict"].as_str().unwrap().to_string(),
+            )
+        })
         .collect();
     assert!(verdicts.iter().all(|(_, v)| v == "pass"), "{verdicts:?}");
     assert_eq!(json["ready"], true);
@@ -37,11 +43,20 @@ fn plan_shows_inspection_and_gates() {
 #[test]
 fn advance_writes_the_next_generation_with_the_catalog_routing() {
     let sb = Sandbox::start();
-    sb.cachemig(&["advance", "--phase", "backfill", "--yes"]).assert_code(0).assert_stdout_contains("wrote generation 1");
+    sb.cachemig(&["advance", "--phase", "backfill", "--yes"])
+        .assert_code(0)
+        .assert_stdout_contains("wrote generation 1");
     let flag = sb.flag().expect("flag file written");
     let backfill = Catalog::builtin().get("backfill").unwrap();
     assert_eq!((flag.generation, flag.phase.as_str()), (1, "backfill"));
-    assert_eq!((flag.routing.read, flag.routing.write, flag.routing.mirror), (backfill.routing.read, backfill.routing.write, backfill.routing.mirror));
+    assert_eq!(
+        (flag.routing.read, flag.routing.write, flag.routing.mirror),
+        (
+            backfill.routing.read,
+            backfill.routing.write,
+            backfill.routing.mirror
+        )
+    );
     assert_eq!(flag.routing.fence, backfill.routing.fence);
 
     // rollback is a new decision: a higher generation with the earlier phase
@@ -70,16 +85,26 @@ fn dry_run_changes_no_byte_on_disk() {
     sb.cachemig(&["advance", "--phase", "backfill", "--dry-run"])
         .assert_code(0)
         .assert_stdout_contains("would write generation 1");
-    assert_eq!(before, sb.snapshot(), "dry run on a fresh migration wrote something");
+    assert_eq!(
+        before,
+        sb.snapshot(),
+        "dry run on a fresh migration wrote something"
+    );
     // …and once state exists, including a dry run that is blocked and a dry rollback.
     sb.cachemig(&["advance", "--yes"]).assert_code(0);
     let before = sb.snapshot();
     assert!(before.keys().any(|p| p.ends_with("journal.jsonl")));
     sb.cachemig(&["advance", "--dry-run"]).assert_code(3);
-    sb.cachemig(&["rollback", "--dry-run"]).assert_code(0).assert_stdout_contains("would write generation 2");
+    sb.cachemig(&["rollback", "--dry-run"])
+        .assert_code(0)
+        .assert_stdout_contains("would write generation 2");
     sb.cachemig(&["plan"]).assert_code(0);
     sb.cachemig(&["status"]).assert_code(0);
-    assert_eq!(before, sb.snapshot(), "a dry run or a read-only command wrote something");
+    assert_eq!(
+        before,
+        sb.snapshot(),
+        "a dry run or a read-only command wrote something"
+    );
 }
 
 #[test]
@@ -87,28 +112,48 @@ fn a_blocked_gate_exits_3_naming_the_gate_and_its_value() {
     let sb = Sandbox::start();
     sb.target_cmd(&["SET", "token:already-there", "x"]);
     let run = sb.cachemig(&["advance", "--yes"]);
-    run.assert_code(3).assert_stderr_contains("target-empty").assert_stderr_contains("1 key(s) in range");
+    run.assert_code(3)
+        .assert_stderr_contains("target-empty")
+        .assert_stderr_contains("1 key(s) in range");
     assert!(sb.flag().is_none(), "a blocked step wrote the flag file");
     // the evaluation is journaled
     let journal = sb.journal_text();
-    assert!(journal.contains("\"event\":\"gates\"") && journal.contains("\"passed\":false"), "{journal}");
+    assert!(
+        journal.contains("\"event\":\"gates\"") && journal.contains("\"passed\":false"),
+        "{journal}"
+    );
 }
 
 #[test]
 fn skip_gate_is_journaled_and_shown_by_status_forever_after() {
     let sb = Sandbox::start();
     sb.target_cmd(&["SET", "token:already-there", "x"]);
-    sb.cachemig(&["advance", "--yes", "--skip-gate", "target-empty", "--reason", "stale keys from a test run, CHG-42"])
-        .assert_code(0);
+    sb.cachemig(&[
+        "advance",
+        "--yes",
+        "--skip-gate",
+        "target-empty",
+        "--reason",
+        "stale keys from a test run, CHG-42",
+    ])
+    .assert_code(0);
     assert_eq!(sb.flag().unwrap().phase, "backfill");
     sb.cachemig(&["rollback", "--yes"]).assert_code(0);
     let status = sb.cachemig(&["status"]);
-    status.assert_code(0).assert_stdout_contains("target-empty").assert_stdout_contains("CHG-42");
-    let json: serde_json::Value = serde_json::from_str(&sb.cachemig(&["status", "--format", "json"]).stdout).unwrap();
+    status
+        .assert_code(0)
+        .assert_stdout_contains("target-empty")
+        .assert_stdout_contains("CHG-42");
+    let json: serde_json::Value =
+        serde_json::from_str(&sb.cachemig(&["status", "--format", "json"]).stdout).unwrap();
     assert_eq!(json["overrides"][0]["gate"], "target-empty");
-    assert_eq!(json["overrides"][0]["reason"], "stale keys from a test run, CHG-42");
+    assert_eq!(
+        json["overrides"][0]["reason"],
+        "stale keys from a test run, CHG-42"
+    );
     // a typo in --skip-gate is an error, never a silent no-op
-    sb.cachemig(&["advance", "--yes", "--skip-gate", "target-empt", "--reason", "x"]).assert_code(2);
+    sb.cachemig(&["advance", "--yes", "--skip-gate", "target-empt", "--reason", "x"])
+        .assert_code(2);
 }
 
 #[test]
@@ -116,13 +161,17 @@ fn gates_without_data_block_and_never_pass_by_default() {
     let sb = Sandbox::start();
     sb.cachemig(&["advance", "--yes"]).assert_code(0);
     let run = sb.cachemig(&["advance", "--yes"]);
-    run.assert_code(3).assert_stderr_contains("backfill-complete").assert_stderr_contains("no data");
+    run.assert_code(3)
+        .assert_stderr_contains("backfill-complete")
+        .assert_stderr_contains("no data");
     assert_eq!(sb.flag().unwrap().phase, "backfill");
 }
 
 #[test]
 fn mutation_without_yes_is_refused_when_stdin_is_not_a_terminal() {
     let sb = Sandbox::start();
-    sb.cachemig(&["advance"]).assert_code(2).assert_stderr_contains("--yes");
+    sb.cachemig(&["advance"])
+        .assert_code(2)
+        .assert_stderr_contains("--yes");
     assert!(sb.flag().is_none());
 }

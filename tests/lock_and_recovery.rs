@@ -12,7 +12,9 @@ fn a_second_advance_fails_at_once_naming_the_lock_holder() {
     let sb = Sandbox::start();
     let _held = Lock::acquire(&sb.state_dir().join("lock"), "pid 4242 (advance) alice@bastion").unwrap();
     let run = sb.cachemig(&["advance", "--yes"]);
-    run.assert_code(1).assert_stderr_contains("holds the lock").assert_stderr_contains("alice@bastion");
+    run.assert_code(1)
+        .assert_stderr_contains("holds the lock")
+        .assert_stderr_contains("alice@bastion");
     assert!(sb.flag().is_none());
 }
 
@@ -26,12 +28,22 @@ fn two_concurrent_advances_exactly_one_wins() {
     let first = sb.spawn(&["advance", "--yes"]);
     std::thread::sleep(Duration::from_millis(300));
     let second = sb.spawn(&["advance", "--yes"]);
-    let outputs = [first.wait_with_output().unwrap(), second.wait_with_output().unwrap()];
+    let outputs = [
+        first.wait_with_output().unwrap(),
+        second.wait_with_output().unwrap(),
+    ];
     let codes: Vec<i32> = outputs.iter().map(|o| o.status.code().unwrap_or(-1)).collect();
-    assert_eq!(codes.iter().filter(|c| **c == 0).count(), 1, "exactly one must win: {codes:?}");
+    assert_eq!(
+        codes.iter().filter(|c| **c == 0).count(),
+        1,
+        "exactly one must win: {codes:?}"
+    );
     let loser = outputs.iter().find(|o| !o.status.success()).unwrap();
     let stderr = String::from_utf8_lossy(&loser.stderr);
-    assert!(stderr.contains("holds the lock"), "loser must name the lock: {stderr}");
+    assert!(
+        stderr.contains("holds the lock"),
+        "loser must name the lock: {stderr}"
+    );
     assert_eq!(sb.flag().unwrap().generation, 1);
     assert_eq!(sb.journal_text().matches("\"event\":\"transition\"").count(), 1);
 }
@@ -51,8 +63,14 @@ fn status_reports_drift_and_repair_rewrites_from_the_journal() {
 
     let status = sb.cachemig(&["status"]);
     status.assert_code(0).assert_stdout_contains("DRIFT");
-    assert_eq!(sb.flag().unwrap().generation, 1, "status without --repair must not write");
-    sb.cachemig(&["status", "--repair"]).assert_code(0).assert_stdout_contains("repaired");
+    assert_eq!(
+        sb.flag().unwrap().generation,
+        1,
+        "status without --repair must not write"
+    );
+    sb.cachemig(&["status", "--repair"])
+        .assert_code(0)
+        .assert_stdout_contains("repaired");
     let flag = sb.flag().unwrap();
     assert_eq!((flag.generation, flag.phase.as_str()), (2, "planned"));
     sb.cachemig(&["status"]).assert_code(0);
@@ -66,7 +84,9 @@ fn kill_9_at_any_instant_leaves_a_consistent_or_repairable_state() {
         let child = sb.spawn(&[if round % 2 == 0 { "advance" } else { "rollback" }, "--yes"]);
         std::thread::sleep(Duration::from_millis(round * 7));
         let pid = child.id();
-        let _ = std::process::Command::new("kill").args(["-9", &pid.to_string()]).status();
+        let _ = std::process::Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status();
         let _ = child.wait_with_output();
         // The next command repairs whatever the kill left behind; the journal wins.
         sb.cachemig(&["status", "--repair"]).assert_code(0);
@@ -76,7 +96,10 @@ fn kill_9_at_any_instant_leaves_a_consistent_or_repairable_state() {
             Some(flag) => assert_eq!(flag.generation, generation, "round {round}"),
             None => assert_eq!(generation, 0, "round {round}"),
         }
-        assert!(!sb.cachemig(&["status"]).stdout.contains("DRIFT"), "round {round}");
+        assert!(
+            !sb.cachemig(&["status"]).stdout.contains("DRIFT"),
+            "round {round}"
+        );
         // Move back to planned so the next round can advance again.
         if journal.iter().rev().find_map(|e| match &e.event {
             cachemig::state::Event::Transition { to, .. } => Some(to.clone()),
@@ -92,12 +115,28 @@ fn kill_9_at_any_instant_leaves_a_consistent_or_repairable_state() {
 fn secrets_never_reach_output_journal_or_flag_file() {
     let secret = "s3cret-Pa55word-xyz";
     let sb = Sandbox::start_with_source_password(secret);
-    for args in [&["plan"][..], &["advance", "--yes"], &["status", "--format", "json"], &["plan", "--format", "json"]] {
+    for args in [
+        &["plan"][..],
+        &["advance", "--yes"],
+        &["status", "--format", "json"],
+        &["plan", "--format", "json"],
+    ] {
         let run = sb.cachemig(args);
-        assert!(!run.stdout.contains(secret) && !run.stderr.contains(secret), "{args:?} leaked the secret");
+        assert!(
+            !run.stdout.contains(secret) && !run.stderr.contains(secret),
+            "{args:?} leaked the secret"
+        );
     }
-    assert_eq!(sb.flag().unwrap().phase, "backfill", "advance with the password from the env must work");
+    assert_eq!(
+        sb.flag().unwrap().phase,
+        "backfill",
+        "advance with the password from the env must work"
+    );
     for (path, bytes) in sb.snapshot() {
-        assert!(!String::from_utf8_lossy(&bytes).contains(secret), "{} holds the secret", path.display());
+        assert!(
+            !String::from_utf8_lossy(&bytes).contains(secret),
+            "{} holds the secret",
+            path.display()
+        );
     }
 }

@@ -38,6 +38,10 @@ const INSPECTED_GATES: &[&str] = &[
     "target-empty",
 ];
 
+/// Gates no override may bypass: skipping the fence would switch the write primary while proxies
+/// still write to the old one.
+const NEVER_SKIPPED: &[&str] = &["fence"];
+
 /// Runs `advance`.
 pub fn run(path: &Path, opts: Options) -> Result<u8> {
     if opts.reason.is_some() && opts.skip_gates.is_empty() {
@@ -135,6 +139,11 @@ pub fn run(path: &Path, opts: Options) -> Result<u8> {
 /// Every `--skip-gate` must name a gate of the step, so a typo cannot silently skip nothing.
 fn check_skips(to: &PhaseSpec, skips: &[String]) -> Result<()> {
     for name in skips {
+        if NEVER_SKIPPED.contains(&name.as_str()) {
+            return Err(Error::Usage(format!(
+                "--skip-gate {name}: this gate guards the switch of the write primary and cannot be skipped"
+            )));
+        }
         if !to.gates.iter().any(|g| &g.name == name) {
             let names: Vec<&str> = to.gates.iter().map(|g| g.name.as_str()).collect();
             return Err(Error::Usage(format!(
@@ -169,8 +178,6 @@ fn action_note(to: &PhaseSpec) -> String {
         Action::None => "none".into(),
         // The data-moving actions arrive with the backfill and proxy work; until then the gates
         // that depend on them report "no data" and block the next step.
-        other => {
-            format!("{other:?} (not run by this build: its gates stay blocked until it runs)").to_lowercase()
-        }
+        other => format!("{other} (not run by this build: the gates that need it stay blocked)"),
     }
 }

@@ -113,7 +113,7 @@ pub fn run(path: &Path, offline: bool, format: Format, detailed_exitcode: bool) 
             phase: n.name.clone(),
             generation,
             routing: n.routing,
-            action: format!("{:?}", n.action).to_lowercase(),
+            action: n.action.to_string(),
         }),
         ready: next.is_some() && gate::all_allow(&gates),
         gates,

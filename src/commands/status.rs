@@ -98,7 +98,7 @@ fn print_table(r: &StatusReport) {
     println!("{t}");
     let rt = &r.routing;
     println!(
-        "routing: read {:?}, write {:?}, mirror {:?}, shadow_read {}, fence {}",
+        "routing: read {}, write {}, mirror {}, shadow_read {}, fence {}",
         rt.read, rt.write, rt.mirror, rt.shadow_read, rt.fence
     );
     println!(

@@ -137,7 +137,7 @@ impl StepReport {
             flag_file: session.plan.flag_file.display().to_string(),
             flag_diff: flags::diff(session.flag_on_disk.as_ref(), &flag),
             drift: session.drift_for_report(),
-            action: format!("{:?}", to.action).to_lowercase(),
+            action: to.action.to_string(),
         };
         (report, flag)
     }

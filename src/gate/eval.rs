@@ -87,7 +87,7 @@ fn measure(cx: &Ctx, gate: &str, threshold: Option<&Threshold>) -> Measure {
         "target-cluster-ok" => with_target(cx, target_cluster_ok),
         "rdb-compatible" => rdb_compatible(cx),
         "memory-headroom" => memory_headroom(cx, threshold),
-        "target-empty" => with_target(cx, |t| target_empty(cx, t)),
+        "target-empty" => with_target(cx, |t| target_empty(cx, t, threshold)),
         "proxies-acked" => proxies_acked(cx),
         "soak" => soak(cx, threshold),
         // Data for these comes from the backfill, the catch-up and the proxies' reports, which
@@ -138,9 +138,18 @@ fn rdb_compatible(cx: &Ctx) -> Measure {
         return no_data("source or target unreachable");
     };
     match (s.max_rdb_version(), t.min_rdb_version()) {
-        (Some(src), Some(dst)) => (format!("source RDB {src}, target RDB {dst}"), verdict(dst >= src)),
+        (Some(src), Some(dst)) => (
+            format!("source RDB {src}, target RDB {dst}"),
+            verdict(rdb_loadable(src, dst)),
+        ),
         _ => no_data("RDB version unknown"),
     }
+}
+
+/// Whether a server writing RDB `dst` can RESTORE a payload of RDB `src`. RESTORE refuses newer
+/// versions; Valkey 9 (RDB 80) also refuses Redis' RDB 12..=79, which Valkey reserves as foreign.
+fn rdb_loadable(src: u16, dst: u16) -> bool {
+    dst >= src && !(dst >= 80 && (12..80).contains(&src))
 }
 
 fn memory_headroom(cx: &Ctx, threshold: Option<&Threshold>) -> Measure {
@@ -173,7 +182,11 @@ fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
 }
 
-fn target_empty(cx: &Ctx, t: &NodeSetReport) -> Measure {
+fn target_empty(cx: &Ctx, t: &NodeSetReport, threshold: Option<&Threshold>) -> Measure {
+    let allowed = match threshold {
+        Some(Threshold::Number(x)) => *x as u64,
+        _ => 0,
+    };
     let Some(n) = t.keys_in_range else {
         return no_data("target keys not counted");
     };
@@ -186,7 +199,11 @@ fn target_empty(cx: &Ctx, t: &NodeSetReport) -> Measure {
     let measured = format!("{n}{more} key(s) in range{sample}");
     match cx.plan.backfill.on_existing {
         OnExisting::Replace => (format!("{measured}; on_existing = replace"), Verdict::Pass),
-        OnExisting::Skip => (measured, verdict(n == 0)),
+        // A truncated count only says "at least n": it passes only if n is below the limit.
+        OnExisting::Skip => (
+            measured,
+            verdict(n <= allowed && !(t.keys_in_range_truncated && n >= allowed)),
+        ),
     }
 }
 
@@ -224,10 +241,18 @@ mod tests {
     use crate::phase::Catalog;
 
     #[test]
+    fn rdb_compatibility() {
+        assert!(rdb_loadable(9, 10));
+        assert!(!rdb_loadable(11, 10));
+        assert!(rdb_loadable(11, 80), "Valkey 9 loads Redis 7.2 payloads");
+        assert!(!rdb_loadable(12, 80), "Valkey 9 refuses Redis 7.4 payloads");
+    }
+
+    #[test]
     fn every_catalog_gate_has_an_evaluator() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("p.toml");
-        std::fs::write(&path, "[migration]\nname='t'\n[source]\nurl='redis://127.0.0.1:1'\n[target]\nurls=['redis://127.0.0.1:2']\n").unwrap();
+        std::fs::write(&path, "[migration]\nname='t'\n[source]\nurl='redis://127.0.0.1:1'\n[target]\nurls=['redis://127.0.0.1:2']\n[proxies]\nexpected=0\n").unwrap();
         let plan = Plan::load(&path).unwrap();
         let state = State::from_journal("t", "planned", &[]);
         for phase in Catalog::builtin().phases() {

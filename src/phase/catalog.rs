@@ -78,6 +78,20 @@ pub struct Routing {
     pub fence: bool,
 }
 
+/// Displays a unit enum the way serde writes it in the catalog and the flag file.
+macro_rules! display_as_serde {
+    ($($t:ty),*) => {$(
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                let text = serde_json::to_string(self).map_err(|_| std::fmt::Error)?;
+                f.write_str(text.trim_matches('"'))
+            }
+        }
+    )*};
+}
+
+display_as_serde!(Side, MirrorMode, Action);
+
 /// The data-moving action the CLI runs when a phase is entered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

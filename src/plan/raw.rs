@@ -28,8 +28,8 @@ pub struct RawPlan {
     /// allowed keys come from the phase catalog.
     #[serde(default)]
     pub gates: BTreeMap<SpannedStr, Spanned<toml::Value>>,
-    #[serde(default)]
-    pub proxies: RawProxies,
+    /// Required: `expected` has no safe default.
+    pub proxies: Option<Spanned<RawProxies>>,
 }
 
 /// `[migration]`

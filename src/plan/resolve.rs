@@ -9,7 +9,7 @@ use toml::Spanned;
 use url::Url;
 
 use super::error::{PlanError, did_you_mean};
-use super::raw::{RawPlan, SpannedStr};
+use super::raw::{RawPlan, RawProxies, SpannedStr};
 use super::units::{parse_duration, parse_size};
 use super::{BackfillSettings, DualWriteSettings, GateSettings, Plan, ProxySettings, ShadowReadSettings};
 use crate::endpoint::Endpoint;
@@ -143,6 +143,15 @@ pub fn resolve(path: &Path, text: &str, raw: RawPlan, catalog: &Catalog) -> Resu
     };
     let state_dir = relative(&raw.migration.state_dir, format!(".cachemig/{name}"));
     let flag_file = relative(&raw.migration.flag_file, format!("flags/{name}.json"));
+    if let Some(d) = &raw.migration.state_dir
+        && d.get_ref().trim().is_empty()
+    {
+        return Err(cx.err(
+            d.span(),
+            "`state_dir` is empty",
+            "write it like `state_dir = \".cachemig/tokens\"`, or remove it for the default",
+        ));
+    }
     if let Some(f) = &raw.migration.flag_file
         && (f.get_ref().ends_with('/') || f.get_ref().is_empty())
     {
@@ -193,8 +202,14 @@ pub fn resolve(path: &Path, text: &str, raw: RawPlan, catalog: &Catalog) -> Resu
     };
     let gates = gate_settings(&cx, &raw.gates, catalog)?;
     let proxies = ProxySettings {
-        expected: cx.int(&raw.proxies.expected, "expected", 0, 0, 10_000)? as u32,
-        heartbeat_timeout: cx.duration(&raw.proxies.heartbeat_timeout, "heartbeat_timeout", "10s")?,
+        expected: proxies_expected(&cx, raw.proxies.as_ref())?,
+        heartbeat_timeout: cx.duration(
+            &raw.proxies
+                .as_ref()
+                .and_then(|p| p.get_ref().heartbeat_timeout.clone()),
+            "heartbeat_timeout",
+            "10s",
+        )?,
     };
 
     let sha256 = hex::encode(Sha256::digest(text.as_bytes()));
@@ -213,6 +228,22 @@ pub fn resolve(path: &Path, text: &str, raw: RawPlan, catalog: &Catalog) -> Resu
         gates,
         proxies,
     })
+}
+
+/// `[proxies] expected` has no default: 0 would let every proxy-ack gate pass, so the plan must
+/// say it.
+fn proxies_expected(cx: &Ctx, proxies: Option<&Spanned<RawProxies>>) -> Result<u32, PlanError> {
+    let hint = "add `expected = N` under [proxies]: how many cachemig proxies must ack each step (0 if none)";
+    match proxies {
+        None => {
+            let end = cx.text.len();
+            Err(cx.err(end..end, "the plan has no [proxies] table", hint))
+        }
+        Some(p) if p.get_ref().expected.is_none() => {
+            Err(cx.err(p.span(), "`expected` is missing from [proxies]", hint))
+        }
+        Some(p) => Ok(cx.int(&p.get_ref().expected, "expected", 0, 0, 10_000)? as u32),
+    }
 }
 
 fn migration_name(cx: &Ctx, v: &SpannedStr) -> Result<String, PlanError> {
@@ -368,10 +399,12 @@ fn gate_settings(
                 (Some(Threshold::Duration(_)), toml::Value::String(s)) if parse_duration(s).is_ok() => {
                     Threshold::Duration(s.clone())
                 }
-                (Some(Threshold::Number(_)), toml::Value::Integer(n)) if *n >= 0 => {
+                (Some(Threshold::Number(_)), toml::Value::Integer(n)) if in_range(gate, *n as f64) => {
                     Threshold::Number(*n as f64)
                 }
-                (Some(Threshold::Number(_)), toml::Value::Float(x)) if *x >= 0.0 => Threshold::Number(*x),
+                (Some(Threshold::Number(_)), toml::Value::Float(x)) if in_range(gate, *x) => {
+                    Threshold::Number(*x)
+                }
                 (None, _) => return Err(cx.err(
                     span,
                     format!("gate `{gate}` has no threshold to override"),
@@ -385,9 +418,14 @@ fn gate_settings(
                     ));
                 }
                 (Some(Threshold::Number(n)), _) => {
+                    let what = if gate.ends_with("-ratio") {
+                        "a ratio between 0 and 1"
+                    } else {
+                        "a non-negative number"
+                    };
                     return Err(cx.err(
                         span,
-                        format!("gate `{gate}` takes a non-negative number"),
+                        format!("gate `{gate}` takes {what}"),
                         format!("write it like `{gate} = {n}`"),
                     ));
                 }
@@ -397,6 +435,11 @@ fn gate_settings(
         settings.overrides.insert(phase.name.clone(), overrides);
     }
     Ok(settings)
+}
+
+/// Numeric thresholds are non-negative; ratios are also at most 1.
+fn in_range(gate: &str, x: f64) -> bool {
+    x >= 0.0 && (!gate.ends_with("-ratio") || x <= 1.0)
 }
 
 fn soak_value(cx: &Ctx, value: &Spanned<toml::Value>) -> Result<std::time::Duration, PlanError> {

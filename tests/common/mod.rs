@@ -260,7 +260,10 @@ impl RedisCluster {
     /// Built with `redis-cli --cluster create`, as an operator would; every node has an explicit
     /// cluster bus port, so the default port+10000 need not be free.
     pub fn start(masters: usize, replicas_per_master: usize) -> Self {
-        assert!(masters >= 3, "redis-cli --cluster create needs at least 3 masters");
+        assert!(
+            masters >= 3,
+            "redis-cli --cluster create needs at least 3 masters"
+        );
         let total = masters * (1 + replicas_per_master);
         let mut nodes: Vec<RedisServer> = std::thread::scope(|s| {
             let handles: Vec<_> = (0..total)
@@ -273,11 +276,19 @@ impl RedisCluster {
             .arg("--cluster")
             .arg("create")
             .args(&addrs)
-            .args(["--cluster-replicas", &replicas_per_master.to_string(), "--cluster-yes"])
+            .args([
+                "--cluster-replicas",
+                &replicas_per_master.to_string(),
+                "--cluster-yes",
+            ])
             .stdin(Stdio::null())
             .output()
             .expect("run redis-cli --cluster create");
-        assert!(out.status.success(), "redis-cli --cluster create failed: {}", String::from_utf8_lossy(&out.stdout));
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create failed: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
         // redis-cli chooses which nodes become masters; keep masters first.
         nodes.sort_by_key(|n| n.info_field("role").as_deref() != Some("master"));
         let cluster = Self { nodes, masters };

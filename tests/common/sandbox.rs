@@ -46,14 +46,30 @@ impl Sandbox {
         let target = RedisCluster::start(3, 0);
         let dir = tempfile::tempdir().unwrap();
         let source_url = source.url();
-        let mut sb = Sandbox { source, target, dir, plan: PathBuf::new(), env, source_url };
+        let mut sb = Sandbox {
+            source,
+            target,
+            dir,
+            plan: PathBuf::new(),
+            env,
+            source_url,
+        };
         sb.write();
         sb
     }
 
     fn write(&mut self) {
-        let urls: Vec<String> = self.target.seed_urls().iter().map(|u| format!("\"{u}\"")).collect();
-        let password = if self.env.is_empty() { String::new() } else { format!("password_env = \"{PASSWORD_ENV}\"\n") };
+        let urls: Vec<String> = self
+            .target
+            .seed_urls()
+            .iter()
+            .map(|u| format!("\"{u}\""))
+            .collect();
+        let password = if self.env.is_empty() {
+            String::new()
+        } else {
+            format!("password_env = \"{PASSWORD_ENV}\"\n")
+        };
         let body = format!(
             "[migration]\nname = \"sandbox\"\n\n[source]\nurl = \"{}\"\n{password}\n[target]\nurls = [{}]\n\n[keys]\ninclude = [\"token:*\"]\n\n[proxies]\nexpected = 0\n",
             self.source_url,
@@ -109,7 +125,10 @@ impl Sandbox {
 
     /// The journal's committed entries.
     pub fn journal_entries(&self) -> Vec<Entry> {
-        Journal::read(&self.state_dir().join("journal.jsonl")).unwrap().entries().to_vec()
+        Journal::read(&self.state_dir().join("journal.jsonl"))
+            .unwrap()
+            .entries()
+            .to_vec()
     }
 
     /// The journal's raw text ("" when absent).
@@ -186,7 +205,9 @@ impl Drop for SlowProxy {
 
 fn relay(client: TcpStream, backend: u16, delay: Duration) {
     client.set_nonblocking(false).unwrap();
-    let Ok(server) = TcpStream::connect(("127.0.0.1", backend)) else { return };
+    let Ok(server) = TcpStream::connect(("127.0.0.1", backend)) else {
+        return;
+    };
     let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
     std::thread::spawn(move || pump(c2, s2, Duration::ZERO));
     std::thread::spawn(move || pump(server, client, delay));

@@ -1,0 +1,538 @@
+//! The flag document: its types, checksum, parsing and validation, and the diff between two.
+
+use chrono::{SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use super::FlagError;
+use super::canonical::canonical_form;
+use crate::phase::{Catalog, MirrorMode, PhaseSpec, Routing, Side};
+
+/// The flag-file format this build writes and reads. A reader rejects any other value, so a
+/// future incompatible layout can never be misread as routing.
+pub const FORMAT: u32 = 1;
+
+/// The top-level key that holds the checksum, and the only key left out of the checksummed form.
+const CHECKSUM_KEY: &str = "checksum";
+
+/// The flag file: which phase is in force and how the data plane must route.
+///
+/// Only the CLI writes it; proxies and client routers read it. Readers route by [`FlagRouting`],
+/// never by the phase name, so a phase added later needs no reader change. Unknown fields are
+/// tolerated on reading (a newer writer may add some) but are covered by the checksum.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FlagFile {
+    /// Format version; always [`FORMAT`] for files this build writes.
+    pub format: u32,
+    /// The migration name from the plan; lets a reader refuse a file meant for another migration.
+    pub migration: String,
+    /// Increases by at least one with every decision (advance, rollback, fence). Starts at 1;
+    /// generation 0 means "no flag file": phase `planned`. Readers apply only higher generations.
+    pub generation: u64,
+    /// The phase in force, for humans and reports.
+    pub phase: String,
+    /// The routing in force.
+    pub routing: FlagRouting,
+    /// Lowercase hex SHA-256 of the plan file the decision was made with.
+    pub plan_sha256: String,
+    /// When the CLI wrote the file, UTC, RFC 3339 with seconds and `Z`. Not part of [`diff`].
+    pub written_at: String,
+    /// Lowercase hex SHA-256 of the canonical form of the document without this key
+    /// (see [`checksum_of`]).
+    pub checksum: String,
+}
+
+/// How the data plane routes while a generation is in force.
+///
+/// The mirror always flows from the `write` side to the other side: `write = "old"` with
+/// `mirror = "sync"` mirrors old → new; `write = "new"` with `mirror = "async"` is the reverse
+/// mirror new → old that keeps rollback possible.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct FlagRouting {
+    /// Where reads are served from.
+    pub read: Side,
+    /// Where application writes are applied first (the write primary).
+    pub write: Side,
+    /// Whether and how written keys are mirrored from `write` to the other side.
+    pub mirror: MirrorMode,
+    /// Shadow reads: a sample of reads is also sent to the side not read from and compared.
+    /// `null` in the file when off.
+    pub shadow_read: Option<ShadowRead>,
+    /// The primary-switch fence: hold new writes, drain the mirror queue, keep serving reads,
+    /// and acknowledge the generation.
+    pub fence: bool,
+}
+
+/// Shadow-read settings.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ShadowRead {
+    /// Fraction of reads that are shadowed, in [0, 1].
+    pub sample_rate: f64,
+    /// How long a shadow read may take before it is abandoned (it never delays the client).
+    pub timeout_ms: u64,
+}
+
+impl FlagRouting {
+    /// The routing of a catalog phase, with the plan's shadow-read settings and an optional fence.
+    pub fn from_phase(routing: &Routing, shadow: ShadowRead, fence: bool) -> FlagRouting {
+        FlagRouting {
+            read: routing.read,
+            write: routing.write,
+            mirror: routing.mirror,
+            shadow_read: routing.shadow_read.then_some(shadow),
+            fence: routing.fence || fence,
+        }
+    }
+
+    /// The routing in force when there is no flag file: the first catalog phase (`planned`).
+    pub fn planned() -> FlagRouting {
+        let first = &Catalog::builtin().first().routing;
+        FlagRouting::from_phase(
+            first,
+            ShadowRead {
+                sample_rate: 0.0,
+                timeout_ms: 0,
+            },
+            false,
+        )
+    }
+
+    /// The side written keys are mirrored to, if mirroring is on: always the side that is not the
+    /// write primary.
+    pub fn mirror_to(&self) -> Option<Side> {
+        (self.mirror != MirrorMode::Off).then(|| self.write.other())
+    }
+}
+
+impl FlagFile {
+    /// A sealed (checksummed) flag file for `phase`, written now.
+    ///
+    /// `shadow` is used only if the phase shadows reads; `fence` adds a fence to a phase that does
+    /// not have one (the CLI fences the generation before a primary switch).
+    pub fn new(
+        migration: &str,
+        generation: u64,
+        phase: &PhaseSpec,
+        shadow: ShadowRead,
+        plan_sha256: &str,
+        fence: bool,
+    ) -> FlagFile {
+        let mut flag = FlagFile {
+            format: FORMAT,
+            migration: migration.to_string(),
+            generation,
+            phase: phase.name.clone(),
+            routing: FlagRouting::from_phase(&phase.routing, shadow, fence),
+            plan_sha256: plan_sha256.to_string(),
+            written_at: Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true),
+            checksum: String::new(),
+        };
+        flag.seal();
+        flag
+    }
+
+    /// Recomputes `checksum` after fields were changed.
+    pub fn seal(&mut self) {
+        self.checksum = self.expected_checksum();
+    }
+
+    /// The checksum this document should carry, computed from its fields.
+    pub fn expected_checksum(&self) -> String {
+        // Serializing our own struct always yields valid JSON, which the canonical parser accepts.
+        checksum_of(&self.to_compact_json()).expect("a serialized FlagFile is valid JSON")
+    }
+
+    /// The document as compact JSON (no trailing newline).
+    fn to_compact_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a FlagFile always serializes")
+    }
+
+    /// The document as the CLI writes it: pretty-printed JSON with a trailing newline.
+    pub fn to_pretty_json(&self) -> String {
+        let mut text = serde_json::to_string_pretty(self).expect("a FlagFile always serializes");
+        text.push('\n');
+        text
+    }
+
+    /// Parses and verifies a flag file: not empty, JSON, `format` supported, checksum matching the
+    /// bytes as read (unknown fields included), schema and values valid — in that order, so a
+    /// future format is reported as such even if its schema differs.
+    pub fn parse(bytes: &[u8]) -> Result<FlagFile, FlagError> {
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Err(FlagError::Empty);
+        }
+        let value: Value = serde_json::from_slice(bytes)
+            .map_err(|e| FlagError::Malformed(format!("not valid JSON: {e}")))?;
+        let object = value
+            .as_object()
+            .ok_or_else(|| FlagError::Malformed("the document is not a JSON object".into()))?;
+        check_format(object)?;
+        verify_checksum(object, bytes)?;
+        let flag: FlagFile =
+            serde_json::from_value(value).map_err(|e| FlagError::Malformed(format!("schema: {e}")))?;
+        flag.validate()?;
+        Ok(flag)
+    }
+
+    /// Checks the values the schema alone cannot: what a reader would otherwise misroute on.
+    pub fn validate(&self) -> Result<(), FlagError> {
+        let bad = |what: String| Err(FlagError::Malformed(what));
+        if self.format != FORMAT {
+            return Err(FlagError::UnsupportedFormat(self.format));
+        }
+        if self.migration.is_empty() {
+            return bad("\"migration\" is empty".into());
+        }
+        if self.phase.is_empty() {
+            return bad("\"phase\" is empty".into());
+        }
+        if self.generation == 0 {
+            return bad("\"generation\" is 0; written generations start at 1".into());
+        }
+        if let Some(shadow) = &self.routing.shadow_read
+            && !(0.0..=1.0).contains(&shadow.sample_rate)
+        {
+            return bad(format!(
+                "routing.shadow_read.sample_rate {} is outside [0, 1]",
+                shadow.sample_rate
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Reads `format` before anything else: its meaning decides how the rest is read.
+fn check_format(object: &Map<String, Value>) -> Result<(), FlagError> {
+    let format = object
+        .get("format")
+        .and_then(Value::as_u64)
+        .ok_or_else(|| FlagError::Malformed("\"format\" is missing or not a non-negative integer".into()))?;
+    if format != u64::from(FORMAT) {
+        return Err(FlagError::UnsupportedFormat(
+            u32::try_from(format).unwrap_or(u32::MAX),
+        ));
+    }
+    Ok(())
+}
+
+/// Compares the stored checksum with one computed from the bytes as read — not from the parsed
+/// struct, which would silently drop unknown fields from the verification.
+fn verify_checksum(object: &Map<String, Value>, bytes: &[u8]) -> Result<(), FlagError> {
+    let stored = object
+        .get(CHECKSUM_KEY)
+        .and_then(Value::as_str)
+        .ok_or_else(|| FlagError::Malformed("\"checksum\" is missing or not a string".into()))?;
+    if stored != checksum_of(bytes)? {
+        return Err(FlagError::Checksum);
+    }
+    Ok(())
+}
+
+/// The canonical form of a JSON document without its top-level `checksum` key: the string the
+/// checksum is computed over. Equal to Python's
+/// `json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)`.
+pub fn canonical_json(bytes: &[u8]) -> Result<String, FlagError> {
+    canonical_form(bytes, CHECKSUM_KEY).map_err(|e| FlagError::Malformed(format!("not valid JSON: {e}")))
+}
+
+/// The checksum of a JSON document: lowercase hex SHA-256 of the UTF-8 bytes of
+/// [`canonical_json`].
+pub fn checksum_of(bytes: &[u8]) -> Result<String, FlagError> {
+    let canonical = canonical_json(bytes)?;
+    Ok(hex::encode(Sha256::digest(canonical.as_bytes())))
+}
+
+/// One field that differs between two flag files.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldChange {
+    /// Dotted path of the field, e.g. `routing.mirror`.
+    pub field: String,
+    /// The value before, as text; `None` when there was no flag file.
+    pub old: Option<String>,
+    /// The value after, as text.
+    pub new: String,
+}
+
+/// What changes from `old` to `new`, field by field in document order. `written_at` and
+/// `checksum` are left out: they change with every write and say nothing about routing. With no
+/// `old` (first write), every field is listed.
+pub fn diff(old: Option<&FlagFile>, new: &FlagFile) -> Vec<FieldChange> {
+    let before = old.map(fields);
+    fields(new)
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, (field, value))| {
+            let previous = before.as_ref().map(|b| b[i].1.clone());
+            (previous.as_deref() != Some(value.as_str())).then(|| FieldChange {
+                field: field.to_string(),
+                old: previous,
+                new: value,
+            })
+        })
+        .collect()
+}
+
+/// The compared fields as (dotted path, text), always in the same order.
+fn fields(flag: &FlagFile) -> Vec<(&'static str, String)> {
+    let r = &flag.routing;
+    vec![
+        ("format", flag.format.to_string()),
+        ("migration", flag.migration.clone()),
+        ("generation", flag.generation.to_string()),
+        ("phase", flag.phase.clone()),
+        ("routing.read", side_name(r.read).to_string()),
+        ("routing.write", side_name(r.write).to_string()),
+        ("routing.mirror", mirror_name(r.mirror).to_string()),
+        ("routing.shadow_read", shadow_text(r.shadow_read.as_ref())),
+        ("routing.fence", r.fence.to_string()),
+        ("plan_sha256", flag.plan_sha256.clone()),
+    ]
+}
+
+fn side_name(side: Side) -> &'static str {
+    match side {
+        Side::Old => "old",
+        Side::New => "new",
+    }
+}
+
+fn mirror_name(mode: MirrorMode) -> &'static str {
+    match mode {
+        MirrorMode::Off => "off",
+        MirrorMode::Async => "async",
+        MirrorMode::Sync => "sync",
+    }
+}
+
+fn shadow_text(shadow: Option<&ShadowRead>) -> String {
+    match shadow {
+        None => "off".to_string(),
+        Some(s) => format!("sample_rate={},timeout_ms={}", s.sample_rate, s.timeout_ms),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SHADOW: ShadowRead = ShadowRead {
+        sample_rate: 0.05,
+        timeout_ms: 50,
+    };
+
+    fn flag(phase: &str, generation: u64) -> FlagFile {
+        let spec = Catalog::builtin().get(phase).unwrap();
+        FlagFile::new("tokens", generation, spec, SHADOW, "ab12", false)
+    }
+
+    /// A fixed document, so the expected canonical string and checksum are stable.
+    fn known() -> FlagFile {
+        let mut f = flag("shadow-read", 7);
+        f.written_at = "2026-11-21T23:00:00Z".into();
+        f.plan_sha256 = "00ff".into();
+        f.seal();
+        f
+    }
+
+    #[test]
+    fn canonical_form_of_a_known_document_is_fixed() {
+        // Any change to this string is a change to the contract with every client: it needs a new
+        // FORMAT, not an updated test.
+        let expected = concat!(
+            r#"{"format":1,"generation":7,"migration":"tokens","phase":"shadow-read","plan_sha256":"00ff","#,
+            r#""routing":{"fence":false,"mirror":"sync","read":"old","shadow_read":{"sample_rate":0.05,"#,
+            r#""timeout_ms":50},"write":"old"},"written_at":"2026-11-21T23:00:00Z"}"#
+        );
+        let doc = known();
+        assert_eq!(canonical_json(doc.to_pretty_json().as_bytes()).unwrap(), expected);
+        // sha256 of `expected`, computed independently (Python hashlib / sha256sum).
+        assert_eq!(
+            doc.checksum,
+            "c3d31d3920f7160b3fad7aca6a2d798f328522711e39735e74537ed9ff109ad9"
+        );
+    }
+
+    #[test]
+    fn checksum_round_trips_through_the_written_form() {
+        let doc = flag("shadow-read", 7);
+        assert_eq!(doc.checksum.len(), 64);
+        assert_eq!(FlagFile::parse(doc.to_pretty_json().as_bytes()).unwrap(), doc);
+        let compact = serde_json::to_vec(&doc).unwrap();
+        assert_eq!(FlagFile::parse(&compact).unwrap(), doc);
+    }
+
+    #[test]
+    fn new_takes_routing_from_the_phase() {
+        let doc = flag("shadow-read", 7);
+        assert_eq!(doc.routing.shadow_read, Some(SHADOW));
+        assert_eq!(doc.routing.mirror_to(), Some(Side::New));
+        let doc = flag("read-cutover", 8);
+        assert_eq!(doc.routing.shadow_read, None);
+        assert!(!doc.routing.fence);
+        let spec = Catalog::builtin().get("read-cutover").unwrap();
+        assert!(FlagFile::new("tokens", 9, spec, SHADOW, "", true).routing.fence);
+        assert!(
+            doc.written_at.ends_with('Z') && doc.written_at.len() == 20,
+            "{}",
+            doc.written_at
+        );
+    }
+
+    #[test]
+    fn shadow_read_off_is_written_as_null() {
+        let text = flag("backfill", 2).to_pretty_json();
+        assert!(text.contains(r#""shadow_read": null"#), "{text}");
+    }
+
+    #[test]
+    fn any_tampered_field_is_detected() {
+        let text = flag("shadow-read", 7).to_pretty_json();
+        for (from, to) in [
+            (r#""generation": 7"#, r#""generation": 8"#),
+            (r#""read": "old""#, r#""read": "new""#),
+            (r#""fence": false"#, r#""fence": true"#),
+            (r#""sample_rate": 0.05"#, r#""sample_rate": 0.5"#),
+            (r#""written_at": "2"#, r#""written_at": "1"#),
+        ] {
+            assert!(text.contains(from), "{from}");
+            let tampered = text.replace(from, to);
+            assert_eq!(
+                FlagFile::parse(tampered.as_bytes()),
+                Err(FlagError::Checksum),
+                "{to}"
+            );
+        }
+    }
+
+    #[test]
+    fn whitespace_and_key_order_do_not_change_the_checksum() {
+        let doc = flag("async-dual-write", 3);
+        let mut value = serde_json::to_value(&doc).unwrap();
+        let routing = value["routing"].take();
+        let reordered = format!(
+            "{{ \"routing\" : {routing} ,\n\"checksum\":\"{}\", \"phase\":\"async-dual-write\", \
+             \"plan_sha256\":\"ab12\", \"generation\":3, \"migration\":\"tokens\", \"format\":1, \
+             \"written_at\":\"{}\" }}",
+            doc.checksum, doc.written_at
+        );
+        assert_eq!(FlagFile::parse(reordered.as_bytes()).unwrap(), doc);
+    }
+
+    #[test]
+    fn an_unknown_field_is_tolerated_but_covered_by_the_checksum() {
+        let doc = flag("sync-dual-write", 4);
+        let mut value = serde_json::to_value(&doc).unwrap();
+        value["owner"] = Value::from("team-a");
+        value["checksum"] = Value::from("");
+        let sealed = checksum_of(&serde_json::to_vec(&value).unwrap()).unwrap();
+        value["checksum"] = Value::from(sealed);
+        let text = serde_json::to_string_pretty(&value).unwrap();
+
+        let parsed = FlagFile::parse(text.as_bytes()).unwrap();
+        assert_eq!(parsed.generation, 4);
+        // The struct drops the unknown field, so a checksum over the struct would not match: the
+        // verification has to cover the raw document.
+        assert_ne!(parsed.expected_checksum(), parsed.checksum);
+
+        let tampered = text.replace("team-a", "team-b");
+        assert_eq!(FlagFile::parse(tampered.as_bytes()), Err(FlagError::Checksum));
+    }
+
+    #[test]
+    fn rejections_are_classified() {
+        assert_eq!(FlagFile::parse(b""), Err(FlagError::Empty));
+        assert_eq!(FlagFile::parse(b" \n"), Err(FlagError::Empty));
+        assert!(matches!(
+            FlagFile::parse(b"{\"format\":1,"),
+            Err(FlagError::Malformed(_))
+        ));
+        assert!(matches!(
+            FlagFile::parse(b"\x00\x01garbage"),
+            Err(FlagError::Malformed(_))
+        ));
+        assert!(matches!(FlagFile::parse(b"[1]"), Err(FlagError::Malformed(_))));
+        assert_eq!(
+            FlagFile::parse(br#"{"format":2,"anything":true}"#),
+            Err(FlagError::UnsupportedFormat(2))
+        );
+        assert!(matches!(
+            FlagFile::parse(br#"{"format":1}"#),
+            Err(FlagError::Malformed(_))
+        ));
+        let mut half = flag("backfill", 2).to_pretty_json();
+        half.truncate(half.len() / 2);
+        assert!(matches!(
+            FlagFile::parse(half.as_bytes()),
+            Err(FlagError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn a_correctly_sealed_document_with_bad_values_is_malformed() {
+        let mut doc = flag("shadow-read", 5);
+        doc.routing.shadow_read = Some(ShadowRead {
+            sample_rate: 2.0,
+            timeout_ms: 50,
+        });
+        doc.seal();
+        let err = FlagFile::parse(doc.to_pretty_json().as_bytes()).unwrap_err();
+        assert!(err.to_string().contains("sample_rate"), "{err}");
+
+        let mut doc = flag("backfill", 0);
+        doc.seal();
+        assert!(matches!(
+            FlagFile::parse(doc.to_pretty_json().as_bytes()),
+            Err(FlagError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn diff_lists_routing_changes_and_ignores_time_and_checksum() {
+        let old = flag("sync-dual-write", 4);
+        let new = flag("shadow-read", 5);
+        let changes = diff(Some(&old), &new);
+        let summary: Vec<(&str, Option<&str>, &str)> = changes
+            .iter()
+            .map(|c| (c.field.as_str(), c.old.as_deref(), c.new.as_str()))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("generation", Some("4"), "5"),
+                ("phase", Some("sync-dual-write"), "shadow-read"),
+                (
+                    "routing.shadow_read",
+                    Some("off"),
+                    "sample_rate=0.05,timeout_ms=50"
+                ),
+            ]
+        );
+        let mut later = old.clone();
+        later.written_at = "2099-01-01T00:00:00Z".into();
+        later.seal();
+        assert!(diff(Some(&old), &later).is_empty());
+    }
+
+    #[test]
+    fn diff_against_nothing_lists_every_field() {
+        let new = flag("backfill", 1);
+        let changes = diff(None, &new);
+        assert_eq!(changes.len(), 10);
+        assert!(changes.iter().all(|c| c.old.is_none()));
+        assert_eq!(changes[6].field, "routing.mirror");
+        assert_eq!(changes[6].new, "off");
+        let json = serde_json::to_string(&changes[0]).unwrap();
+        assert_eq!(json, r#"{"field":"format","old":null,"new":"1"}"#);
+    }
+
+    #[test]
+    fn planned_routing_serves_everything_from_old() {
+        let r = FlagRouting::planned();
+        assert_eq!(
+            (r.read, r.write, r.mirror, r.shadow_read, r.fence),
+            (Side::Old, Side::Old, MirrorMode::Off, None, false)
+        );
+        assert_eq!(r.mirror_to(), None);
+    }
+}
