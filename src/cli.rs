@@ -75,6 +75,28 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t)]
         format: Format,
     },
+    /// Re-run the current phase's entry action from its checkpoint (e.g. after kill -9).
+    Resume {
+        /// The plan file.
+        plan: PathBuf,
+    },
+    /// Compare source and target key by key (both directions) and optionally repair.
+    Verify {
+        /// The plan file.
+        plan: PathBuf,
+        /// Check about N keys on each side (random sample) instead of every key.
+        #[arg(long, value_name = "N")]
+        sample: Option<u64>,
+        /// Key-sync every difference from the source (the source wins).
+        #[arg(long)]
+        repair: bool,
+        /// Write every difference to this CSV file (key, kind, details).
+        #[arg(long, value_name = "FILE.csv")]
+        report: Option<PathBuf>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
     /// Move one phase back. Never gated.
     Rollback {
         /// The plan file.

@@ -2,6 +2,7 @@
 //!
 //! The library holds everything; `main.rs` only parses arguments and maps errors to exit codes.
 
+pub mod backfill;
 pub mod cli;
 pub mod commands;
 pub mod endpoint;
@@ -10,9 +11,11 @@ pub mod flags;
 pub mod fsutil;
 pub mod gate;
 pub mod inspect;
+pub mod keysync;
 pub mod keys;
 pub mod output;
 pub mod phase;
 pub mod plan;
 pub mod session;
 pub mod state;
+pub mod verify;

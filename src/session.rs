@@ -78,6 +78,11 @@ impl Session {
         Ok(session)
     }
 
+    /// Releases the step lock (e.g. before a long entry action, so a rollback stays possible).
+    pub fn unlock(&mut self) {
+        self.lock = None;
+    }
+
     /// The phase in force.
     pub fn phase(&self) -> &'static PhaseSpec {
         Catalog::builtin()

@@ -130,10 +130,22 @@ pub fn run(path: &Path, opts: Options) -> Result<u8> {
         })?;
     }
     session.transition(TransitionKind::Advance, to)?;
+    session.unlock();
     report.applied = true;
-    report.action = action_note(to);
-    report.print(opts.format)?;
-    Ok(0)
+    if opts.format == Format::Table {
+        report.print(opts.format)?;
+    }
+    let action = super::action::run(&session.plan, to).map_err(|e| entered_but(to, &report, e));
+    report.action = match &action {
+        Ok(note) => note.clone(),
+        Err(e) => e.to_string(),
+    };
+    match opts.format {
+        Format::Json => report.print(opts.format)?,
+        Format::Table if to.action != Action::None => println!("entry action {}: {}", to.action, report.action),
+        Format::Table => {}
+    }
+    action.map(|_| 0)
 }
 
 /// Every `--skip-gate` must name a gate of the step, so a typo cannot silently skip nothing.
@@ -172,12 +184,17 @@ fn records(results: &[GateResult]) -> Vec<crate::state::GateRecord> {
     results.iter().map(GateResult::record).collect()
 }
 
-/// What happens to the phase's entry action in this build.
-fn action_note(to: &PhaseSpec) -> String {
-    match to.action {
-        Action::None => "none".into(),
-        // The data-moving actions arrive with the backfill and proxy work; until then the gates
-        // that depend on them report "no data" and block the next step.
-        other => format!("{other} (not run by this build: the gates that need it stay blocked)"),
-    }
+/// The error of an entry action that failed after the step itself was committed.
+fn entered_but(to: &PhaseSpec, report: &StepReport, e: Error) -> Error {
+    Error::Runtime(anyhow::anyhow!(
+        "{} is in force (generation {}), but its {} failed: {}; `cachemig resume {}` continues it",
+        to.name,
+        report.to.generation,
+        to.action,
+        match &e {
+            Error::Runtime(inner) => format!("{inner:#}"),
+            other => other.to_string(),
+        },
+        report.plan_file
+    ))
 }

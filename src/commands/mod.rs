@@ -1,10 +1,12 @@
 //! One file per subcommand; [`execute`] is the single dispatch point.
 
+mod action;
 mod advance;
 mod plan;
 mod rollback;
 mod status;
 mod step;
+mod verify;
 
 use std::io::IsTerminal;
 
@@ -41,6 +43,10 @@ pub fn execute(command: Command) -> Result<u8> {
                 format,
             },
         ),
+        Command::Resume { plan } => action::resume(&plan),
+        Command::Verify { plan, sample, repair, report, format } => {
+            verify::run(&plan, verify::Options { sample, repair, report, format })
+        }
         Command::Rollback {
             plan,
             phase,

@@ -92,6 +92,9 @@ pub struct StepReport {
     pub applied: bool,
     /// The flag file path.
     pub flag_file: String,
+    /// The plan file path (for hints).
+    #[serde(skip)]
+    pub plan_file: String,
     /// The flag-file fields the step changes.
     pub flag_diff: Vec<FieldChange>,
     /// Derived files repaired from the journal before the step (or that a real run would repair).
@@ -135,6 +138,7 @@ impl StepReport {
             allowed: true,
             applied: false,
             flag_file: session.plan.flag_file.display().to_string(),
+            plan_file: session.plan.path.display().to_string(),
             flag_diff: flags::diff(session.flag_on_disk.as_ref(), &flag),
             drift: session.drift_for_report(),
             action: to.action.to_string(),

@@ -3,18 +3,14 @@
 use chrono::{SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
 
 use super::FlagError;
-use super::canonical::canonical_form;
+use super::canonical::{CHECKSUM_KEY, checksum_of_value, parse_json};
 use crate::phase::{Catalog, MirrorMode, PhaseSpec, Routing, Side};
 
 /// The flag-file format this build writes and reads. A reader rejects any other value, so a
 /// future incompatible layout can never be misread as routing.
 pub const FORMAT: u32 = 1;
-
-/// The top-level key that holds the checksum, and the only key left out of the checksummed form.
-const CHECKSUM_KEY: &str = "checksum";
 
 /// The flag file: which phase is in force and how the data plane must route.
 ///
@@ -38,8 +34,8 @@ pub struct FlagFile {
     pub plan_sha256: String,
     /// When the CLI wrote the file, UTC, RFC 3339 with seconds and `Z`. Not part of [`diff`].
     pub written_at: String,
-    /// Lowercase hex SHA-256 of the canonical form of the document without this key
-    /// (see [`checksum_of`]).
+    /// Lowercase hex SHA-256 of the RFC 8785 (JCS) form of the document without this key
+    /// (see [`checksum_of`](super::checksum_of)).
     pub checksum: String,
 }
 
@@ -139,13 +135,10 @@ impl FlagFile {
 
     /// The checksum this document should carry, computed from its fields.
     pub fn expected_checksum(&self) -> String {
-        // Serializing our own struct always yields valid JSON, which the canonical parser accepts.
-        checksum_of(&self.to_compact_json()).expect("a serialized FlagFile is valid JSON")
-    }
-
-    /// The document as compact JSON (no trailing newline).
-    fn to_compact_json(&self) -> Vec<u8> {
-        serde_json::to_vec(self).expect("a FlagFile always serializes")
+        // Our own struct always serializes, with finite numbers only (serde_json turns a NaN
+        // into null), so JCS cannot fail on it.
+        let value = serde_json::to_value(self).expect("a FlagFile always serializes");
+        checksum_of_value(&value).expect("a serialized FlagFile canonicalizes")
     }
 
     /// The document as the CLI writes it: pretty-printed JSON with a trailing newline.
@@ -155,20 +148,19 @@ impl FlagFile {
         text
     }
 
-    /// Parses and verifies a flag file: not empty, JSON, `format` supported, checksum matching the
-    /// bytes as read (unknown fields included), schema and values valid — in that order, so a
-    /// future format is reported as such even if its schema differs.
+    /// Parses and verifies a flag file: not empty, JSON without repeated keys, `format` supported,
+    /// checksum matching the document as read (unknown fields included), schema and values valid
+    /// — in that order, so a future format is reported as such even if its schema differs.
     pub fn parse(bytes: &[u8]) -> Result<FlagFile, FlagError> {
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Err(FlagError::Empty);
         }
-        let value: Value = serde_json::from_slice(bytes)
-            .map_err(|e| FlagError::Malformed(format!("not valid JSON: {e}")))?;
+        let value = parse_json(bytes)?;
         let object = value
             .as_object()
             .ok_or_else(|| FlagError::Malformed("the document is not a JSON object".into()))?;
         check_format(object)?;
-        verify_checksum(object, bytes)?;
+        verify_checksum(&value)?;
         let flag: FlagFile =
             serde_json::from_value(value).map_err(|e| FlagError::Malformed(format!("schema: {e}")))?;
         flag.validate()?;
@@ -216,31 +208,17 @@ fn check_format(object: &Map<String, Value>) -> Result<(), FlagError> {
     Ok(())
 }
 
-/// Compares the stored checksum with one computed from the bytes as read — not from the parsed
-/// struct, which would silently drop unknown fields from the verification.
-fn verify_checksum(object: &Map<String, Value>, bytes: &[u8]) -> Result<(), FlagError> {
-    let stored = object
+/// Compares the stored checksum with one computed from the document as read — not from the
+/// parsed struct, which would silently drop unknown fields from the verification.
+fn verify_checksum(document: &Value) -> Result<(), FlagError> {
+    let stored = document
         .get(CHECKSUM_KEY)
         .and_then(Value::as_str)
         .ok_or_else(|| FlagError::Malformed("\"checksum\" is missing or not a string".into()))?;
-    if stored != checksum_of(bytes)? {
+    if stored != checksum_of_value(document)? {
         return Err(FlagError::Checksum);
     }
     Ok(())
-}
-
-/// The canonical form of a JSON document without its top-level `checksum` key: the string the
-/// checksum is computed over. Equal to Python's
-/// `json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)`.
-pub fn canonical_json(bytes: &[u8]) -> Result<String, FlagError> {
-    canonical_form(bytes, CHECKSUM_KEY).map_err(|e| FlagError::Malformed(format!("not valid JSON: {e}")))
-}
-
-/// The checksum of a JSON document: lowercase hex SHA-256 of the UTF-8 bytes of
-/// [`canonical_json`].
-pub fn checksum_of(bytes: &[u8]) -> Result<String, FlagError> {
-    let canonical = canonical_json(bytes)?;
-    Ok(hex::encode(Sha256::digest(canonical.as_bytes())))
 }
 
 /// One field that differs between two flag files.
@@ -315,6 +293,7 @@ fn shadow_text(shadow: Option<&ShadowRead>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::flags::{canonical_json, checksum_of};
 
     const SHADOW: ShadowRead = ShadowRead {
         sample_rate: 0.05,
@@ -337,8 +316,9 @@ mod tests {
 
     #[test]
     fn canonical_form_of_a_known_document_is_fixed() {
-        // Any change to this string is a change to the contract with every client: it needs a new
-        // FORMAT, not an updated test.
+        // Any change to these strings is a change to the contract with every client: it needs a
+        // new FORMAT, not an updated test. Expected values computed independently with Python's
+        // `jcs` package: `jcs.canonicalize(doc)` and `hashlib.sha256(...).hexdigest()`.
         let expected = concat!(
             r#"{"format":1,"generation":7,"migration":"tokens","phase":"shadow-read","plan_sha256":"00ff","#,
             r#""routing":{"fence":false,"mirror":"sync","read":"old","shadow_read":{"sample_rate":0.05,"#,
@@ -346,10 +326,23 @@ mod tests {
         );
         let doc = known();
         assert_eq!(canonical_json(doc.to_pretty_json().as_bytes()).unwrap(), expected);
-        // sha256 of `expected`, computed independently (Python hashlib / sha256sum).
         assert_eq!(
             doc.checksum,
             "c3d31d3920f7160b3fad7aca6a2d798f328522711e39735e74537ed9ff109ad9"
+        );
+
+        // A whole-number float is written as an integer (ECMAScript form), unlike Python's repr.
+        let mut doc = known();
+        doc.routing.shadow_read = Some(ShadowRead {
+            sample_rate: 1.0,
+            timeout_ms: 50,
+        });
+        doc.seal();
+        let expected = expected.replace(r#""sample_rate":0.05"#, r#""sample_rate":1"#);
+        assert_eq!(canonical_json(doc.to_pretty_json().as_bytes()).unwrap(), expected);
+        assert_eq!(
+            doc.checksum,
+            "28fa23c31b56bbc899fcc5667cef65934aae3c5b4c93afdbfa495f01cdedb249"
         );
     }
 
@@ -437,6 +430,18 @@ mod tests {
 
         let tampered = text.replace("team-a", "team-b");
         assert_eq!(FlagFile::parse(tampered.as_bytes()), Err(FlagError::Checksum));
+    }
+
+    #[test]
+    fn a_repeated_key_is_malformed_even_if_the_checksum_would_match() {
+        // The checksum covers the last "generation" (7); a first-wins parser would route by 99.
+        let text = flag("shadow-read", 7).to_pretty_json();
+        let doubled = text.replacen("{\n", "{\n  \"generation\": 99,\n", 1);
+        let err = FlagFile::parse(doubled.as_bytes()).unwrap_err();
+        assert!(
+            matches!(&err, FlagError::Malformed(m) if m.contains("duplicate key")),
+            "{err}"
+        );
     }
 
     #[test]

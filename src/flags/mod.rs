@@ -16,7 +16,8 @@ mod file;
 mod watch;
 mod write;
 
+pub use canonical::{canonical_json, checksum_of};
 pub use error::FlagError;
-pub use file::{FORMAT, FieldChange, FlagFile, FlagRouting, ShadowRead, canonical_json, checksum_of, diff};
+pub use file::{FORMAT, FieldChange, FlagFile, FlagRouting, ShadowRead, diff};
 pub use watch::{FlagWatcher, WatchOptions, WatchState};
 pub use write::{read, write_atomic};

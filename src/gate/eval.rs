@@ -3,6 +3,7 @@
 use chrono::{DateTime, Utc};
 
 use super::{GateResult, Verdict};
+use crate::backfill::{BackfillDir, Progress};
 use crate::inspect::NodeSetReport;
 use crate::phase::{PhaseSpec, Threshold};
 use crate::plan::{OnExisting, Plan, units};
@@ -92,7 +93,8 @@ fn measure(cx: &Ctx, gate: &str, threshold: Option<&Threshold>) -> Measure {
         "soak" => soak(cx, threshold),
         // Data for these comes from the backfill, the catch-up and the proxies' reports, which
         // this build does not record yet: they block until it does.
-        "backfill-complete" | "failed-keys" => no_data("no backfill progress recorded"),
+        "backfill-complete" => backfill_complete(cx),
+        "failed-keys" => failed_keys(cx, threshold),
         "catch-up-clean" => no_data("no catch-up result recorded"),
         "mirror-error-ratio" | "mirror-lag" | "sync-mirror-failures" | "new-error-ratio" | "fence" => {
             no_data("no proxy reports")
@@ -203,6 +205,38 @@ fn target_empty(cx: &Ctx, t: &NodeSetReport, threshold: Option<&Threshold>) -> M
         OnExisting::Skip => (
             measured,
             verdict(n <= allowed && !(t.keys_in_range_truncated && n >= allowed)),
+        ),
+    }
+}
+
+fn backfill_progress(cx: &Ctx) -> Result<Progress, Measure> {
+    match BackfillDir::new(&cx.plan.state_dir).progress() {
+        Ok(Some(p)) => Ok(p),
+        Ok(None) => Err(no_data("the backfill never started")),
+        Err(e) => Err(no_data(&format!("backfill checkpoints unreadable: {e}"))),
+    }
+}
+
+fn backfill_complete(cx: &Ctx) -> Measure {
+    match backfill_progress(cx) {
+        Err(m) => m,
+        Ok(p) => (
+            format!("{}/{} source node(s) done, {} key(s) copied", p.nodes_done, p.nodes, p.counters.copied),
+            verdict(p.complete()),
+        ),
+    }
+}
+
+fn failed_keys(cx: &Ctx, threshold: Option<&Threshold>) -> Measure {
+    let allowed = match threshold {
+        Some(Threshold::Number(x)) => *x as u64,
+        _ => 0,
+    };
+    match backfill_progress(cx) {
+        Err(m) => m,
+        Ok(p) => (
+            format!("{} failed (see {})", p.counters.failed, BackfillDir::new(&cx.plan.state_dir).dead_letter_path().display()),
+            verdict(p.counters.failed <= allowed),
         ),
     }
 }

@@ -65,6 +65,15 @@ pub enum Event {
         /// What the gate measured when it was skipped.
         measured: String,
     },
+    /// A phase's entry action (backfill, catch-up) started or ended.
+    Action {
+        /// The action (`backfill`, `catch-up`).
+        action: String,
+        /// `started`, `completed` or `failed`.
+        outcome: String,
+        /// A one-line summary (counters, or the error).
+        detail: String,
+    },
     /// A derived file (state record, flag file) was rewritten from the journal.
     Repair {
         /// What was repaired and why.

@@ -84,7 +84,7 @@ impl State {
                 user: entry.user.clone(),
                 time: entry.time,
             }),
-            Event::Gates { .. } | Event::Repair { .. } => {}
+            Event::Gates { .. } | Event::Repair { .. } | Event::Action { .. } => {}
         }
     }
 

@@ -28,6 +28,7 @@ pub struct Sandbox {
     plan: PathBuf,
     env: Vec<(String, String)>,
     source_url: String,
+    extra: String,
 }
 
 impl Sandbox {
@@ -53,6 +54,7 @@ impl Sandbox {
             plan: PathBuf::new(),
             env,
             source_url,
+            extra: String::new(),
         };
         sb.write();
         sb
@@ -71,11 +73,18 @@ impl Sandbox {
             format!("password_env = \"{PASSWORD_ENV}\"\n")
         };
         let body = format!(
-            "[migration]\nname = \"sandbox\"\n\n[source]\nurl = \"{}\"\n{password}\n[target]\nurls = [{}]\n\n[keys]\ninclude = [\"token:*\"]\n\n[proxies]\nexpected = 0\n",
+            "[migration]\nname = \"sandbox\"\n\n[source]\nurl = \"{}\"\n{password}\n[target]\nurls = [{}]\n\n[keys]\ninclude = [\"token:*\"]\n\n[proxies]\nexpected = 0\n\n{}",
             self.source_url,
-            urls.join(", ")
+            urls.join(", "),
+            self.extra
         );
         self.plan = write_plan(self.dir.path(), "sandbox.toml", &body);
+    }
+
+    /// Appends TOML tables (e.g. `[backfill]`) to the plan.
+    pub fn set_plan_extra(&mut self, toml: &str) {
+        self.extra = toml.to_string();
+        self.write();
     }
 
     /// Points the plan's source somewhere else (e.g. a [`SlowProxy`]).

@@ -1,0 +1,282 @@
+//! The backfill (phase 1): copy the keyspace into the new cluster, throttled and resumable.
+//!
+//! Every source node (the standalone source, or every master of a source cluster) is scanned
+//! with SCAN; each batch of matching keys is copied by [`copy::Copier`]; up to `workers`
+//! batches are in flight. A node's checkpoint advances only over batches whose writes were all
+//! acknowledged, so `resume` after kill -9 continues without skipping a key.
+
+pub mod bigkey;
+mod checkpoint;
+mod copy;
+mod deadletter;
+mod progress;
+mod throttle;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use redis::aio::MultiplexedConnection;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use url::Url;
+
+pub use checkpoint::{BackfillDir, Counters, Manifest, NodeCheckpoint, Progress};
+pub use deadletter::{DeadLetter, escape_key};
+
+use crate::inspect::{NodeReport, inspect_source};
+use crate::keys::KeyFilter;
+use crate::plan::{OnExisting, Plan};
+use copy::Copier;
+use progress::{Board, Reporter};
+use throttle::Throttle;
+
+/// Payload bytes in flight over all batches (bounds memory whatever the keyspace size).
+const BUDGET_BYTES: u64 = 32 * 1024 * 1024;
+/// Checkpoints are written at most this often per node (and always at the end).
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+
+/// The result of a backfill run.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    /// Per node: address, counters, finished.
+    pub nodes: Vec<(String, Counters, bool)>,
+    /// Wall time of this run.
+    pub elapsed: Duration,
+    /// Where failed keys were written.
+    pub dead_letter: std::path::PathBuf,
+    /// Times the throttle held a batch back.
+    pub throttle_waits: u64,
+}
+
+impl Summary {
+    /// Counters summed over nodes.
+    pub fn total(&self) -> Counters {
+        let mut t = Counters::default();
+        for (_, c, _) in &self.nodes {
+            t.add(c);
+        }
+        t
+    }
+
+    /// The summary table.
+    pub fn table(&self) -> comfy_table::Table {
+        progress::summary_table(&self.nodes, self.elapsed)
+    }
+}
+
+/// Runs (or resumes) the backfill of `plan` to completion.
+pub async fn run(plan: &Plan) -> Result<Summary> {
+    let started = Instant::now();
+    let dir = BackfillDir::new(&plan.state_dir);
+    let source = inspect_source(&plan.source, &plan.keys).await?;
+    let mut manifest = match dir.manifest()? {
+        Some(m) => m,
+        None => Manifest {
+            nodes: source.masters.iter().map(|m| m.addr.clone()).collect(),
+            started_at: chrono::Utc::now(),
+            finished_at: None,
+            plan_sha256: plan.sha256.clone(),
+        },
+    };
+    // A source cluster may have gained masters since the first run: scan them too.
+    for m in &source.masters {
+        if !manifest.nodes.contains(&m.addr) {
+            manifest.nodes.push(m.addr.clone());
+        }
+    }
+    dir.save_manifest(&manifest)?;
+
+    let target = plan.target.connect_cluster().await?;
+    let copier = Arc::new(Copier {
+        target,
+        replace: plan.backfill.on_existing == OnExisting::Replace,
+        big_key_bytes: plan.backfill.big_key_bytes,
+        budget: Arc::new(Semaphore::new(BUDGET_BYTES as usize)),
+        budget_bytes: BUDGET_BYTES,
+    });
+    let throttle = Arc::new(Throttle::new(plan.backfill.max_keys_per_sec, plan.backfill.max_source_latency_ms));
+    let probe_url = node_url(&plan.source.urls[0], &source.masters[0].addr)?;
+    let probe = throttle.spawn_probe(plan.source.connect_node(&probe_url).await?);
+    let board = Arc::new(Board::default());
+    let reporter = {
+        let t = throttle.clone();
+        Reporter::start("backfill", board.clone(), move || t.reason())
+    };
+    let workers = Arc::new(Semaphore::new(plan.backfill.workers as usize));
+
+    let mut tasks = JoinSet::new();
+    for node in &source.masters {
+        let cp = load_checkpoint(&dir, node)?;
+        let index = board.add_node(&node.addr, node.dbsize, cp.counters, cp.done);
+        if cp.done {
+            continue;
+        }
+        let conn = plan.source.connect_node(&node_url(&plan.source.urls[0], &node.addr)?).await?;
+        let job = NodeJob {
+            conn,
+            checkpoint: cp,
+            filter: plan.keys.clone(),
+            scan_count: plan.backfill.scan_count,
+            dir: dir.clone(),
+            copier: copier.clone(),
+            throttle: throttle.clone(),
+            workers: workers.clone(),
+            board: board.clone(),
+            index,
+        };
+        tasks.spawn(job.run());
+    }
+    let mut failure = None;
+    while let Some(joined) = tasks.join_next().await {
+        if let Err(e) = joined.map_err(anyhow::Error::from).and_then(|r| r) {
+            failure.get_or_insert(e);
+        }
+    }
+    probe.abort();
+    drop(reporter);
+    if let Some(e) = failure {
+        return Err(e.context("backfill interrupted; `cachemig resume PLAN` continues from the checkpoints"));
+    }
+    let progress = dir.progress()?.context("backfill manifest vanished")?;
+    if progress.complete() {
+        manifest.finished_at = Some(chrono::Utc::now());
+        dir.save_manifest(&manifest)?;
+    }
+    let mut nodes = Vec::new();
+    for addr in &manifest.nodes {
+        if let Some(cp) = dir.checkpoint(addr)? {
+            nodes.push((addr.clone(), cp.counters, cp.done));
+        }
+    }
+    Ok(Summary { nodes, elapsed: started.elapsed(), dead_letter: dir.dead_letter_path(), throttle_waits: throttle.waits() })
+}
+
+/// The checkpoint to continue from: the saved one if the node is the same process, a fresh one
+/// (with a warning) if its `run_id` changed, because a SCAN cursor is void on another process.
+fn load_checkpoint(dir: &BackfillDir, node: &NodeReport) -> Result<NodeCheckpoint> {
+    let fresh = |counters, restarts| NodeCheckpoint {
+        node: node.addr.clone(),
+        run_id: node.run_id.clone(),
+        cursor: 0,
+        done: false,
+        restarts,
+        counters,
+        updated_at: chrono::Utc::now(),
+    };
+    Ok(match dir.checkpoint(&node.addr)? {
+        None => fresh(Counters::default(), 0),
+        Some(cp) if cp.run_id == node.run_id || cp.done => cp,
+        Some(cp) => {
+            tracing::warn!(node = %node.addr, "source node restarted (run_id changed); restarting its scan from the beginning");
+            eprintln!("warning: source node {} restarted (run_id changed); restarting its scan from the beginning", node.addr);
+            fresh(cp.counters, cp.restarts + 1)
+        }
+    })
+}
+
+/// The URL of a discovered node: the plan's source URL with host and port replaced.
+fn node_url(base: &Url, addr: &str) -> Result<Url> {
+    let (host, port) = addr.rsplit_once(':').context("node address without port")?;
+    let mut url = base.clone();
+    url.set_host(Some(host.trim_matches(['[', ']']))).context("bad node host")?;
+    url.set_port(Some(port.parse().context("bad node port")?)).map_err(|_| anyhow::anyhow!("bad node port"))?;
+    Ok(url)
+}
+
+/// The scan of one source node.
+struct NodeJob {
+    conn: MultiplexedConnection,
+    checkpoint: NodeCheckpoint,
+    filter: KeyFilter,
+    scan_count: u32,
+    dir: BackfillDir,
+    copier: Arc<Copier>,
+    throttle: Arc<Throttle>,
+    workers: Arc<Semaphore>,
+    board: Arc<Board>,
+    index: usize,
+}
+
+/// A batch finished: its sequence number, the cursor after it, its outcome.
+type Finished = (u64, u64, copy::BatchOutcome);
+
+impl NodeJob {
+    async fn run(mut self) -> Result<()> {
+        let mut cursor = self.checkpoint.cursor;
+        let mut next_seq = 0u64;
+        // Batches finish out of order; the checkpoint may only move over a finished prefix.
+        let mut committed_seq = 0u64;
+        let mut finished: BTreeMap<u64, (u64, copy::BatchOutcome)> = BTreeMap::new();
+        let mut in_flight: JoinSet<Finished> = JoinSet::new();
+        let mut last_save = Instant::now();
+        let mut scanning = true;
+        while scanning || !in_flight.is_empty() {
+            if scanning {
+                let (next, keys) = self.scan(cursor).await?;
+                let scanned = keys.len() as u64;
+                let keys: Vec<Vec<u8>> = keys.into_iter().filter(|k| self.filter.matches(k)).collect();
+                let matched = keys.len() as u64;
+                self.throttle.admit(matched).await;
+                let permit = self.workers.clone().acquire_owned().await?;
+                let (copier, conn, seq) = (self.copier.clone(), self.conn.clone(), next_seq);
+                in_flight.spawn(async move {
+                    let mut outcome = copier.copy_batch(&conn, keys).await;
+                    outcome.counters.scanned = scanned;
+                    outcome.counters.matched = matched;
+                    drop(permit);
+                    (seq, next, outcome)
+                });
+                next_seq += 1;
+                cursor = next;
+                scanning = next != 0;
+            }
+            // Collect whatever finished (wait for one when we cannot scan further).
+            while let Some(joined) = if scanning { in_flight.try_join_next() } else { in_flight.join_next().await } {
+                let (seq, after, outcome) = joined?;
+                finished.insert(seq, (after, outcome));
+            }
+            while let Some((after, outcome)) = finished.remove(&committed_seq) {
+                self.absorb(after, outcome)?;
+                committed_seq += 1;
+            }
+            let all_done = !scanning && in_flight.is_empty() && finished.is_empty();
+            self.checkpoint.done = all_done;
+            if all_done || last_save.elapsed() >= CHECKPOINT_EVERY {
+                self.save()?;
+                last_save = Instant::now();
+            }
+            self.board.update(self.index, self.checkpoint.counters, self.checkpoint.done);
+        }
+        Ok(())
+    }
+
+    async fn scan(&mut self, cursor: u64) -> Result<(u64, Vec<Vec<u8>>)> {
+        let reply: (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(self.filter.scan_pattern())
+            .arg("COUNT")
+            .arg(self.scan_count)
+            .query_async(&mut self.conn)
+            .await
+            .with_context(|| format!("SCAN on source node {}", self.checkpoint.node))?;
+        Ok(reply)
+    }
+
+    /// Folds a committed batch into the checkpoint; its dead letters are written first, so a
+    /// checkpoint never covers a failed key that is not in the report.
+    fn absorb(&mut self, after: u64, mut outcome: copy::BatchOutcome) -> Result<()> {
+        outcome.counters.failed = outcome.dead.len() as u64;
+        deadletter::append(&self.dir.dead_letter_path(), &outcome.dead)?;
+        self.checkpoint.counters.add(&outcome.counters);
+        self.checkpoint.cursor = after;
+        Ok(())
+    }
+
+    fn save(&mut self) -> Result<()> {
+        self.checkpoint.updated_at = chrono::Utc::now();
+        self.dir.save_checkpoint(&self.checkpoint).context("writing backfill checkpoint")
+    }
+}

@@ -1,0 +1,111 @@
+//! Phase entry actions: the backfill of phase 1 and the catch-up of phase 2. `advance` runs the
+//! action after the transition is committed; `resume` re-runs the current phase's action from
+//! its checkpoint (after kill -9, a network failure, or Ctrl-C).
+//!
+//! Actions hold their own lock (`state_dir/action.lock`), not the step lock, so an operator can
+//! still roll back while a long backfill runs.
+
+use std::path::Path;
+
+use anyhow::Context;
+
+use crate::error::{EXIT_OK, Error, Result};
+use crate::phase::{Action, Catalog, PhaseSpec};
+use crate::plan::Plan;
+use crate::session::Session;
+use crate::state::{Event, Journal, Lock, StateDir, actor};
+use crate::{backfill, verify};
+
+/// Runs `resume`: the current phase's action, continuing from its checkpoint.
+pub fn resume(path: &Path) -> Result<u8> {
+    let plan = Plan::load(path)?;
+    let session = Session::open(plan)?;
+    let phase = session.phase();
+    if phase.action == Action::None {
+        return Err(Error::Usage(format!("phase {} has no entry action to resume", phase.name)));
+    }
+    let note = run(&session.plan, phase)?;
+    println!("{note}");
+    Ok(EXIT_OK)
+}
+
+/// Runs `phase`'s entry action for `plan`, journaling its start and end; returns a one-line note.
+pub fn run(plan: &Plan, phase: &PhaseSpec) -> Result<String> {
+    let dir = StateDir::new(&plan.state_dir);
+    let holder = format!("pid {} ({} action) {}", std::process::id(), phase.action, actor());
+    let _lock = Lock::acquire(&dir.root().join("action.lock"), &holder).map_err(anyhow::Error::from)?;
+    match phase.action {
+        Action::None => Ok("none".into()),
+        Action::Backfill => journaled(plan, "backfill", run_backfill(plan)),
+        Action::CatchUp => catch_up(plan),
+        Action::FencedSwitch => Ok("fenced switch: needs proxies, which this build does not have".into()),
+    }
+}
+
+fn run_backfill(plan: &Plan) -> anyhow::Result<String> {
+    let summary = runtime()?.block_on(backfill::run(plan))?;
+    println!("{}", summary.table());
+    let total = summary.total();
+    if total.failed > 0 {
+        println!("{} key(s) failed; see {}", total.failed, summary.dead_letter.display());
+    }
+    Ok(format!(
+        "{} copied, {} skipped (already in target), {} vanished, {} failed, {:.1} MB in {:.1}s",
+        total.copied,
+        total.skipped_existing,
+        total.vanished,
+        total.failed,
+        total.bytes as f64 / 1e6,
+        summary.elapsed.as_secs_f64()
+    ))
+}
+
+/// The catch-up of phase 2: verify with repair, once every proxy acked async-dual-write. Without
+/// proxies (`[proxies] expected = 0`) it runs at once.
+fn catch_up(plan: &Plan) -> Result<String> {
+    if plan.proxies.expected > 0 {
+        return Ok(format!(
+            "catch-up waits until {} proxies ack this generation; run `cachemig resume {}` then",
+            plan.proxies.expected,
+            plan.path.display()
+        ));
+    }
+    journaled(plan, "catch-up", run_catch_up(plan))
+}
+
+fn run_catch_up(plan: &Plan) -> anyhow::Result<String> {
+    let options = verify::Options { sample: None, repair: true, report: None };
+    let summary = runtime()?.block_on(verify::run(plan, &options))?;
+    verify::save_catch_up(&plan.state_dir, &summary)?;
+    Ok(summary.one_line())
+}
+
+/// Journals how `action` ended. The action's own checkpoints, not the journal, carry its progress.
+fn journaled(plan: &Plan, action: &str, result: anyhow::Result<String>) -> Result<String> {
+    let (outcome, detail) = match &result {
+        Ok(note) => ("completed", note.clone()),
+        Err(e) => ("failed", format!("{e:#}")),
+    };
+    if let Err(e) = record(plan, action, outcome, &detail) {
+        // The outcome is also in the action's checkpoints; losing the journal line is not fatal.
+        eprintln!("warning: could not journal the {action} outcome: {e}");
+    }
+    result.map_err(Error::from)
+}
+
+fn record(plan: &Plan, action: &str, outcome: &str, detail: &str) -> Result<()> {
+    let dir = StateDir::new(&plan.state_dir);
+    let holder = format!("pid {} ({action} journal) {}", std::process::id(), actor());
+    let _lock = Lock::acquire(&dir.lock_path(), &holder).map_err(anyhow::Error::from)?;
+    let mut journal = Journal::read(&dir.journal_path()).context("reading the journal")?;
+    let generation = journal.generation();
+    let event = Event::Action { action: action.into(), outcome: outcome.into(), detail: detail.into() };
+    journal.append(&actor(), generation, event)?;
+    let state = crate::state::State::from_journal(&plan.name, &Catalog::builtin().first().name, journal.entries());
+    state.write(&dir.state_path())?;
+    Ok(())
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?)
+}

@@ -1,0 +1,203 @@
+//! The key-sync primitive (design §4): make key K on the destination equal to K on the origin
+//! *now*. Every copy — backfill, catch-up, repair, proxy mirror, reverse mirror — is this one
+//! operation, because it is state-based (correct for INCR, LPUSH, EXPIRE, DEL, … alike) and
+//! idempotent (retries and duplicates are harmless).
+//!
+//! Reading: PTTL and DUMP in one MULTI/EXEC, so value and TTL belong to the same instant.
+//! Writing: `RESTORE K ttl payload [REPLACE]`, or `DEL K` when the origin has no such key.
+//! Ordering across processes: with `recheck`, the origin is read again after the write and the
+//! sync repeats if the key changed meanwhile, so a late, stale RESTORE cannot stick.
+
+use redis::aio::ConnectionLike;
+use redis::{ErrorKind, RedisError, RedisResult, Value};
+
+/// A key's value and TTL read atomically from the origin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Snapshot {
+    /// The key does not exist (or expired before it could be read).
+    Absent,
+    /// The key exists.
+    Present {
+        /// Remaining TTL in milliseconds; `None` means no expiry.
+        ttl_ms: Option<u64>,
+        /// The DUMP payload (value + RDB version + CRC64).
+        payload: Vec<u8>,
+    },
+}
+
+impl Snapshot {
+    /// Builds a snapshot from the PTTL and DUMP replies of one MULTI/EXEC.
+    ///
+    /// PTTL −2 means gone; −1 means no expiry; 0 means it expires this millisecond, which we
+    /// treat as gone, because `RESTORE K 0` would create the key *without* an expiry.
+    pub fn from_replies(pttl: i64, dump: Option<Vec<u8>>) -> Snapshot {
+        match (pttl, dump) {
+            (_, None) | (-2, _) => Snapshot::Absent,
+            (t, _) if t == 0 || t < -2 => Snapshot::Absent,
+            (-1, Some(payload)) => Snapshot::Present { ttl_ms: None, payload },
+            (t, Some(payload)) => Snapshot::Present { ttl_ms: Some(t as u64), payload },
+        }
+    }
+
+    /// Whether the two snapshots hold the same value and the same kind of expiry (the TTL itself
+    /// keeps shrinking, so only "has one or not" is compared).
+    pub fn same_value(&self, other: &Snapshot) -> bool {
+        match (self, other) {
+            (Snapshot::Absent, Snapshot::Absent) => true,
+            (Snapshot::Present { ttl_ms: a, payload: p }, Snapshot::Present { ttl_ms: b, payload: q }) => {
+                p == q && a.is_some() == b.is_some()
+            }
+            _ => false,
+        }
+    }
+
+    /// The payload size in bytes (0 when absent).
+    pub fn size(&self) -> usize {
+        match self {
+            Snapshot::Absent => 0,
+            Snapshot::Present { payload, .. } => payload.len(),
+        }
+    }
+}
+
+/// What a write did on the destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// RESTORE succeeded.
+    Restored,
+    /// The origin had no such key; DEL ran on the destination.
+    Deleted,
+    /// `replace` was off and the destination already had the key (BUSYKEY): it is newer.
+    KeptExisting,
+}
+
+/// How to write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyncOptions {
+    /// Overwrite an existing destination key (`RESTORE … REPLACE`). Off, a BUSYKEY reply means
+    /// "the destination is newer" and the key is left alone.
+    pub replace: bool,
+    /// Re-read the origin after writing and repeat if it changed (write-then-recheck).
+    pub recheck: bool,
+}
+
+/// How often write-then-recheck repeats before giving up on a key that changes all the time.
+const MAX_RECHECKS: usize = 5;
+
+/// A pipeline-ready MULTI / PTTL / DUMP / EXEC for `key`; its one reply is `[pttl, dump]`.
+pub fn snapshot_pipeline(pipe: &mut redis::Pipeline, key: &[u8]) {
+    pipe.cmd("MULTI").ignore();
+    pipe.cmd("PTTL").arg(key).ignore();
+    pipe.cmd("DUMP").arg(key).ignore();
+    pipe.cmd("EXEC");
+}
+
+/// Decodes the EXEC reply `[pttl, dump]` built by [`snapshot_pipeline`].
+pub fn decode_snapshot(value: Value) -> RedisResult<Snapshot> {
+    let (pttl, dump): (i64, Option<Vec<u8>>) = redis::from_redis_value(value)?;
+    Ok(Snapshot::from_replies(pttl, dump))
+}
+
+/// Reads `key` from the origin atomically.
+pub async fn read(origin: &mut impl ConnectionLike, key: &[u8]) -> RedisResult<Snapshot> {
+    let mut pipe = redis::pipe();
+    snapshot_pipeline(&mut pipe, key);
+    let mut replies: Vec<Value> = pipe.query_async(origin).await?;
+    decode_snapshot(replies.pop().unwrap_or(Value::Nil))
+}
+
+/// The destination command that makes `key` equal to `snapshot`.
+pub fn write_command(key: &[u8], snapshot: &Snapshot, replace: bool) -> redis::Cmd {
+    match snapshot {
+        Snapshot::Absent => {
+            let mut cmd = redis::cmd("DEL");
+            cmd.arg(key);
+            cmd
+        }
+        Snapshot::Present { ttl_ms, payload } => {
+            let mut cmd = redis::cmd("RESTORE");
+            cmd.arg(key).arg(ttl_ms.unwrap_or(0)).arg(payload.as_slice());
+            if replace {
+                cmd.arg("REPLACE");
+            }
+            cmd
+        }
+    }
+}
+
+/// Interprets the destination's reply to [`write_command`].
+pub fn interpret_write(snapshot: &Snapshot, reply: RedisResult<Value>) -> RedisResult<Applied> {
+    match reply {
+        Ok(_) if matches!(snapshot, Snapshot::Absent) => Ok(Applied::Deleted),
+        Ok(_) => Ok(Applied::Restored),
+        Err(e) if is_busykey(&e) => Ok(Applied::KeptExisting),
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether `e` is RESTORE's "BUSYKEY Target key name already exists."
+pub fn is_busykey(e: &RedisError) -> bool {
+    e.code() == Some("BUSYKEY") || e.to_string().contains("BUSYKEY")
+}
+
+/// Writes `snapshot` of `key` to the destination.
+pub async fn write(
+    dest: &mut impl ConnectionLike,
+    key: &[u8],
+    snapshot: &Snapshot,
+    replace: bool,
+) -> RedisResult<Applied> {
+    let reply = write_command(key, snapshot, replace).query_async::<Value>(dest).await;
+    interpret_write(snapshot, reply)
+}
+
+/// Makes `key` on `dest` equal to `key` on `origin` now. Returns what the last write did.
+pub async fn sync_key(
+    origin: &mut impl ConnectionLike,
+    dest: &mut impl ConnectionLike,
+    key: &[u8],
+    options: SyncOptions,
+) -> RedisResult<Applied> {
+    let mut snapshot = read(origin, key).await?;
+    for _ in 0..MAX_RECHECKS {
+        let applied = write(dest, key, &snapshot, options.replace).await?;
+        if !options.recheck || applied == Applied::KeptExisting {
+            return Ok(applied);
+        }
+        let now = read(origin, key).await?;
+        if now.same_value(&snapshot) {
+            return Ok(applied);
+        }
+        snapshot = now;
+    }
+    Err(RedisError::from((
+        ErrorKind::Io,
+        "key kept changing during sync",
+        format!("gave up after {MAX_RECHECKS} re-checks; it will be repaired by the next verify"),
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pttl_edge_cases() {
+        let p = || Some(b"x".to_vec());
+        assert_eq!(Snapshot::from_replies(-2, None), Snapshot::Absent);
+        assert_eq!(Snapshot::from_replies(-1, p()), Snapshot::Present { ttl_ms: None, payload: b"x".to_vec() });
+        assert_eq!(Snapshot::from_replies(0, p()), Snapshot::Absent, "PTTL 0 must not become 'no expiry'");
+        assert_eq!(Snapshot::from_replies(1500, p()), Snapshot::Present { ttl_ms: Some(1500), payload: b"x".to_vec() });
+        assert_eq!(Snapshot::from_replies(1500, None), Snapshot::Absent, "expired between PTTL and DUMP");
+    }
+
+    #[test]
+    fn same_value_ignores_ttl_drift_but_not_persistence() {
+        let a = Snapshot::Present { ttl_ms: Some(100), payload: vec![1] };
+        let b = Snapshot::Present { ttl_ms: Some(90), payload: vec![1] };
+        let c = Snapshot::Present { ttl_ms: None, payload: vec![1] };
+        assert!(a.same_value(&b));
+        assert!(!a.same_value(&c));
+        assert!(!a.same_value(&Snapshot::Absent));
+    }
+}
