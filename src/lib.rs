@@ -4,6 +4,7 @@
 
 pub mod backfill;
 pub mod cli;
+pub mod cluster;
 pub mod commands;
 pub mod endpoint;
 pub mod error;

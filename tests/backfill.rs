@@ -221,3 +221,19 @@ fn a_source_that_is_a_cluster_is_scanned_on_every_master() {
     assert_eq!(progress.nodes, 3, "one checkpoint per source master");
     assert!(progress.complete());
 }
+
+#[test]
+fn re_entering_backfill_after_a_rollback_copies_afresh() {
+    let sb = Sandbox::start();
+    sb.source_cmd(&["SET", "token:1", "a"]);
+    sb.cachemig(&["advance", "--yes"]).assert_code(0);
+    sb.cachemig(&["rollback", "--yes"]).assert_code(0);
+    sb.source_cmd(&["SET", "token:2", "b"]);
+    // The first run's keys are in the target now; the operator acknowledges them.
+    sb.cachemig(&["advance", "--yes", "--skip-gate", "target-empty", "--reason", "our own first pass"]).assert_code(0);
+    assert_eq!(sb.target_cmd(&["GET", "token:2"]), "b", "a fresh entry must scan again, not reuse 'done'");
+    let archived = std::fs::read_dir(sb.state_dir()).unwrap().filter(|e| {
+        e.as_ref().unwrap().file_name().to_string_lossy().starts_with("backfill.")
+    });
+    assert_eq!(archived.count(), 1, "the first run's files are kept aside");
+}

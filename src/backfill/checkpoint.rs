@@ -107,6 +107,17 @@ impl BackfillDir {
         self.root.join(format!("node-{}.json", node.replace([':', '/', '[', ']'], "_")))
     }
 
+    /// Moves an earlier run's files aside (`backfill.<time>`), so a new entry into the phase
+    /// starts from zero while its dead letters stay available.
+    pub fn archive(&self) -> io::Result<()> {
+        if !self.root.exists() {
+            return Ok(());
+        }
+        let stamp = Utc::now().format("%Y%m%dT%H%M%S%.3fZ");
+        let name = format!("backfill.{stamp}");
+        std::fs::rename(&self.root, self.root.with_file_name(name))
+    }
+
     /// The manifest, if a backfill ever started.
     pub fn manifest(&self) -> io::Result<Option<Manifest>> {
         read_json(&self.manifest_path())

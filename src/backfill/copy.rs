@@ -3,28 +3,27 @@
 //! CLUSTERDOWN), hand big ones to the chunked copier, and dead-letter what still fails.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use futures::future::join_all;
 use redis::aio::MultiplexedConnection;
 use redis::cluster_async::ClusterConnection;
-use redis::{RedisError, RedisResult, Value};
+use redis::{RedisResult, Value};
 use tokio::sync::Semaphore;
 
 use super::bigkey;
 use super::checkpoint::Counters;
 use super::deadletter::DeadLetter;
+use crate::cluster::{Router, with_retries};
 use crate::keysync::{self, Applied, Snapshot};
 
 /// Largest sum of payload bytes read in one source pipeline.
 const SUB_BATCH_BYTES: u64 = 4 * 1024 * 1024;
-/// Attempts for a key whose RESTORE failed with a transient error (failover, network).
-const ATTEMPTS: u32 = 10;
 
 /// Shared settings of every batch.
 pub struct Copier {
-    /// The new cluster.
-    pub target: ClusterConnection,
+    /// The new cluster, pipelined per master.
+    pub target: Arc<Router>,
+    /// The new cluster through the redis crate's client, for the chunked big-key copy.
+    pub cluster: ClusterConnection,
     /// RESTORE … REPLACE (`on_existing = replace`).
     pub replace: bool,
     /// Keys above this many bytes (MEMORY USAGE) are copied in chunks by type.
@@ -71,7 +70,7 @@ impl Copier {
 
     async fn copy_big(&self, source: &MultiplexedConnection, key: Vec<u8>, size: u64, out: &mut BatchOutcome) {
         let mut src = source.clone();
-        let mut dst = self.target.clone();
+        let mut dst = self.cluster.clone();
         match bigkey::copy(&mut src, &mut dst, &key, self.replace).await {
             Ok(bigkey::BigCopy::Copied { bytes }) => {
                 out.counters.copied += 1;
@@ -96,8 +95,7 @@ impl Copier {
                 return;
             }
         };
-        let writes = keys.iter().zip(&snapshots).map(|(key, snap)| self.restore(key, snap));
-        for ((key, snap), result) in keys.iter().zip(&snapshots).zip(join_all(writes).await) {
+        for ((key, snap), result) in keys.iter().zip(&snapshots).zip(self.restore_all(&keys, &snapshots).await) {
             match result {
                 Ok(Applied::Restored) => {
                     out.counters.copied += 1;
@@ -114,20 +112,19 @@ impl Copier {
         }
     }
 
-    /// RESTOREs one key, retrying transient errors; a key gone from the source is not deleted
-    /// on the target (the backfill only adds; deletes are the mirror's and verify's job).
-    async fn restore(&self, key: &[u8], snap: &Snapshot) -> RedisResult<Applied> {
-        if matches!(snap, Snapshot::Absent) {
-            return Ok(Applied::Deleted);
+    /// RESTOREs every present key, pipelined per target master (the router retries redirections
+    /// and transient errors). A key gone from the source is not deleted on the target: the
+    /// backfill only adds; deletes are the mirror's and verify's job.
+    async fn restore_all(&self, keys: &[Vec<u8>], snapshots: &[Snapshot]) -> Vec<RedisResult<Applied>> {
+        let present: Vec<usize> = (0..keys.len()).filter(|&i| !matches!(snapshots[i], Snapshot::Absent)).collect();
+        let present_keys: Vec<&[u8]> = present.iter().map(|&i| keys[i].as_slice()).collect();
+        let commands = present.iter().map(|&i| keysync::write_command(&keys[i], &snapshots[i], self.replace)).collect();
+        let replies = self.target.send(&present_keys, commands).await;
+        let mut out: Vec<RedisResult<Applied>> = (0..keys.len()).map(|_| Ok(Applied::Deleted)).collect();
+        for (&i, reply) in present.iter().zip(replies) {
+            out[i] = keysync::interpret_write(&snapshots[i], reply);
         }
-        with_retries(|| {
-            let mut target = self.target.clone();
-            async move {
-                let reply = keysync::write_command(key, snap, self.replace).query_async::<Value>(&mut target).await;
-                keysync::interpret_write(snap, reply)
-            }
-        })
-        .await
+        out
     }
 }
 
@@ -174,36 +171,6 @@ fn by_bytes(items: Vec<(Vec<u8>, u64)>, limit: u64) -> Vec<Vec<(Vec<u8>, u64)>> 
         groups.push(current);
     }
     groups
-}
-
-/// Whether an error is worth retrying: I/O, connection loss, cluster reconfiguration.
-fn transient(e: &RedisError) -> bool {
-    e.is_io_error()
-        || e.is_connection_dropped()
-        || e.is_timeout()
-        || e.is_cluster_error()
-        || matches!(e.code(), Some("TRYAGAIN" | "CLUSTERDOWN" | "MOVED" | "ASK" | "LOADING" | "MASTERDOWN"))
-}
-
-/// Runs `op`, retrying transient errors with exponential back-off (50 ms … 12.8 s, about 25 s in
-/// all), long enough to ride out a replica promotion.
-async fn with_retries<T, F, Fut>(mut op: F) -> RedisResult<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = RedisResult<T>>,
-{
-    let mut pause = Duration::from_millis(50);
-    let mut attempt = 1;
-    loop {
-        match op().await {
-            Err(e) if attempt < ATTEMPTS && transient(&e) => {
-                tokio::time::sleep(pause).await;
-                pause *= 2;
-                attempt += 1;
-            }
-            other => return other,
-        }
-    }
 }
 
 #[cfg(test)]

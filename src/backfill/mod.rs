@@ -9,7 +9,7 @@ pub mod bigkey;
 mod checkpoint;
 mod copy;
 mod deadletter;
-mod progress;
+pub(crate) mod progress;
 mod throttle;
 
 use std::collections::BTreeMap;
@@ -20,7 +20,6 @@ use anyhow::{Context, Result};
 use redis::aio::MultiplexedConnection;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
-use url::Url;
 
 pub use checkpoint::{BackfillDir, Counters, Manifest, NodeCheckpoint, Progress};
 pub use deadletter::{DeadLetter, escape_key};
@@ -88,16 +87,16 @@ pub async fn run(plan: &Plan) -> Result<Summary> {
     }
     dir.save_manifest(&manifest)?;
 
-    let target = plan.target.connect_cluster().await?;
     let copier = Arc::new(Copier {
-        target,
+        target: Arc::new(crate::cluster::Router::connect(&plan.target).await?),
+        cluster: plan.target.connect_cluster().await?,
         replace: plan.backfill.on_existing == OnExisting::Replace,
         big_key_bytes: plan.backfill.big_key_bytes,
         budget: Arc::new(Semaphore::new(BUDGET_BYTES as usize)),
         budget_bytes: BUDGET_BYTES,
     });
     let throttle = Arc::new(Throttle::new(plan.backfill.max_keys_per_sec, plan.backfill.max_source_latency_ms));
-    let probe_url = node_url(&plan.source.urls[0], &source.masters[0].addr)?;
+    let probe_url = crate::cluster::node_url(&plan.source.urls[0], &source.masters[0].addr)?;
     let probe = throttle.spawn_probe(plan.source.connect_node(&probe_url).await?);
     let board = Arc::new(Board::default());
     let reporter = {
@@ -113,7 +112,7 @@ pub async fn run(plan: &Plan) -> Result<Summary> {
         if cp.done {
             continue;
         }
-        let conn = plan.source.connect_node(&node_url(&plan.source.urls[0], &node.addr)?).await?;
+        let conn = plan.source.connect_node(&crate::cluster::node_url(&plan.source.urls[0], &node.addr)?).await?;
         let job = NodeJob {
             conn,
             checkpoint: cp,
@@ -174,15 +173,6 @@ fn load_checkpoint(dir: &BackfillDir, node: &NodeReport) -> Result<NodeCheckpoin
             fresh(cp.counters, cp.restarts + 1)
         }
     })
-}
-
-/// The URL of a discovered node: the plan's source URL with host and port replaced.
-fn node_url(base: &Url, addr: &str) -> Result<Url> {
-    let (host, port) = addr.rsplit_once(':').context("node address without port")?;
-    let mut url = base.clone();
-    url.set_host(Some(host.trim_matches(['[', ']']))).context("bad node host")?;
-    url.set_port(Some(port.parse().context("bad node port")?)).map_err(|_| anyhow::anyhow!("bad node port"))?;
-    Ok(url)
 }
 
 /// The scan of one source node.

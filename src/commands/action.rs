@@ -24,19 +24,33 @@ pub fn resume(path: &Path) -> Result<u8> {
     if phase.action == Action::None {
         return Err(Error::Usage(format!("phase {} has no entry action to resume", phase.name)));
     }
-    let note = run(&session.plan, phase)?;
+    let note = run(&session.plan, phase, Start::Resume)?;
     println!("{note}");
     Ok(EXIT_OK)
 }
 
-/// Runs `phase`'s entry action for `plan`, journaling its start and end; returns a one-line note.
-pub fn run(plan: &Plan, phase: &PhaseSpec) -> Result<String> {
+/// Whether an action starts afresh (a step just entered the phase) or continues (`resume`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// A new entry into the phase: earlier progress of this action is archived, not reused.
+    Fresh,
+    /// Continue from the checkpoints.
+    Resume,
+}
+
+/// Runs `phase`'s entry action for `plan`, journaling how it ended; returns a one-line note.
+pub fn run(plan: &Plan, phase: &PhaseSpec, start: Start) -> Result<String> {
     let dir = StateDir::new(&plan.state_dir);
     let holder = format!("pid {} ({} action) {}", std::process::id(), phase.action, actor());
     let _lock = Lock::acquire(&dir.root().join("action.lock"), &holder).map_err(anyhow::Error::from)?;
     match phase.action {
         Action::None => Ok("none".into()),
-        Action::Backfill => journaled(plan, "backfill", run_backfill(plan)),
+        Action::Backfill => {
+            if start == Start::Fresh {
+                backfill::BackfillDir::new(&plan.state_dir).archive()?;
+            }
+            journaled(plan, "backfill", run_backfill(plan))
+        }
         Action::CatchUp => catch_up(plan),
         Action::FencedSwitch => Ok("fenced switch: needs proxies, which this build does not have".into()),
     }

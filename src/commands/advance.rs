@@ -135,7 +135,7 @@ pub fn run(path: &Path, opts: Options) -> Result<u8> {
     if opts.format == Format::Table {
         report.print(opts.format)?;
     }
-    let action = super::action::run(&session.plan, to).map_err(|e| entered_but(to, &report, e));
+    let action = super::action::run(&session.plan, to, super::action::Start::Fresh).map_err(|e| entered_but(to, &report, e));
     report.action = match &action {
         Ok(note) => note.clone(),
         Err(e) => e.to_string(),

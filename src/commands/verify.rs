@@ -1,9 +1,18 @@
-//! `cachemig verify PLAN [--sample N] [--repair] [--report FILE.csv]` (being implemented).
+//! `cachemig verify PLAN [--sample N] [--repair] [--report FILE.csv] [--format table|json]`
+//!
+//! Read-only unless `--repair`; takes no lock. Exit 0 when no difference remains, 1 otherwise
+//! (naming the count and the report), 2 for an invalid plan or arguments.
 
 use std::path::{Path, PathBuf};
 
+use anyhow::anyhow;
+use serde::Serialize;
+
 use crate::cli::Format;
-use crate::error::{Error, Result};
+use crate::error::{EXIT_OK, Error, Result};
+use crate::output;
+use crate::plan::Plan;
+use crate::verify::{self, Kind, Summary};
 
 /// Options of `verify`.
 pub struct Options {
@@ -17,7 +26,98 @@ pub struct Options {
     pub format: Format,
 }
 
+/// The JSON report: the summary plus derived totals.
+#[derive(Serialize)]
+struct JsonReport<'a> {
+    checked: u64,
+    keys_per_sec: f64,
+    #[serde(flatten)]
+    summary: &'a Summary,
+}
+
 /// Runs `verify`.
-pub fn run(_path: &Path, _options: Options) -> Result<u8> {
-    Err(Error::Usage("verify is not implemented yet".into()))
+pub fn run(path: &Path, options: Options) -> Result<u8> {
+    let plan = Plan::load(path)?;
+    if options.sample == Some(0) {
+        return Err(Error::Usage("--sample must be at least 1".into()));
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let verify_options = verify::Options {
+        sample: options.sample,
+        repair: options.repair,
+        report: options.report,
+    };
+    let summary = runtime.block_on(verify::run(&plan, &verify_options))?;
+    match options.format {
+        Format::Json => output::print_json(&JsonReport {
+            checked: summary.checked(),
+            keys_per_sec: summary.keys_per_sec().round(),
+            summary: &summary,
+        })?,
+        Format::Table => print_table(&summary),
+    }
+    if summary.unresolved == 0 {
+        return Ok(EXIT_OK);
+    }
+    let (what, hint) = if summary.repair {
+        ("remain after repair", String::new())
+    } else {
+        (
+            "found",
+            format!(
+                "; `cachemig verify {} --repair` key-syncs them from the source",
+                path.display()
+            ),
+        )
+    };
+    Err(Error::Runtime(anyhow!(
+        "{} difference(s) between source and target {what} ({}); see {}{hint}",
+        summary.unresolved,
+        summary.kinds_text(),
+        summary.report.display(),
+    )))
+}
+
+fn print_table(s: &Summary) {
+    let mut t = output::table(&["", "keys"]);
+    let mut row = |name: &str, value: String| {
+        t.add_row(vec![name.to_string(), value]);
+    };
+    row("checked source → target", s.source_checked.to_string());
+    row("checked target → source", s.target_checked.to_string());
+    for kind in Kind::ALL {
+        row(&format!("{kind}"), s.kinds.get(kind).to_string());
+    }
+    row("differences", s.found.to_string());
+    row("gone on re-check", s.transient.to_string());
+    if s.repair {
+        row("repaired", s.repaired.to_string());
+    }
+    row("unresolved", s.unresolved.to_string());
+    row(
+        "elapsed",
+        format!(
+            "{:.1}s ({:.0} source keys/s)",
+            s.elapsed.as_secs_f64(),
+            s.keys_per_sec()
+        ),
+    );
+    println!("{t}");
+    if let Some(n) = s.sample {
+        println!("sample: about {n} keys per side");
+    }
+    if !s.examples.is_empty() {
+        let mut e = output::table(&["key", "kind", "details"]);
+        for d in &s.examples {
+            e.add_row(vec![d.key.clone(), d.kind.to_string(), d.details.clone()]);
+        }
+        println!("{e}");
+        if s.found > s.examples.len() as u64 {
+            println!("(first {} of {} differences)", s.examples.len(), s.found);
+        }
+    }
+    println!("report: {}", s.report.display());
 }

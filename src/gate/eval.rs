@@ -95,7 +95,7 @@ fn measure(cx: &Ctx, gate: &str, threshold: Option<&Threshold>) -> Measure {
         // this build does not record yet: they block until it does.
         "backfill-complete" => backfill_complete(cx),
         "failed-keys" => failed_keys(cx, threshold),
-        "catch-up-clean" => no_data("no catch-up result recorded"),
+        "catch-up-clean" => catch_up_clean(cx, threshold),
         "mirror-error-ratio" | "mirror-lag" | "sync-mirror-failures" | "new-error-ratio" | "fence" => {
             no_data("no proxy reports")
         }
@@ -237,6 +237,26 @@ fn failed_keys(cx: &Ctx, threshold: Option<&Threshold>) -> Measure {
         Ok(p) => (
             format!("{} failed (see {})", p.counters.failed, BackfillDir::new(&cx.plan.state_dir).dead_letter_path().display()),
             verdict(p.counters.failed <= allowed),
+        ),
+    }
+}
+
+/// The catch-up must have finished after the phase was entered (a record from an earlier pass
+/// through phase 2 says nothing about the mirror running now).
+fn catch_up_clean(cx: &Ctx, threshold: Option<&Threshold>) -> Measure {
+    let allowed = match threshold {
+        Some(Threshold::Number(x)) => *x as u64,
+        _ => 0,
+    };
+    match crate::verify::load_catch_up(&cx.plan.state_dir) {
+        Err(e) => no_data(&format!("catch-up record unreadable: {e}")),
+        Ok(None) => no_data("the catch-up has not run"),
+        Ok(Some(r)) if cx.state.entered_at.is_some_and(|t| r.finished_at < t) => {
+            no_data("the last catch-up ran before this phase was entered; run `cachemig resume`")
+        }
+        Ok(Some(r)) => (
+            format!("{} unresolved of {} found ({} keys checked, {} repaired)", r.unresolved, r.found, r.checked, r.repaired),
+            verdict(r.unresolved <= allowed),
         ),
     }
 }

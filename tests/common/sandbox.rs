@@ -34,17 +34,25 @@ pub struct Sandbox {
 impl Sandbox {
     /// A standalone source without a password.
     pub fn start() -> Sandbox {
-        Sandbox::build(RedisServer::start(), Vec::new())
+        Sandbox::build(RedisServer::start(), RedisCluster::start(3, 0), Vec::new())
+    }
+
+    /// A standalone source and a target of 3 masters with one replica each (for failovers).
+    pub fn start_with_replicas() -> Sandbox {
+        Sandbox::build(RedisServer::start(), RedisCluster::start(3, 1), Vec::new())
     }
 
     /// A source that requires `password`; the plan names it through `password_env`.
     pub fn start_with_source_password(password: &str) -> Sandbox {
         let source = RedisServer::start_with(&["--requirepass", password]);
-        Sandbox::build(source, vec![(PASSWORD_ENV.into(), password.into())])
+        Sandbox::build(
+            source,
+            RedisCluster::start(3, 0),
+            vec![(PASSWORD_ENV.into(), password.into())],
+        )
     }
 
-    fn build(source: RedisServer, env: Vec<(String, String)>) -> Sandbox {
-        let target = RedisCluster::start(3, 0);
+    fn build(source: RedisServer, target: RedisCluster, env: Vec<(String, String)>) -> Sandbox {
         let dir = tempfile::tempdir().unwrap();
         let source_url = source.url();
         let mut sb = Sandbox {
