@@ -34,8 +34,14 @@ impl Snapshot {
         match (pttl, dump) {
             (_, None) | (-2, _) => Snapshot::Absent,
             (t, _) if t == 0 || t < -2 => Snapshot::Absent,
-            (-1, Some(payload)) => Snapshot::Present { ttl_ms: None, payload },
-            (t, Some(payload)) => Snapshot::Present { ttl_ms: Some(t as u64), payload },
+            (-1, Some(payload)) => Snapshot::Present {
+                ttl_ms: None,
+                payload,
+            },
+            (t, Some(payload)) => Snapshot::Present {
+                ttl_ms: Some(t as u64),
+                payload,
+            },
         }
     }
 
@@ -44,9 +50,16 @@ impl Snapshot {
     pub fn same_value(&self, other: &Snapshot) -> bool {
         match (self, other) {
             (Snapshot::Absent, Snapshot::Absent) => true,
-            (Snapshot::Present { ttl_ms: a, payload: p }, Snapshot::Present { ttl_ms: b, payload: q }) => {
-                p == q && a.is_some() == b.is_some()
-            }
+            (
+                Snapshot::Present {
+                    ttl_ms: a,
+                    payload: p,
+                },
+                Snapshot::Present {
+                    ttl_ms: b,
+                    payload: q,
+                },
+            ) => p == q && a.is_some() == b.is_some(),
             _ => false,
         }
     }
@@ -98,6 +111,66 @@ pub fn decode_snapshot(value: Value) -> RedisResult<Snapshot> {
     Ok(Snapshot::from_replies(pttl, dump))
 }
 
+/// PTTL and DUMP of `KEYS[1]` in one atomic call: one command per key on the origin instead of
+/// the four of MULTI/PTTL/DUMP/EXEC, which matters when the origin is the bottleneck.
+const SNAPSHOT_LUA: &str = "return {redis.call('PTTL', KEYS[1]), redis.call('DUMP', KEYS[1])}";
+
+/// Whether the origin runs the snapshot script; shared by every batch of a run.
+#[derive(Debug, Default)]
+pub struct ScriptSupport {
+    /// Set once the origin refused scripts (ACL, disabled scripting): MULTI/EXEC from then on.
+    refused: std::sync::atomic::AtomicBool,
+}
+
+impl ScriptSupport {
+    fn refused(&self) -> bool {
+        self.refused.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// Atomic snapshots of `keys`, pipelined: EVALSHA of [`SNAPSHOT_LUA`] per key, loading the script
+/// on NOSCRIPT, or MULTI/PTTL/DUMP/EXEC per key when the origin refuses scripts.
+pub async fn read_many<C: ConnectionLike + Clone>(
+    origin: &C,
+    keys: &[Vec<u8>],
+    scripts: &ScriptSupport,
+) -> RedisResult<Vec<Snapshot>> {
+    if !scripts.refused() {
+        let script = redis::Script::new(SNAPSHOT_LUA);
+        for _ in 0..2 {
+            let mut pipe = redis::pipe();
+            for key in keys {
+                pipe.cmd("EVALSHA")
+                    .arg(script.get_hash())
+                    .arg(1)
+                    .arg(key.as_slice());
+            }
+            match pipe.query_async::<Vec<Value>>(&mut origin.clone()).await {
+                Ok(replies) => return replies.into_iter().map(decode_snapshot).collect(),
+                Err(e) if e.code() == Some("NOSCRIPT") => {
+                    redis::cmd("SCRIPT")
+                        .arg("LOAD")
+                        .arg(SNAPSHOT_LUA)
+                        .query_async::<String>(&mut origin.clone())
+                        .await?;
+                }
+                Err(e) if matches!(e.code(), Some("NOPERM" | "ERR" | "NOSCRIPT")) => {
+                    tracing::warn!("the origin refuses the snapshot script ({e}); using MULTI/EXEC");
+                    scripts.refused.store(true, std::sync::atomic::Ordering::Relaxed);
+                    break;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    let mut pipe = redis::pipe();
+    for key in keys {
+        snapshot_pipeline(&mut pipe, key);
+    }
+    let replies: Vec<Value> = pipe.query_async(&mut origin.clone()).await?;
+    replies.into_iter().map(decode_snapshot).collect()
+}
+
 /// Reads `key` from the origin atomically.
 pub async fn read(origin: &mut impl ConnectionLike, key: &[u8]) -> RedisResult<Snapshot> {
     let mut pipe = redis::pipe();
@@ -147,7 +220,9 @@ pub async fn write(
     snapshot: &Snapshot,
     replace: bool,
 ) -> RedisResult<Applied> {
-    let reply = write_command(key, snapshot, replace).query_async::<Value>(dest).await;
+    let reply = write_command(key, snapshot, replace)
+        .query_async::<Value>(dest)
+        .await;
     interpret_write(snapshot, reply)
 }
 
@@ -185,17 +260,46 @@ mod tests {
     fn pttl_edge_cases() {
         let p = || Some(b"x".to_vec());
         assert_eq!(Snapshot::from_replies(-2, None), Snapshot::Absent);
-        assert_eq!(Snapshot::from_replies(-1, p()), Snapshot::Present { ttl_ms: None, payload: b"x".to_vec() });
-        assert_eq!(Snapshot::from_replies(0, p()), Snapshot::Absent, "PTTL 0 must not become 'no expiry'");
-        assert_eq!(Snapshot::from_replies(1500, p()), Snapshot::Present { ttl_ms: Some(1500), payload: b"x".to_vec() });
-        assert_eq!(Snapshot::from_replies(1500, None), Snapshot::Absent, "expired between PTTL and DUMP");
+        assert_eq!(
+            Snapshot::from_replies(-1, p()),
+            Snapshot::Present {
+                ttl_ms: None,
+                payload: b"x".to_vec()
+            }
+        );
+        assert_eq!(
+            Snapshot::from_replies(0, p()),
+            Snapshot::Absent,
+            "PTTL 0 must not become 'no expiry'"
+        );
+        assert_eq!(
+            Snapshot::from_replies(1500, p()),
+            Snapshot::Present {
+                ttl_ms: Some(1500),
+                payload: b"x".to_vec()
+            }
+        );
+        assert_eq!(
+            Snapshot::from_replies(1500, None),
+            Snapshot::Absent,
+            "expired between PTTL and DUMP"
+        );
     }
 
     #[test]
     fn same_value_ignores_ttl_drift_but_not_persistence() {
-        let a = Snapshot::Present { ttl_ms: Some(100), payload: vec![1] };
-        let b = Snapshot::Present { ttl_ms: Some(90), payload: vec![1] };
-        let c = Snapshot::Present { ttl_ms: None, payload: vec![1] };
+        let a = Snapshot::Present {
+            ttl_ms: Some(100),
+            payload: vec![1],
+        };
+        let b = Snapshot::Present {
+            ttl_ms: Some(90),
+            payload: vec![1],
+        };
+        let c = Snapshot::Present {
+            ttl_ms: None,
+            payload: vec![1],
+        };
         assert!(a.same_value(&b));
         assert!(!a.same_value(&c));
         assert!(!a.same_value(&Snapshot::Absent));

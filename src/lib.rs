@@ -3,6 +3,7 @@
 //! The library holds everything; `main.rs` only parses arguments and maps errors to exit codes.
 
 pub mod backfill;
+pub mod batch;
 pub mod cli;
 pub mod cluster;
 pub mod commands;
@@ -12,8 +13,8 @@ pub mod flags;
 pub mod fsutil;
 pub mod gate;
 pub mod inspect;
-pub mod keysync;
 pub mod keys;
+pub mod keysync;
 pub mod output;
 pub mod phase;
 pub mod plan;

@@ -96,14 +96,26 @@ fn dry_run_changes_no_byte_on_disk() {
     sb.cachemig(&["advance", "--yes"]).assert_code(0);
     let before = sb.snapshot();
     assert!(before.keys().any(|p| p.ends_with("journal.jsonl")));
-    sb.cachemig(&["advance", "--dry-run"]).assert_code(0).assert_stdout_contains("would write generation 2");
-    assert_eq!(before, sb.snapshot(), "a dry run that passes its gates wrote something");
+    sb.cachemig(&["advance", "--dry-run"])
+        .assert_code(0)
+        .assert_stdout_contains("would write generation 2");
+    assert_eq!(
+        before,
+        sb.snapshot(),
+        "a dry run that passes its gates wrote something"
+    );
     sb.target_cmd(&["DEL", "token:1"]);
     sb.cachemig(&["advance", "--yes"]).assert_code(0);
-    assert_eq!(sb.target_cmd(&["GET", "token:1"]), "v", "the catch-up repaired the key");
+    assert_eq!(
+        sb.target_cmd(&["GET", "token:1"]),
+        "v",
+        "the catch-up repaired the key"
+    );
     let before = sb.snapshot();
     sb.cachemig(&["advance", "--dry-run"]).assert_code(3);
-    sb.cachemig(&["rollback", "--dry-run"]).assert_code(0).assert_stdout_contains("would write generation 3");
+    sb.cachemig(&["rollback", "--dry-run"])
+        .assert_code(0)
+        .assert_stdout_contains("would write generation 3");
     sb.cachemig(&["plan"]).assert_code(0);
     sb.cachemig(&["status"]).assert_code(0);
     assert_eq!(
@@ -169,7 +181,9 @@ fn gates_without_data_block_and_never_pass_by_default() {
     sb.cachemig(&["advance", "--yes"]).assert_code(0);
     // Mirror statistics come from proxies, which report nothing here: the step is blocked.
     let run = sb.cachemig(&["advance", "--yes"]);
-    run.assert_code(3).assert_stderr_contains("mirror-error-ratio").assert_stderr_contains("no data");
+    run.assert_code(3)
+        .assert_stderr_contains("mirror-error-ratio")
+        .assert_stderr_contains("no data");
     assert_eq!(sb.flag().unwrap().phase, "async-dual-write");
 }
 

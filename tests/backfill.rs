@@ -230,10 +230,99 @@ fn re_entering_backfill_after_a_rollback_copies_afresh() {
     sb.cachemig(&["rollback", "--yes"]).assert_code(0);
     sb.source_cmd(&["SET", "token:2", "b"]);
     // The first run's keys are in the target now; the operator acknowledges them.
-    sb.cachemig(&["advance", "--yes", "--skip-gate", "target-empty", "--reason", "our own first pass"]).assert_code(0);
-    assert_eq!(sb.target_cmd(&["GET", "token:2"]), "b", "a fresh entry must scan again, not reuse 'done'");
+    sb.cachemig(&[
+        "advance",
+        "--yes",
+        "--skip-gate",
+        "target-empty",
+        "--reason",
+        "our own first pass",
+    ])
+    .assert_code(0);
+    assert_eq!(
+        sb.target_cmd(&["GET", "token:2"]),
+        "b",
+        "a fresh entry must scan again, not reuse 'done'"
+    );
     let archived = std::fs::read_dir(sb.state_dir()).unwrap().filter(|e| {
-        e.as_ref().unwrap().file_name().to_string_lossy().starts_with("backfill.")
+        e.as_ref()
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .starts_with("backfill.")
     });
     assert_eq!(archived.count(), 1, "the first run's files are kept aside");
+}
+
+#[test]
+fn big_keys_and_keys_about_to_expire_go_through_the_backfill() {
+    let mut sb = Sandbox::start();
+    sb.set_plan_extra("[backfill]\nbig_key_bytes = \"1KiB\"\n");
+    let mut src = sb.source.conn();
+    let fields: Vec<(String, String)> = (0..3000)
+        .map(|i| (format!("f{i}"), format!("value-{i}")))
+        .collect();
+    let _: () = src.hset_multiple("token:big-hash", &fields).unwrap();
+    let _: () = src.pexpire("token:big-hash", 3_600_000).unwrap();
+    let _: () = src.set("token:small", "s").unwrap();
+    // Expires within milliseconds: it must never appear in the target without a TTL.
+    let _: () = redis::cmd("SET")
+        .arg("token:expiring")
+        .arg("x")
+        .arg("PX")
+        .arg(5)
+        .query(&mut src)
+        .unwrap();
+    sb.cachemig(&["advance", "--yes"]).assert_code(0);
+
+    let mut target = sb.target.cluster_conn();
+    let copied: BTreeMap<String, String> = target.hgetall("token:big-hash").unwrap();
+    assert_eq!(copied.len(), 3000);
+    assert_eq!(copied["f2999"], "value-2999");
+    let ttl: i64 = target.ttl("token:big-hash").unwrap();
+    assert!(ttl > 3500, "TTL applied last and kept: {ttl}");
+    assert_eq!(
+        target.get::<_, Option<String>>("token:small").unwrap().as_deref(),
+        Some("s")
+    );
+    let expiring_ttl: i64 = target.pttl("token:expiring").unwrap();
+    assert!(
+        expiring_ttl != -1,
+        "a key about to expire must not become persistent"
+    );
+    let counters = BackfillDir::new(&sb.state_dir())
+        .progress()
+        .unwrap()
+        .unwrap()
+        .counters;
+    assert_eq!(counters.big_keys, 1, "{counters:?}");
+    let leftovers: Vec<String> = sb
+        .target
+        .masters()
+        .iter()
+        .flat_map(|m| m.query::<Vec<String>>(&["KEYS", "__cachemig:*"]))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn a_source_that_refuses_scripts_is_read_with_multi_exec() {
+    let sb = Sandbox::start();
+    sb.source_cmd(&[
+        "ACL",
+        "SETUSER",
+        "default",
+        "on",
+        "nopass",
+        "~*",
+        "&*",
+        "+@all",
+        "-@scripting",
+    ]);
+    for i in 0..50 {
+        sb.source_cmd(&["SET", &format!("token:{i}"), &i.to_string()]);
+    }
+    sb.cachemig(&["advance", "--yes"]).assert_code(0);
+    assert_eq!(sb.target.dbsize(), 50);
+    assert_eq!(sb.target_cmd(&["GET", "token:49"]), "49");
 }

@@ -12,7 +12,9 @@ use common::sandbox::Sandbox;
 fn target_master_failover_mid_backfill_loses_nothing() {
     let mut sb = Sandbox::start_with_replicas();
     // Rate-capped so the failover lands mid-run.
-    sb.set_plan_extra("[backfill]\nscan_count = 200\nmax_keys_per_sec = 8000\nmax_source_latency_ms = 1000\n");
+    sb.set_plan_extra(
+        "[backfill]\nscan_count = 200\nmax_keys_per_sec = 8000\nmax_source_latency_ms = 1000\n",
+    );
     let n = 40_000u64;
     let mut src = sb.source.conn();
     for chunk in (0..n).collect::<Vec<_>>().chunks(5000) {
@@ -25,12 +27,19 @@ fn target_master_failover_mid_backfill_loses_nothing() {
     let child = sb.spawn(&["advance", "--yes"]);
     let dir = BackfillDir::new(&sb.state_dir());
     common::wait_for("the backfill to get going", Duration::from_secs(60), || {
-        dir.progress().ok().flatten().is_some_and(|p| p.counters.copied >= 8000)
+        dir.progress()
+            .ok()
+            .flatten()
+            .is_some_and(|p| p.counters.copied >= 8000)
     });
     // Kill the first master; its replica is promoted after the node timeout.
     sb.target.nodes_mut()[0].kill();
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "backfill failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "backfill failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let progress = dir.progress().unwrap().unwrap();
     assert!(progress.complete());
     assert_eq!(progress.counters.failed, 0, "{progress:?}");

@@ -23,7 +23,7 @@ fn two_concurrent_advances_exactly_one_wins() {
     // The source answers through a proxy that delays replies, so the first advance holds the lock
     // for a while; the second one starts inside that window.
     let mut sb = Sandbox::start();
-    let slow = SlowProxy::start(sb.source.port(), Duration::from_millis(1500));
+    let slow = SlowProxy::start(sb.source.port(), Duration::from_millis(800));
     sb.rewrite_plan_source(&format!("redis://127.0.0.1:{}", slow.port()));
     let first = sb.spawn(&["advance", "--yes"]);
     std::thread::sleep(Duration::from_millis(300));

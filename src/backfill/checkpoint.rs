@@ -86,7 +86,9 @@ pub struct BackfillDir {
 impl BackfillDir {
     /// `state_dir/backfill`.
     pub fn new(state_dir: &Path) -> BackfillDir {
-        BackfillDir { root: state_dir.join("backfill") }
+        BackfillDir {
+            root: state_dir.join("backfill"),
+        }
     }
 
     /// The directory.
@@ -104,7 +106,8 @@ impl BackfillDir {
     }
 
     fn node_path(&self, node: &str) -> PathBuf {
-        self.root.join(format!("node-{}.json", node.replace([':', '/', '[', ']'], "_")))
+        self.root
+            .join(format!("node-{}.json", node.replace([':', '/', '[', ']'], "_")))
     }
 
     /// Moves an earlier run's files aside (`backfill.<time>`), so a new entry into the phase
@@ -140,7 +143,9 @@ impl BackfillDir {
 
     /// Where the backfill stands, for gates and `status`: `None` if it never started.
     pub fn progress(&self) -> io::Result<Option<Progress>> {
-        let Some(manifest) = self.manifest()? else { return Ok(None) };
+        let Some(manifest) = self.manifest()? else {
+            return Ok(None);
+        };
         let mut total = Counters::default();
         let mut done = 0;
         for node in &manifest.nodes {
@@ -149,7 +154,12 @@ impl BackfillDir {
                 done += usize::from(cp.done);
             }
         }
-        Ok(Some(Progress { nodes: manifest.nodes.len(), nodes_done: done, counters: total, manifest }))
+        Ok(Some(Progress {
+            nodes: manifest.nodes.len(),
+            nodes_done: done,
+            counters: total,
+            manifest,
+        }))
     }
 }
 

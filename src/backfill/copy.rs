@@ -4,9 +4,9 @@
 
 use std::sync::Arc;
 
+use redis::RedisResult;
 use redis::aio::MultiplexedConnection;
 use redis::cluster_async::ClusterConnection;
-use redis::{RedisResult, Value};
 use tokio::sync::Semaphore;
 
 use super::bigkey;
@@ -30,6 +30,8 @@ pub struct Copier {
     pub big_key_bytes: u64,
     /// Bytes of payload in flight over all batches, to bound memory.
     pub budget: Arc<Semaphore>,
+    /// Whether the source runs the snapshot script.
+    pub scripts: keysync::ScriptSupport,
     /// The budget's size in bytes (permits are bytes, capped to it).
     pub budget_bytes: u64,
 }
@@ -62,13 +64,19 @@ impl Copier {
                 Some(size) => small.push((key, size)),
             }
         }
-        for group in by_bytes(small, SUB_BATCH_BYTES) {
+        for group in crate::batch::by_bytes(small, SUB_BATCH_BYTES) {
             self.copy_small(source, group, &mut out).await;
         }
         out
     }
 
-    async fn copy_big(&self, source: &MultiplexedConnection, key: Vec<u8>, size: u64, out: &mut BatchOutcome) {
+    async fn copy_big(
+        &self,
+        source: &MultiplexedConnection,
+        key: Vec<u8>,
+        size: u64,
+        out: &mut BatchOutcome,
+    ) {
         let mut src = source.clone();
         let mut dst = self.cluster.clone();
         match bigkey::copy(&mut src, &mut dst, &key, self.replace).await {
@@ -79,23 +87,40 @@ impl Copier {
             }
             Ok(bigkey::BigCopy::KeptExisting) => out.counters.skipped_existing += 1,
             Ok(bigkey::BigCopy::Vanished) => out.counters.vanished += 1,
-            Err(e) => out.dead.push(DeadLetter { key, reason: format!("big key: {e}"), size: Some(size) }),
+            Err(e) => out.dead.push(DeadLetter {
+                key,
+                reason: format!("big key: {e}"),
+                size: Some(size),
+            }),
         }
     }
 
-    async fn copy_small(&self, source: &MultiplexedConnection, group: Vec<(Vec<u8>, u64)>, out: &mut BatchOutcome) {
+    async fn copy_small(
+        &self,
+        source: &MultiplexedConnection,
+        group: Vec<(Vec<u8>, u64)>,
+        out: &mut BatchOutcome,
+    ) {
         let bytes: u64 = group.iter().map(|(_, s)| *s).sum();
         let permits = bytes.clamp(1, self.budget_bytes) as u32;
-        let _permit = self.budget.acquire_many(permits).await.expect("budget semaphore closed");
+        let _permit = self
+            .budget
+            .acquire_many(permits)
+            .await
+            .expect("budget semaphore closed");
         let keys: Vec<Vec<u8>> = group.iter().map(|(k, _)| k.clone()).collect();
-        let snapshots = match with_retries(|| read_snapshots(source.clone(), &keys)).await {
+        let snapshots = match with_retries(|| keysync::read_many(source, &keys, &self.scripts)).await {
             Ok(s) => s,
             Err(e) => {
                 out.fail_all(&keys, &format!("source: {e}"));
                 return;
             }
         };
-        for ((key, snap), result) in keys.iter().zip(&snapshots).zip(self.restore_all(&keys, &snapshots).await) {
+        for ((key, snap), result) in keys
+            .iter()
+            .zip(&snapshots)
+            .zip(self.restore_all(&keys, &snapshots).await)
+        {
             match result {
                 Ok(Applied::Restored) => {
                     out.counters.copied += 1;
@@ -116,9 +141,14 @@ impl Copier {
     /// and transient errors). A key gone from the source is not deleted on the target: the
     /// backfill only adds; deletes are the mirror's and verify's job.
     async fn restore_all(&self, keys: &[Vec<u8>], snapshots: &[Snapshot]) -> Vec<RedisResult<Applied>> {
-        let present: Vec<usize> = (0..keys.len()).filter(|&i| !matches!(snapshots[i], Snapshot::Absent)).collect();
+        let present: Vec<usize> = (0..keys.len())
+            .filter(|&i| !matches!(snapshots[i], Snapshot::Absent))
+            .collect();
         let present_keys: Vec<&[u8]> = present.iter().map(|&i| keys[i].as_slice()).collect();
-        let commands = present.iter().map(|&i| keysync::write_command(&keys[i], &snapshots[i], self.replace)).collect();
+        let commands = present
+            .iter()
+            .map(|&i| keysync::write_command(&keys[i], &snapshots[i], self.replace))
+            .collect();
         let replies = self.target.send(&present_keys, commands).await;
         let mut out: Vec<RedisResult<Applied>> = (0..keys.len()).map(|_| Ok(Applied::Deleted)).collect();
         for (&i, reply) in present.iter().zip(replies) {
@@ -130,7 +160,11 @@ impl Copier {
 
 impl BatchOutcome {
     fn fail_all(&mut self, keys: &[Vec<u8>], reason: &str) {
-        self.dead.extend(keys.iter().map(|k| DeadLetter { key: k.clone(), reason: reason.to_string(), size: None }));
+        self.dead.extend(keys.iter().map(|k| DeadLetter {
+            key: k.clone(),
+            reason: reason.to_string(),
+            size: None,
+        }));
     }
 }
 
@@ -141,47 +175,4 @@ async fn memory_usage(mut source: MultiplexedConnection, keys: &[Vec<u8>]) -> Re
         pipe.cmd("MEMORY").arg("USAGE").arg(key.as_slice());
     }
     pipe.query_async(&mut source).await
-}
-
-/// Atomic snapshots of `keys`, in one pipeline of MULTI/PTTL/DUMP/EXEC groups.
-async fn read_snapshots(mut source: MultiplexedConnection, keys: &[Vec<u8>]) -> RedisResult<Vec<Snapshot>> {
-    let mut pipe = redis::pipe();
-    for key in keys {
-        keysync::snapshot_pipeline(&mut pipe, key);
-    }
-    let replies: Vec<Value> = pipe.query_async(&mut source).await?;
-    replies.into_iter().map(keysync::decode_snapshot).collect()
-}
-
-/// Splits `items` into groups whose sizes add up to at most `limit` (a single larger item forms
-/// its own group).
-fn by_bytes(items: Vec<(Vec<u8>, u64)>, limit: u64) -> Vec<Vec<(Vec<u8>, u64)>> {
-    let mut groups = Vec::new();
-    let mut current = Vec::new();
-    let mut bytes = 0;
-    for (key, size) in items {
-        if !current.is_empty() && bytes + size > limit {
-            groups.push(std::mem::take(&mut current));
-            bytes = 0;
-        }
-        bytes += size;
-        current.push((key, size));
-    }
-    if !current.is_empty() {
-        groups.push(current);
-    }
-    groups
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn groups_respect_the_byte_limit() {
-        let items = vec![(b"a".to_vec(), 3), (b"b".to_vec(), 3), (b"c".to_vec(), 10), (b"d".to_vec(), 1)];
-        let groups = by_bytes(items, 6);
-        let sizes: Vec<Vec<u64>> = groups.iter().map(|g| g.iter().map(|(_, s)| *s).collect()).collect();
-        assert_eq!(sizes, vec![vec![3, 3], vec![10], vec![1]]);
-    }
 }

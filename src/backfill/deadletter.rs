@@ -70,10 +70,17 @@ mod tests {
     fn csv_has_a_header_once() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("dl.csv");
-        let l = DeadLetter { key: b"k,1".to_vec(), reason: "WRONGTYPE".into(), size: Some(3) };
+        let l = DeadLetter {
+            key: b"k,1".to_vec(),
+            reason: "WRONGTYPE".into(),
+            size: Some(3),
+        };
         append(&path, std::slice::from_ref(&l)).unwrap();
         append(&path, &[l]).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
-        assert_eq!(text, "key,reason,size\n\"k,1\",WRONGTYPE,3\n\"k,1\",WRONGTYPE,3\n");
+        assert_eq!(
+            text,
+            "key,reason,size\n\"k,1\",WRONGTYPE,3\n\"k,1\",WRONGTYPE,3\n"
+        );
     }
 }

@@ -94,8 +94,12 @@ pub async fn run(plan: &Plan) -> Result<Summary> {
         big_key_bytes: plan.backfill.big_key_bytes,
         budget: Arc::new(Semaphore::new(BUDGET_BYTES as usize)),
         budget_bytes: BUDGET_BYTES,
+        scripts: Default::default(),
     });
-    let throttle = Arc::new(Throttle::new(plan.backfill.max_keys_per_sec, plan.backfill.max_source_latency_ms));
+    let throttle = Arc::new(Throttle::new(
+        plan.backfill.max_keys_per_sec,
+        plan.backfill.max_source_latency_ms,
+    ));
     let probe_url = crate::cluster::node_url(&plan.source.urls[0], &source.masters[0].addr)?;
     let probe = throttle.spawn_probe(plan.source.connect_node(&probe_url).await?);
     let board = Arc::new(Board::default());
@@ -112,7 +116,10 @@ pub async fn run(plan: &Plan) -> Result<Summary> {
         if cp.done {
             continue;
         }
-        let conn = plan.source.connect_node(&crate::cluster::node_url(&plan.source.urls[0], &node.addr)?).await?;
+        let conn = plan
+            .source
+            .connect_node(&crate::cluster::node_url(&plan.source.urls[0], &node.addr)?)
+            .await?;
         let job = NodeJob {
             conn,
             checkpoint: cp,
@@ -149,13 +156,18 @@ pub async fn run(plan: &Plan) -> Result<Summary> {
             nodes.push((addr.clone(), cp.counters, cp.done));
         }
     }
-    Ok(Summary { nodes, elapsed: started.elapsed(), dead_letter: dir.dead_letter_path(), throttle_waits: throttle.waits() })
+    Ok(Summary {
+        nodes,
+        elapsed: started.elapsed(),
+        dead_letter: dir.dead_letter_path(),
+        throttle_waits: throttle.waits(),
+    })
 }
 
 /// The checkpoint to continue from: the saved one if the node is the same process, a fresh one
 /// (with a warning) if its `run_id` changed, because a SCAN cursor is void on another process.
 fn load_checkpoint(dir: &BackfillDir, node: &NodeReport) -> Result<NodeCheckpoint> {
-    let fresh = |counters, restarts| NodeCheckpoint {
+    let fresh = |counters: Counters, restarts| NodeCheckpoint {
         node: node.addr.clone(),
         run_id: node.run_id.clone(),
         cursor: 0,
@@ -169,8 +181,11 @@ fn load_checkpoint(dir: &BackfillDir, node: &NodeReport) -> Result<NodeCheckpoin
         Some(cp) if cp.run_id == node.run_id || cp.done => cp,
         Some(cp) => {
             tracing::warn!(node = %node.addr, "source node restarted (run_id changed); restarting its scan from the beginning");
-            eprintln!("warning: source node {} restarted (run_id changed); restarting its scan from the beginning", node.addr);
-            fresh(cp.counters, cp.restarts + 1)
+            eprintln!(
+                "warning: source node {} restarted (run_id changed); restarting its scan from the beginning",
+                node.addr
+            );
+            fresh(Counters::default(), cp.restarts + 1)
         }
     })
 }
@@ -223,7 +238,11 @@ impl NodeJob {
                 scanning = next != 0;
             }
             // Collect whatever finished (wait for one when we cannot scan further).
-            while let Some(joined) = if scanning { in_flight.try_join_next() } else { in_flight.join_next().await } {
+            while let Some(joined) = if scanning {
+                in_flight.try_join_next()
+            } else {
+                in_flight.join_next().await
+            } {
                 let (seq, after, outcome) = joined?;
                 finished.insert(seq, (after, outcome));
             }
@@ -237,21 +256,17 @@ impl NodeJob {
                 self.save()?;
                 last_save = Instant::now();
             }
-            self.board.update(self.index, self.checkpoint.counters, self.checkpoint.done);
+            self.board
+                .update(self.index, self.checkpoint.counters, self.checkpoint.done);
         }
         Ok(())
     }
 
     async fn scan(&mut self, cursor: u64) -> Result<(u64, Vec<Vec<u8>>)> {
-        let reply: (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(self.filter.scan_pattern())
-            .arg("COUNT")
-            .arg(self.scan_count)
-            .query_async(&mut self.conn)
-            .await
-            .with_context(|| format!("SCAN on source node {}", self.checkpoint.node))?;
+        let reply =
+            crate::cluster::scan_step(&self.conn, cursor, self.filter.scan_pattern(), self.scan_count)
+                .await
+                .with_context(|| format!("SCAN on source node {}", self.checkpoint.node))?;
         Ok(reply)
     }
 
@@ -267,6 +282,8 @@ impl NodeJob {
 
     fn save(&mut self) -> Result<()> {
         self.checkpoint.updated_at = chrono::Utc::now();
-        self.dir.save_checkpoint(&self.checkpoint).context("writing backfill checkpoint")
+        self.dir
+            .save_checkpoint(&self.checkpoint)
+            .context("writing backfill checkpoint")
     }
 }

@@ -32,7 +32,12 @@ impl Board {
     /// Registers a node with its estimated key count; returns its index.
     pub fn add_node(&self, node: &str, estimate: u64, counters: Counters, done: bool) -> usize {
         let mut nodes = self.nodes.lock().expect("board lock");
-        nodes.push(NodeLine { node: node.to_string(), estimate, counters, done });
+        nodes.push(NodeLine {
+            node: node.to_string(),
+            estimate,
+            counters,
+            done,
+        });
         nodes.len() - 1
     }
 
@@ -118,11 +123,16 @@ async fn log_lines(label: &'static str, board: Arc<Board>, throttled: impl Fn() 
 
 async fn draw_bars(label: &'static str, board: Arc<Board>, throttled: impl Fn() -> Option<String>) {
     let multi = MultiProgress::new();
-    let style = ProgressStyle::with_template("{prefix:>22} [{bar:30}] {pos}/{len} keys {per_sec} ETA {eta} {msg}")
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> ");
+    let style =
+        ProgressStyle::with_template("{prefix:>22} [{bar:30}] {pos}/{len} keys {per_sec} ETA {eta} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> ");
     let mut bars: Vec<ProgressBar> = Vec::new();
-    let total_bar = multi.add(ProgressBar::new(0).with_style(style.clone()).with_prefix(format!("{label} total")));
+    let total_bar = multi.add(
+        ProgressBar::new(0)
+            .with_style(style.clone())
+            .with_prefix(format!("{label} total")),
+    );
     loop {
         let nodes = board.snapshot();
         while bars.len() < nodes.len() {
@@ -134,7 +144,11 @@ async fn draw_bars(label: &'static str, board: Arc<Board>, throttled: impl Fn() 
         for (bar, n) in bars.iter().zip(&nodes) {
             bar.set_length(n.estimate.max(n.counters.scanned));
             bar.set_position(n.counters.scanned);
-            bar.set_message(format!("{:.1} MB{}", n.counters.bytes as f64 / 1e6, if n.done { " done" } else { "" }));
+            bar.set_message(format!(
+                "{:.1} MB{}",
+                n.counters.bytes as f64 / 1e6,
+                if n.done { " done" } else { "" }
+            ));
         }
         let total = board.total();
         total_bar.set_length(nodes.iter().map(|n| n.estimate.max(n.counters.scanned)).sum());
@@ -147,7 +161,17 @@ async fn draw_bars(label: &'static str, board: Arc<Board>, throttled: impl Fn() 
 /// The summary table printed when a copy ends.
 pub fn summary_table(rows: &[(String, Counters, bool)], elapsed: Duration) -> comfy_table::Table {
     let mut t = output::table(&[
-        "source node", "scanned", "matched", "copied", "big", "skipped", "vanished", "failed", "MB", "keys/s", "done",
+        "source node",
+        "scanned",
+        "matched",
+        "copied",
+        "big",
+        "skipped",
+        "vanished",
+        "failed",
+        "MB",
+        "keys/s",
+        "done",
     ]);
     let secs = elapsed.as_secs_f64().max(0.001);
     let mut total = Counters::default();
@@ -171,6 +195,11 @@ pub fn summary_table(rows: &[(String, Counters, bool)], elapsed: Duration) -> co
         push(&mut t, node, c, if *done { "yes".into() } else { "no".into() });
     }
     let all_done = rows.iter().all(|r| r.2);
-    push(&mut t, "total", &total, if all_done { "yes".into() } else { "no".into() });
+    push(
+        &mut t,
+        "total",
+        &total,
+        if all_done { "yes".into() } else { "no".into() },
+    );
     t
 }

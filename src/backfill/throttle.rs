@@ -20,6 +20,8 @@ pub struct Throttle {
     latency_us: AtomicU64,
     /// Times a batch waited, for the summary.
     waits: AtomicU64,
+    /// Consecutive batches that found the source slow.
+    slow_streak: AtomicU64,
 }
 
 impl Throttle {
@@ -31,18 +33,26 @@ impl Throttle {
             next_slot: Mutex::new(Instant::now()),
             latency_us: AtomicU64::new(0),
             waits: AtomicU64::new(0),
+            slow_streak: AtomicU64::new(0),
         }
     }
 
     /// PINGs the source every 100 ms on its own connection and records the round trip, until the
     /// returned task is aborted.
-    pub fn spawn_probe(self: &std::sync::Arc<Self>, mut conn: MultiplexedConnection) -> tokio::task::JoinHandle<()> {
+    pub fn spawn_probe(
+        self: &std::sync::Arc<Self>,
+        mut conn: MultiplexedConnection,
+    ) -> tokio::task::JoinHandle<()> {
         let me = self.clone();
         tokio::spawn(async move {
             loop {
                 let start = std::time::Instant::now();
                 let ok = redis::cmd("PING").query_async::<String>(&mut conn).await.is_ok();
-                let took = if ok { start.elapsed() } else { Duration::from_secs(1) };
+                let took = if ok {
+                    start.elapsed()
+                } else {
+                    Duration::from_secs(1)
+                };
                 me.latency_us.store(took.as_micros() as u64, Ordering::Relaxed);
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
@@ -71,16 +81,21 @@ impl Throttle {
         })
     }
 
-    /// Waits until `keys` more keys may be copied: first while the source is slow (back-off
-    /// doubling from 20 ms to 1 s), then for the rate cap.
+    /// Waits before `keys` more keys are copied: a pause while the source answers slowly (20 ms
+    /// doubling to 1 s over consecutive slow batches, so a source that is always slow — say a
+    /// remote one with a high round trip — still makes progress), then the rate cap.
     pub async fn admit(&self, keys: u64) {
-        let mut pause = Duration::from_millis(20);
-        while self.latency() > self.max_latency {
-            self.waits.fetch_add(1, Ordering::Relaxed);
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_secs(1));
+        if keys == 0 {
+            return;
         }
-        if self.max_keys_per_sec == 0 || keys == 0 {
+        if self.latency() > self.max_latency {
+            let streak = self.slow_streak.fetch_add(1, Ordering::Relaxed).min(6);
+            self.waits.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_millis(20 << streak)).await;
+        } else {
+            self.slow_streak.store(0, Ordering::Relaxed);
+        }
+        if self.max_keys_per_sec == 0 {
             return;
         }
         let cost = Duration::from_secs_f64(keys as f64 / self.max_keys_per_sec as f64);
@@ -110,8 +125,27 @@ mod tests {
         t.admit(500).await;
         t.admit(500).await;
         // 1500 keys at 1000/s: the third batch may start only after 1 s.
-        assert!(start.elapsed() >= Duration::from_millis(999), "{:?}", start.elapsed());
+        assert!(
+            start.elapsed() >= Duration::from_millis(999),
+            "{:?}",
+            start.elapsed()
+        );
         assert_eq!(t.waits(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_source_slows_batches_down_but_never_stops_them() {
+        let t = Throttle::new(0, 5);
+        t.latency_us.store(50_000, Ordering::Relaxed);
+        let start = tokio::time::Instant::now();
+        for _ in 0..10 {
+            t.admit(100).await;
+        }
+        // 20+40+...+1280 ms, then capped at 1280 ms: bounded, and every batch went through.
+        assert_eq!(t.waits(), 10);
+        assert!(start.elapsed() >= Duration::from_millis(20 + 40 + 80 + 160 + 320 + 640 + 1280 * 4));
+        t.admit(0).await;
+        assert_eq!(t.waits(), 10, "an empty batch never waits");
     }
 
     #[test]
@@ -119,6 +153,9 @@ mod tests {
         let t = Throttle::new(0, 5);
         assert!(t.reason().is_none());
         t.latency_us.store(7_200, Ordering::Relaxed);
-        assert_eq!(t.reason().unwrap(), "source PING 7.2 ms > max_source_latency_ms 5");
+        assert_eq!(
+            t.reason().unwrap(),
+            "source PING 7.2 ms > max_source_latency_ms 5"
+        );
     }
 }

@@ -11,7 +11,10 @@ pub fn key_slot(key: &[u8]) -> u16 {
         .position(|&b| b == b'{')
         .and_then(|open| {
             let rest = &key[open + 1..];
-            rest.iter().position(|&b| b == b'}').filter(|&close| close > 0).map(|close| &rest[..close])
+            rest.iter()
+                .position(|&b| b == b'}')
+                .filter(|&close| close > 0)
+                .map(|close| &rest[..close])
         })
         .unwrap_or(key);
     crc16::State::<crc16::XMODEM>::calculate(tagged) % SLOTS as u16

@@ -9,6 +9,7 @@ use std::path::Path;
 
 use anyhow::Context;
 
+use crate::cli::Format;
 use crate::error::{EXIT_OK, Error, Result};
 use crate::phase::{Action, Catalog, PhaseSpec};
 use crate::plan::Plan;
@@ -22,9 +23,12 @@ pub fn resume(path: &Path) -> Result<u8> {
     let session = Session::open(plan)?;
     let phase = session.phase();
     if phase.action == Action::None {
-        return Err(Error::Usage(format!("phase {} has no entry action to resume", phase.name)));
+        return Err(Error::Usage(format!(
+            "phase {} has no entry action to resume",
+            phase.name
+        )));
     }
-    let note = run(&session.plan, phase, Start::Resume)?;
+    let note = run(&session.plan, phase, Start::Resume, Format::Table)?;
     println!("{note}");
     Ok(EXIT_OK)
 }
@@ -39,7 +43,9 @@ pub enum Start {
 }
 
 /// Runs `phase`'s entry action for `plan`, journaling how it ended; returns a one-line note.
-pub fn run(plan: &Plan, phase: &PhaseSpec, start: Start) -> Result<String> {
+/// `format` says where reports go: with `--format json` stdout carries only the JSON document,
+/// so the action's tables go to stderr.
+pub fn run(plan: &Plan, phase: &PhaseSpec, start: Start, format: Format) -> Result<String> {
     let dir = StateDir::new(&plan.state_dir);
     let holder = format!("pid {} ({} action) {}", std::process::id(), phase.action, actor());
     let _lock = Lock::acquire(&dir.root().join("action.lock"), &holder).map_err(anyhow::Error::from)?;
@@ -49,19 +55,27 @@ pub fn run(plan: &Plan, phase: &PhaseSpec, start: Start) -> Result<String> {
             if start == Start::Fresh {
                 backfill::BackfillDir::new(&plan.state_dir).archive()?;
             }
-            journaled(plan, "backfill", run_backfill(plan))
+            journaled(plan, "backfill", || run_backfill(plan, format))
         }
         Action::CatchUp => catch_up(plan),
         Action::FencedSwitch => Ok("fenced switch: needs proxies, which this build does not have".into()),
     }
 }
 
-fn run_backfill(plan: &Plan) -> anyhow::Result<String> {
+fn run_backfill(plan: &Plan, format: Format) -> anyhow::Result<String> {
     let summary = runtime()?.block_on(backfill::run(plan))?;
-    println!("{}", summary.table());
     let total = summary.total();
+    let mut text = summary.table().to_string();
     if total.failed > 0 {
-        println!("{} key(s) failed; see {}", total.failed, summary.dead_letter.display());
+        text.push_str(&format!(
+            "\n{} key(s) failed; see {}",
+            total.failed,
+            summary.dead_letter.display()
+        ));
+    }
+    match format {
+        Format::Table => println!("{text}"),
+        Format::Json => eprintln!("{text}"),
     }
     Ok(format!(
         "{} copied, {} skipped (already in target), {} vanished, {} failed, {:.1} MB in {:.1}s",
@@ -84,24 +98,33 @@ fn catch_up(plan: &Plan) -> Result<String> {
             plan.path.display()
         ));
     }
-    journaled(plan, "catch-up", run_catch_up(plan))
+    journaled(plan, "catch-up", || run_catch_up(plan))
 }
 
 fn run_catch_up(plan: &Plan) -> anyhow::Result<String> {
-    let options = verify::Options { sample: None, repair: true, report: None };
+    let options = verify::Options {
+        sample: None,
+        repair: true,
+        report: None,
+    };
     let summary = runtime()?.block_on(verify::run(plan, &options))?;
     verify::save_catch_up(&plan.state_dir, &summary)?;
     Ok(summary.one_line())
 }
 
-/// Journals how `action` ended. The action's own checkpoints, not the journal, carry its progress.
-fn journaled(plan: &Plan, action: &str, result: anyhow::Result<String>) -> Result<String> {
+/// Runs `work`, journaling that `action` started and how it ended (the action's own checkpoints,
+/// not the journal, carry its progress). A journal line that cannot be written is a warning: the
+/// outcome is also in the action's files.
+fn journaled(plan: &Plan, action: &str, work: impl FnOnce() -> anyhow::Result<String>) -> Result<String> {
+    if let Err(e) = record(plan, action, "started", "") {
+        eprintln!("warning: could not journal the {action} start: {e}");
+    }
+    let result = work();
     let (outcome, detail) = match &result {
         Ok(note) => ("completed", note.clone()),
         Err(e) => ("failed", format!("{e:#}")),
     };
     if let Err(e) = record(plan, action, outcome, &detail) {
-        // The outcome is also in the action's checkpoints; losing the journal line is not fatal.
         eprintln!("warning: could not journal the {action} outcome: {e}");
     }
     result.map_err(Error::from)
@@ -113,13 +136,21 @@ fn record(plan: &Plan, action: &str, outcome: &str, detail: &str) -> Result<()> 
     let _lock = Lock::acquire(&dir.lock_path(), &holder).map_err(anyhow::Error::from)?;
     let mut journal = Journal::read(&dir.journal_path()).context("reading the journal")?;
     let generation = journal.generation();
-    let event = Event::Action { action: action.into(), outcome: outcome.into(), detail: detail.into() };
+    let event = Event::Action {
+        action: action.into(),
+        outcome: outcome.into(),
+        detail: detail.into(),
+    };
     journal.append(&actor(), generation, event)?;
-    let state = crate::state::State::from_journal(&plan.name, &Catalog::builtin().first().name, journal.entries());
+    let state =
+        crate::state::State::from_journal(&plan.name, &Catalog::builtin().first().name, journal.entries());
     state.write(&dir.state_path())?;
     Ok(())
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?)
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?)
 }

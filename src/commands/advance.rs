@@ -135,14 +135,17 @@ pub fn run(path: &Path, opts: Options) -> Result<u8> {
     if opts.format == Format::Table {
         report.print(opts.format)?;
     }
-    let action = super::action::run(&session.plan, to, super::action::Start::Fresh).map_err(|e| entered_but(to, &report, e));
+    let action = super::action::run(&session.plan, to, super::action::Start::Fresh, opts.format)
+        .map_err(|e| entered_but(to, &report, e));
     report.action = match &action {
         Ok(note) => note.clone(),
         Err(e) => e.to_string(),
     };
     match opts.format {
         Format::Json => report.print(opts.format)?,
-        Format::Table if to.action != Action::None => println!("entry action {}: {}", to.action, report.action),
+        Format::Table if to.action != Action::None => {
+            println!("entry action {}: {}", to.action, report.action)
+        }
         Format::Table => {}
     }
     action.map(|_| 0)

@@ -44,9 +44,21 @@ pub fn execute(command: Command) -> Result<u8> {
             },
         ),
         Command::Resume { plan } => action::resume(&plan),
-        Command::Verify { plan, sample, repair, report, format } => {
-            verify::run(&plan, verify::Options { sample, repair, report, format })
-        }
+        Command::Verify {
+            plan,
+            sample,
+            repair,
+            report,
+            format,
+        } => verify::run(
+            &plan,
+            verify::Options {
+                sample,
+                repair,
+                report,
+                format,
+            },
+        ),
         Command::Rollback {
             plan,
             phase,

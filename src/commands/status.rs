@@ -160,6 +160,10 @@ fn describe(e: &crate::state::Event) -> String {
             phase, gate, reason, ..
         } => format!("skipped gate {gate} into {phase}: {reason}"),
         Event::Repair { detail } => format!("repaired {detail}"),
-        Event::Action { action, outcome, detail } => format!("{action} {outcome}: {detail}"),
+        Event::Action {
+            action,
+            outcome,
+            detail,
+        } => format!("{action} {outcome}: {detail}"),
     }
 }

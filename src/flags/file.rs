@@ -290,6 +290,25 @@ fn shadow_text(shadow: Option<&ShadowRead>) -> String {
     }
 }
 
+/// A valid backfill-phase flag file for unit tests.
+#[cfg(test)]
+pub(crate) fn sample_flag(migration: &str, generation: u64) -> FlagFile {
+    let spec = crate::phase::Catalog::builtin()
+        .get("backfill")
+        .expect("catalog has backfill");
+    FlagFile::new(
+        migration,
+        generation,
+        spec,
+        ShadowRead {
+            sample_rate: 0.05,
+            timeout_ms: 50,
+        },
+        "",
+        false,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -456,21 +456,9 @@ fn worth_a_read(event: &notify::Result<Event>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flags::ShadowRead;
 
     fn flag(migration: &str, generation: u64) -> FlagFile {
-        let spec = Catalog::builtin().get("backfill").unwrap();
-        FlagFile::new(
-            migration,
-            generation,
-            spec,
-            ShadowRead {
-                sample_rate: 0.05,
-                timeout_ms: 50,
-            },
-            "",
-            false,
-        )
+        crate::flags::file::sample_flag(migration, generation)
     }
 
     fn path() -> &'static Path {

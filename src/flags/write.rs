@@ -100,22 +100,9 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flags::ShadowRead;
-    use crate::phase::Catalog;
 
     fn flag(generation: u64) -> FlagFile {
-        let spec = Catalog::builtin().get("backfill").unwrap();
-        FlagFile::new(
-            "tokens",
-            generation,
-            spec,
-            ShadowRead {
-                sample_rate: 0.05,
-                timeout_ms: 50,
-            },
-            "",
-            false,
-        )
+        crate::flags::file::sample_flag("tokens", generation)
     }
 
     #[test]

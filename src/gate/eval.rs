@@ -221,7 +221,10 @@ fn backfill_complete(cx: &Ctx) -> Measure {
     match backfill_progress(cx) {
         Err(m) => m,
         Ok(p) => (
-            format!("{}/{} source node(s) done, {} key(s) copied", p.nodes_done, p.nodes, p.counters.copied),
+            format!(
+                "{}/{} source node(s) done, {} key(s) copied",
+                p.nodes_done, p.nodes, p.counters.copied
+            ),
             verdict(p.complete()),
         ),
     }
@@ -235,7 +238,11 @@ fn failed_keys(cx: &Ctx, threshold: Option<&Threshold>) -> Measure {
     match backfill_progress(cx) {
         Err(m) => m,
         Ok(p) => (
-            format!("{} failed (see {})", p.counters.failed, BackfillDir::new(&cx.plan.state_dir).dead_letter_path().display()),
+            format!(
+                "{} failed (see {})",
+                p.counters.failed,
+                BackfillDir::new(&cx.plan.state_dir).dead_letter_path().display()
+            ),
             verdict(p.counters.failed <= allowed),
         ),
     }
@@ -255,7 +262,10 @@ fn catch_up_clean(cx: &Ctx, threshold: Option<&Threshold>) -> Measure {
             no_data("the last catch-up ran before this phase was entered; run `cachemig resume`")
         }
         Ok(Some(r)) => (
-            format!("{} unresolved of {} found ({} keys checked, {} repaired)", r.unresolved, r.found, r.checked, r.repaired),
+            format!(
+                "{} unresolved of {} found ({} keys checked, {} repaired)",
+                r.unresolved, r.found, r.checked, r.repaired
+            ),
             verdict(r.unresolved <= allowed),
         ),
     }

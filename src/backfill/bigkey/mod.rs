@@ -60,14 +60,16 @@
 mod chunks;
 mod stream;
 
+pub use stream::next_id as next_stream_id;
+
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::Slot;
 use redis::{ErrorKind, RedisError, RedisResult};
 
+use crate::cluster::{ATTEMPTS, backoff, transient, with_retries};
 use chunks::{Chunk, Kind, Position};
 
 /// Largest number of elements in one chunk.
@@ -78,8 +80,6 @@ pub const CHUNK_BYTES: u64 = 1024 * 1024;
 pub const TEMP_PREFIX: &[u8] = b"__cachemig:tmp:";
 /// The safety TTL of a temporary key while it is being filled, refreshed with every chunk.
 const SAFETY_TTL_MS: u64 = 60 * 60 * 1000;
-/// Attempts of one chunk read or write that failed with a transient error.
-const ATTEMPTS: u32 = 6;
 
 /// What a chunked copy did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -309,22 +309,6 @@ fn nonce() -> String {
     )
 }
 
-/// Whether an error is worth retrying: I/O, connection loss, cluster reconfiguration.
-fn transient(e: &RedisError) -> bool {
-    e.is_io_error()
-        || e.is_connection_dropped()
-        || e.is_timeout()
-        || matches!(
-            e.code(),
-            Some("TRYAGAIN" | "CLUSTERDOWN" | "MOVED" | "ASK" | "LOADING" | "MASTERDOWN")
-        )
-}
-
-/// The pause before retry number `attempt` (1-based): 50 ms, doubling.
-fn backoff(attempt: u32) -> Duration {
-    Duration::from_millis(50 << attempt.min(8))
-}
-
 /// Runs an idempotent command on a clone of `conn`, retrying transient errors.
 async fn query<T, C>(conn: &C, cmd: &redis::Cmd) -> RedisResult<T>
 where
@@ -336,24 +320,6 @@ where
         async move { cmd.query_async(&mut conn).await }
     })
     .await
-}
-
-/// Runs an idempotent `op`, retrying transient errors with back-off.
-async fn with_retries<T, F, Fut>(mut op: F) -> RedisResult<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = RedisResult<T>>,
-{
-    let mut attempt = 1;
-    loop {
-        match op().await {
-            Err(e) if attempt < ATTEMPTS && transient(&e) => {
-                tokio::time::sleep(backoff(attempt)).await;
-                attempt += 1;
-            }
-            other => return other,
-        }
-    }
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use redis::{ErrorKind, FromRedisValue, RedisError, RedisResult, Value};
 use super::{MAX_COUNT, SAFETY_TTL_MS, query, transient};
 
 /// The ID right after `id` (`ms-seq`), or `None` after the largest possible ID.
-pub(super) fn next_id(id: &str) -> Option<String> {
+pub fn next_id(id: &str) -> Option<String> {
     let (ms, seq) = id.split_once('-')?;
     let (ms, seq): (u64, u64) = (ms.parse().ok()?, seq.parse().ok()?);
     match seq.checked_add(1) {

@@ -1,0 +1,221 @@
+//! What happens to one SCAN batch: a first look, a re-check of what differs after
+//! [`RECHECK_DELAY`], repair if asked, and the record (CSV and tally) of what persisted.
+
+use std::sync::Mutex;
+
+use futures::StreamExt;
+use tokio::sync::Semaphore;
+
+use super::report::CsvReport;
+use super::side::{Side, Writer};
+use super::verdict::Verdict;
+use super::{DifferenceRow, EXAMPLES, Kind, KindCounts, Pass, RECHECK_DELAY, REPAIR_CONCURRENCY};
+use crate::backfill::{bigkey, escape_key};
+use crate::cluster::with_retries;
+
+/// What repair did for one difference.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Status {
+    /// No repair asked.
+    Unrepaired,
+    /// Synced, and equal afterwards.
+    Repaired,
+    /// The sync failed but the key matched afterwards anyway.
+    ResolvedAnyway(String),
+    /// Still different after repair.
+    Unresolved(String),
+}
+
+/// Counters of one batch.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct BatchStats {
+    pub checked: u64,
+    pub bytes: u64,
+    pub found: u64,
+    pub transient: u64,
+    pub repaired: u64,
+}
+
+impl BatchStats {
+    pub fn add(&mut self, o: &BatchStats) {
+        self.checked += o.checked;
+        self.bytes += o.bytes;
+        self.found += o.found;
+        self.transient += o.transient;
+        self.repaired += o.repaired;
+    }
+}
+
+/// Everything the differences feed: the CSV and the tally.
+#[derive(Default)]
+pub(super) struct Collector {
+    pub csv: Option<CsvReport>,
+    pub tally: Tally,
+    pub io_error: Option<std::io::Error>,
+}
+
+/// The differences recorded so far, for the summary.
+#[derive(Debug, Default)]
+pub(super) struct Tally {
+    pub found: u64,
+    pub kinds: KindCounts,
+    pub repaired: u64,
+    pub unresolved: u64,
+    pub examples: Vec<DifferenceRow>,
+}
+
+/// A difference that survived the re-check.
+pub(super) struct Confirmed {
+    pub key: Vec<u8>,
+    pub kind: Kind,
+    pub details: String,
+    pub source_size: Option<u64>,
+}
+
+/// Shared by every batch.
+pub(super) struct Engine {
+    pub source: Side,
+    pub target: Side,
+    /// Keys above this many bytes are compared by canonical digest and repaired in chunks.
+    pub big_key_bytes: u64,
+    pub repair: bool,
+    /// DUMP payload bytes in flight (permits are bytes).
+    pub budget: Semaphore,
+    pub collector: Mutex<Collector>,
+}
+
+impl Engine {
+    /// Checks one SCAN batch: first look, re-check after a delay, repair, record.
+    pub async fn check_batch(&self, pass: Pass, keys: Vec<Vec<u8>>) -> BatchStats {
+        let mut stats = BatchStats {
+            checked: keys.len() as u64,
+            ..BatchStats::default()
+        };
+        let (first, bytes) = self.check(pass, &keys).await;
+        stats.bytes += bytes;
+        let candidates: Vec<Vec<u8>> = keys
+            .into_iter()
+            .zip(first)
+            .filter_map(|(k, v)| matches!(v, Verdict::Differs { .. }).then_some(k))
+            .collect();
+        if candidates.is_empty() {
+            return stats;
+        }
+        let first_look = candidates.len() as u64;
+        tokio::time::sleep(RECHECK_DELAY).await;
+        let (second, _) = self.check(pass, &candidates).await;
+        let confirmed: Vec<Confirmed> = candidates
+            .into_iter()
+            .zip(second)
+            .filter_map(|(key, v)| match v {
+                Verdict::Differs {
+                    kind,
+                    details,
+                    source_size,
+                } => Some(Confirmed {
+                    key,
+                    kind,
+                    details,
+                    source_size,
+                }),
+                _ => None,
+            })
+            .collect();
+        stats.found = confirmed.len() as u64;
+        stats.transient = first_look - stats.found;
+        let statuses = if self.repair {
+            self.repair_all(pass, &confirmed).await
+        } else {
+            vec![Status::Unrepaired; confirmed.len()]
+        };
+        stats.repaired = statuses.iter().filter(|s| **s == Status::Repaired).count() as u64;
+        self.record(confirmed, statuses);
+        stats
+    }
+
+    /// Key-syncs every confirmed difference from the source, then checks each key again.
+    async fn repair_all(&self, pass: Pass, confirmed: &[Confirmed]) -> Vec<Status> {
+        let work: Vec<(Vec<u8>, Option<u64>)> =
+            confirmed.iter().map(|c| (c.key.clone(), c.source_size)).collect();
+        let attempts: Vec<Result<(), String>> = futures::stream::iter(work)
+            .map(|(key, size)| async move { self.repair_one(&key, size).await })
+            .buffered(REPAIR_CONCURRENCY)
+            .collect()
+            .await;
+        let keys: Vec<Vec<u8>> = confirmed.iter().map(|c| c.key.clone()).collect();
+        let (after, _) = self.check(pass, &keys).await;
+        attempts
+            .into_iter()
+            .zip(after)
+            .map(|(attempt, after)| match (attempt, after) {
+                (Ok(()), Verdict::Same | Verdict::Gone) => Status::Repaired,
+                (Err(e), Verdict::Same | Verdict::Gone) => Status::ResolvedAnyway(e),
+                (Ok(()), Verdict::Differs { kind, details, .. }) => {
+                    Status::Unresolved(format!("still differs after repair ({kind}: {details})"))
+                }
+                (Err(e), Verdict::Differs { .. }) => Status::Unresolved(format!("repair failed: {e}")),
+            })
+            .collect()
+    }
+
+    /// Makes `key` on the target equal to the source: chunked copy for a big key, otherwise
+    /// key-sync (`RESTORE … REPLACE`, or `DEL` when the source has no such key).
+    async fn repair_one(&self, key: &[u8], source_size: Option<u64>) -> Result<(), String> {
+        if source_size.is_some_and(|s| s > self.big_key_bytes)
+            && let Writer::Cluster(mut target) = self.target.writer()
+        {
+            let mut source = self.source.node_conn(key).await;
+            match bigkey::copy(&mut source, &mut target, key, true).await {
+                Ok(bigkey::BigCopy::Vanished) => {} // gone from the source: key-sync deletes it
+                Ok(_) => return Ok(()),
+                Err(e) => return Err(format!("chunked copy of a big key: {e}")),
+            }
+        }
+        with_retries(|| async {
+            let mut source = self.source.node_conn(key).await;
+            self.target.writer().sync_from(&mut source, key).await
+        })
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+    }
+
+    /// Writes confirmed differences to the CSV and the tally.
+    fn record(&self, confirmed: Vec<Confirmed>, statuses: Vec<Status>) {
+        let mut c = self.collector.lock().expect("collector lock");
+        let c = &mut *c;
+        for (d, status) in confirmed.into_iter().zip(statuses) {
+            c.tally.found += 1;
+            c.tally.kinds.add(d.kind);
+            let details = match status {
+                Status::Unrepaired => {
+                    c.tally.unresolved += 1;
+                    d.details
+                }
+                Status::Repaired => {
+                    c.tally.repaired += 1;
+                    format!("{}; repaired", d.details)
+                }
+                Status::ResolvedAnyway(e) => {
+                    format!("{}; repair failed ({e}) but the key now matches", d.details)
+                }
+                Status::Unresolved(why) => {
+                    c.tally.unresolved += 1;
+                    format!("{}; {why}", d.details)
+                }
+            };
+            if c.tally.examples.len() < EXAMPLES {
+                c.tally.examples.push(DifferenceRow {
+                    key: escape_key(&d.key),
+                    kind: d.kind,
+                    details: details.clone(),
+                });
+            }
+            if let Some(csv) = c.csv.as_mut()
+                && let Err(e) = csv.write(&d.key, d.kind, &details)
+            {
+                c.io_error.get_or_insert(e);
+            }
+        }
+    }
+}
