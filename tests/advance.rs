@@ -146,15 +146,8 @@ fn a_blocked_gate_exits_3_naming_the_gate_and_its_value() {
 fn skip_gate_is_journaled_and_shown_by_status_forever_after() {
     let sb = Sandbox::start();
     sb.target_cmd(&["SET", "token:already-there", "x"]);
-    sb.cachemig(&[
-        "advance",
-        "--yes",
-        "--skip-gate",
-        "target-empty",
-        "--reason",
-        "stale keys from a test run, CHG-42",
-    ])
-    .assert_code(0);
+    sb.advance_acknowledging_existing_keys("stale keys from a test run, CHG-42")
+        .assert_code(0);
     assert_eq!(sb.flag().unwrap().phase, "backfill");
     sb.cachemig(&["rollback", "--yes"]).assert_code(0);
     let status = sb.cachemig(&["status"]);

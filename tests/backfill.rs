@@ -156,14 +156,7 @@ fn kill_9_mid_backfill_then_resume_completes_without_starting_over() {
         "[backfill]\nscan_count = 100\nmax_keys_per_sec = 10000\nmax_source_latency_ms = 1000\n",
     );
     let n = 40_000u64;
-    let mut src = sb.source.conn();
-    for chunk in (0..n).collect::<Vec<_>>().chunks(5000) {
-        let mut pipe = redis::pipe();
-        for i in chunk {
-            pipe.set(format!("token:{i}"), i).ignore();
-        }
-        pipe.exec(&mut src).unwrap();
-    }
+    sb.fill_source(n);
     let child = sb.spawn(&["advance", "--yes"]);
     let dir = BackfillDir::new(&sb.state_dir());
     common::wait_for("a checkpoint past 5000 keys", Duration::from_secs(60), || {
@@ -230,15 +223,8 @@ fn re_entering_backfill_after_a_rollback_copies_afresh() {
     sb.cachemig(&["rollback", "--yes"]).assert_code(0);
     sb.source_cmd(&["SET", "token:2", "b"]);
     // The first run's keys are in the target now; the operator acknowledges them.
-    sb.cachemig(&[
-        "advance",
-        "--yes",
-        "--skip-gate",
-        "target-empty",
-        "--reason",
-        "our own first pass",
-    ])
-    .assert_code(0);
+    sb.advance_acknowledging_existing_keys("our own first pass")
+        .assert_code(0);
     assert_eq!(
         sb.target_cmd(&["GET", "token:2"]),
         "b",

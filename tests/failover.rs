@@ -16,14 +16,7 @@ fn target_master_failover_mid_backfill_loses_nothing() {
         "[backfill]\nscan_count = 200\nmax_keys_per_sec = 8000\nmax_source_latency_ms = 1000\n",
     );
     let n = 40_000u64;
-    let mut src = sb.source.conn();
-    for chunk in (0..n).collect::<Vec<_>>().chunks(5000) {
-        let mut pipe = redis::pipe();
-        for i in chunk {
-            pipe.set(format!("token:{i}"), format!("value-{i}")).ignore();
-        }
-        pipe.exec(&mut src).unwrap();
-    }
+    sb.fill_source(n);
     let child = sb.spawn(&["advance", "--yes"]);
     let dir = BackfillDir::new(&sb.state_dir());
     common::wait_for("the backfill to get going", Duration::from_secs(60), || {

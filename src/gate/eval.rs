@@ -72,6 +72,14 @@ fn describe_threshold(gate: &str, t: &Threshold) -> String {
     }
 }
 
+/// A count threshold (0 when the gate has none or it is not a number).
+fn count_limit(threshold: Option<&Threshold>) -> u64 {
+    match threshold {
+        Some(Threshold::Number(x)) => *x as u64,
+        _ => 0,
+    }
+}
+
 fn no_data(why: &str) -> Measure {
     (format!("no data: {why}"), Verdict::NoData)
 }
@@ -185,10 +193,7 @@ fn mib(bytes: u64) -> String {
 }
 
 fn target_empty(cx: &Ctx, t: &NodeSetReport, threshold: Option<&Threshold>) -> Measure {
-    let allowed = match threshold {
-        Some(Threshold::Number(x)) => *x as u64,
-        _ => 0,
-    };
+    let allowed = count_limit(threshold);
     let Some(n) = t.keys_in_range else {
         return no_data("target keys not counted");
     };
@@ -231,10 +236,7 @@ fn backfill_complete(cx: &Ctx) -> Measure {
 }
 
 fn failed_keys(cx: &Ctx, threshold: Option<&Threshold>) -> Measure {
-    let allowed = match threshold {
-        Some(Threshold::Number(x)) => *x as u64,
-        _ => 0,
-    };
+    let allowed = count_limit(threshold);
     match backfill_progress(cx) {
         Err(m) => m,
         Ok(p) => (
@@ -251,10 +253,7 @@ fn failed_keys(cx: &Ctx, threshold: Option<&Threshold>) -> Measure {
 /// The catch-up must have finished after the phase was entered (a record from an earlier pass
 /// through phase 2 says nothing about the mirror running now).
 fn catch_up_clean(cx: &Ctx, threshold: Option<&Threshold>) -> Measure {
-    let allowed = match threshold {
-        Some(Threshold::Number(x)) => *x as u64,
-        _ => 0,
-    };
+    let allowed = count_limit(threshold);
     match crate::verify::load_catch_up(&cx.plan.state_dir) {
         Err(e) => no_data(&format!("catch-up record unreadable: {e}")),
         Ok(None) => no_data("the catch-up has not run"),

@@ -171,6 +171,30 @@ impl Sandbox {
         out
     }
 
+    /// Writes `token:0` … `token:{n-1}` on the source (value `value-{i}`), pipelined.
+    pub fn fill_source(&self, n: u64) {
+        let mut src = self.source.conn();
+        for chunk in (0..n).collect::<Vec<_>>().chunks(5000) {
+            let mut pipe = redis::pipe();
+            for i in chunk {
+                pipe.set(format!("token:{i}"), format!("value-{i}")).ignore();
+            }
+            pipe.exec(&mut src).unwrap();
+        }
+    }
+
+    /// Skips `target-empty` with `reason` on an advance (the target already holds keys).
+    pub fn advance_acknowledging_existing_keys(&self, reason: &str) -> Run {
+        self.cachemig(&[
+            "advance",
+            "--yes",
+            "--skip-gate",
+            "target-empty",
+            "--reason",
+            reason,
+        ])
+    }
+
     /// Runs a command on the source.
     pub fn source_cmd(&self, args: &[&str]) -> String {
         self.source.cli(args)
