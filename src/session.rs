@@ -78,6 +78,15 @@ impl Session {
         Ok(session)
     }
 
+    /// Drift a dry run would repair, or that taking the lock repaired.
+    pub fn drift_for_report(&self) -> Vec<Drift> {
+        if self.lock.is_some() {
+            self.repaired.clone()
+        } else {
+            self.drift.clone()
+        }
+    }
+
     /// Releases the step lock (e.g. before a long entry action, so a rollback stays possible).
     pub fn unlock(&mut self) {
         self.lock = None;
@@ -241,16 +250,5 @@ impl Session {
         );
         self.write_derived()?;
         Ok(self.expected_flag().expect("a transition sets plan_sha256"))
-    }
-}
-
-impl Session {
-    /// Drift a dry run would repair, or that taking the lock repaired.
-    pub fn drift_for_report(&self) -> Vec<Drift> {
-        if self.lock.is_some() {
-            self.repaired.clone()
-        } else {
-            self.drift.clone()
-        }
     }
 }

@@ -108,7 +108,8 @@ impl Copier {
             .acquire_many(permits)
             .await
             .expect("budget semaphore closed");
-        let keys: Vec<Vec<u8>> = group.iter().map(|(k, _)| k.clone()).collect();
+        // The keys move out of the group: no per-key copy on this path.
+        let keys: Vec<Vec<u8>> = group.into_iter().map(|(k, _)| k).collect();
         let snapshots = match with_retries(|| keysync::read_many(source, &keys, &self.scripts)).await {
             Ok(s) => s,
             Err(e) => {

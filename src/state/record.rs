@@ -90,17 +90,11 @@ impl State {
 
     /// Reads `state.json`; `Ok(None)` when it does not exist, `Err` when it is unreadable.
     pub fn read(path: &Path) -> io::Result<Option<State>> {
-        match std::fs::read(path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(io::Error::other),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
-        }
+        crate::fsutil::read_json(path)
     }
 
     /// Writes `state.json` atomically (temp file, fsync, rename, fsync directory).
     pub fn write(&self, path: &Path) -> io::Result<()> {
-        let mut bytes = serde_json::to_vec_pretty(self).map_err(io::Error::other)?;
-        bytes.push(b'\n');
-        crate::fsutil::write_atomic(path, &bytes)
+        crate::fsutil::write_json(path, self)
     }
 }

@@ -10,7 +10,6 @@ use serde::{Deserialize, Serialize};
 
 use super::{Kind, Summary};
 use crate::backfill::escape_key;
-use crate::fsutil::write_atomic;
 
 /// The file name of the catch-up record in `state_dir`.
 pub const CATCH_UP_FILE: &str = "catch-up.json";
@@ -39,21 +38,12 @@ pub fn save_catch_up(state_dir: &Path, summary: &Summary) -> io::Result<()> {
         repaired: summary.repaired,
         unresolved: summary.unresolved,
     };
-    let mut bytes = serde_json::to_vec_pretty(&record).map_err(io::Error::other)?;
-    bytes.push(b'\n');
-    write_atomic(&state_dir.join(CATCH_UP_FILE), &bytes)
+    crate::fsutil::write_json(&state_dir.join(CATCH_UP_FILE), &record)
 }
 
 /// Reads `state_dir/catch-up.json`; `None` when no catch-up has finished yet.
 pub fn load_catch_up(state_dir: &Path) -> io::Result<Option<CatchUpRecord>> {
-    let path = state_dir.join(CATCH_UP_FILE);
-    match std::fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", path.display()))),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
-    }
+    crate::fsutil::read_json(&state_dir.join(CATCH_UP_FILE))
 }
 
 /// The CSV report (`key,kind,details`), written to `<path>.partial` and renamed over `path`

@@ -66,7 +66,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use redis::aio::MultiplexedConnection;
 use redis::cluster_async::ClusterConnection;
-use redis::cluster_routing::Slot;
 use redis::{ErrorKind, RedisError, RedisResult};
 
 use crate::cluster::{ATTEMPTS, backoff, transient, with_retries};
@@ -270,10 +269,10 @@ pub fn temp_key(key: &[u8], nonce: &str) -> Vec<u8> {
         Some(tag) => tag.to_vec(),
         None if !key.is_empty() && !key.contains(&b'}') => key.to_vec(),
         None => {
-            let slot = Slot::for_key(key);
+            let slot = crate::cluster::key_slot(key);
             (0u64..)
                 .map(|n| n.to_string().into_bytes())
-                .find(|candidate| Slot::for_key(candidate) == slot)
+                .find(|candidate| crate::cluster::key_slot(candidate) == slot)
                 .expect("every slot is reached by some decimal number")
         }
     };
@@ -327,7 +326,7 @@ mod tests {
     use super::*;
 
     fn same_slot(a: &[u8], b: &[u8]) -> bool {
-        Slot::for_key(a) == Slot::for_key(b)
+        crate::cluster::key_slot(a) == crate::cluster::key_slot(b)
     }
 
     #[test]
