@@ -18,6 +18,8 @@ pub mod keysync;
 pub mod output;
 pub mod phase;
 pub mod plan;
+pub mod proxy;
+pub mod report;
 pub mod session;
 pub mod state;
 pub mod verify;

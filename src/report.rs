@@ -1,0 +1,199 @@
+//! Proxy reports (design §5): what every proxy writes into the new cluster once a second and what
+//! the CLI's gates and `status` read.
+//!
+//! All reports of one migration live in one hash, `__cachemig:{<migration>}:proxies`, one field
+//! per proxy id whose value is a [`ProxyReport`] as JSON. The `{<migration>}` hash tag keeps the
+//! hash in one slot; the reserved prefix keeps it out of every copy, verify and client reply.
+
+use serde::{Deserialize, Serialize};
+
+use crate::keys::RESERVED_PREFIX;
+
+/// The hash that holds every proxy's report for `migration`.
+pub fn reports_key(migration: &str) -> String {
+    format!("{RESERVED_PREFIX}{{{migration}}}:proxies")
+}
+
+/// Where a proxy stands in the primary-switch fence (design §4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum FenceState {
+    /// The applied generation has no fence.
+    #[default]
+    Off,
+    /// The fence is in force; writes are held but writes or mirror work are still in flight.
+    Holding,
+    /// The fence is in force, new writes are held and the mirror queue is empty: this proxy
+    /// acknowledges the fence generation.
+    Drained,
+}
+
+/// Counters a proxy keeps since it applied its current generation: the gates judge a phase by
+/// what happened while it was in force, not by history from earlier phases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Counters {
+    /// Client requests answered.
+    pub requests: u64,
+    /// Client requests answered with an error that came from a backend or from the proxy.
+    pub errors: u64,
+    /// Requests served by the new cluster (reads after read-cutover, writes after write-stop).
+    pub new_requests: u64,
+    /// Of those, answered with an error by new (or new unreachable).
+    pub new_errors: u64,
+    /// Key-syncs of the mirror that succeeded.
+    pub mirror_ok: u64,
+    /// Key-syncs of the mirror that failed (the key is kept dirty and retried).
+    pub mirror_errors: u64,
+    /// Keys that found the mirror queue full and were marked dirty instead.
+    pub mirror_overflow: u64,
+    /// Sync mirrors that did not complete before the reply (timeout or error).
+    pub sync_mirror_failures: u64,
+    /// Shadow reads compared.
+    pub shadow_samples: u64,
+    /// Shadow reads that differed, and still differed when re-checked.
+    pub shadow_mismatches: u64,
+    /// Shadow reads abandoned (timeout, concurrency cap, or an error from new).
+    pub shadow_skipped: u64,
+}
+
+/// One of the hottest keys of the last window.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HotKey {
+    /// The key, as UTF-8 with invalid bytes replaced, truncated to 200 bytes.
+    pub key: String,
+    /// Requests that touched it in the window (Space-Saving estimate: never an under-count).
+    pub count: u64,
+    /// Largest possible over-count of `count`.
+    pub error: u64,
+}
+
+/// One proxy's report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProxyReport {
+    /// The proxy id (`--id`, default `hostname:port`).
+    pub id: String,
+    /// The flag-file generation the proxy routes by (0: no flag file yet, phase `planned`).
+    pub generation: u64,
+    /// The phase of that generation.
+    pub phase: String,
+    /// Fence state for that generation.
+    pub fence: FenceState,
+    /// When the report was written, milliseconds since the Unix epoch (proxy clock).
+    pub written_at_ms: u64,
+    /// When the proxy applied `generation`, milliseconds since the Unix epoch.
+    pub applied_at_ms: u64,
+    /// Counters since `generation` was applied.
+    pub counters: Counters,
+    /// Keys waiting in the mirror queue.
+    pub mirror_queue_depth: u64,
+    /// Age of the oldest key waiting in the mirror queue, in milliseconds (0 when empty).
+    pub mirror_lag_ms: u64,
+    /// Keys marked dirty (overflow or failed mirror) and not yet repaired.
+    pub dirty_keys: u64,
+    /// Requests per second over the last report interval.
+    pub qps: f64,
+    /// The last error the proxy met (backend, mirror), if any; never contains a secret.
+    pub last_error: Option<String>,
+    /// Why the flag file could not be applied, while that lasts (the last good routing stays).
+    pub flag_error: Option<String>,
+    /// The hottest keys of the last window, hottest first.
+    pub hot_keys: Vec<HotKey>,
+}
+
+impl ProxyReport {
+    /// Milliseconds between when the report was written and `now_ms`.
+    pub fn age_ms(&self, now_ms: u64) -> u64 {
+        now_ms.saturating_sub(self.written_at_ms)
+    }
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Reads every proxy report of `migration` from the new cluster. Fields that do not parse are
+/// returned as `Err(field name, why)` so `status` can show them instead of dropping them.
+pub async fn read_all(
+    router: &crate::cluster::Router,
+    migration: &str,
+) -> redis::RedisResult<Vec<Result<ProxyReport, (String, String)>>> {
+    let key = reports_key(migration);
+    let mut cmd = redis::cmd("HGETALL");
+    cmd.arg(&key);
+    let value = router.query(key.as_bytes(), cmd).await?;
+    let fields: Vec<(String, String)> = redis::FromRedisValue::from_redis_value(value)?;
+    Ok(fields
+        .into_iter()
+        .map(|(id, json)| serde_json::from_str(&json).map_err(|e| (id, e.to_string())))
+        .collect())
+}
+
+/// Writes `report` as this proxy's field; the hash expires a day after the last write so a
+/// finished migration leaves nothing behind for long.
+pub async fn write(
+    router: &crate::cluster::Router,
+    migration: &str,
+    report: &ProxyReport,
+) -> redis::RedisResult<()> {
+    let key = reports_key(migration);
+    let json = serde_json::to_string(report).map_err(|e| {
+        redis::RedisError::from((redis::ErrorKind::Client, "report encoding", e.to_string()))
+    })?;
+    let mut hset = redis::cmd("HSET");
+    hset.arg(&key).arg(&report.id).arg(json);
+    router.query(key.as_bytes(), hset).await?;
+    let mut expire = redis::cmd("EXPIRE");
+    expire.arg(&key).arg(86_400);
+    router.query(key.as_bytes(), expire).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_share_one_slot_under_the_reserved_prefix() {
+        let key = reports_key("tokens");
+        assert_eq!(key, "__cachemig:{tokens}:proxies");
+        assert_eq!(
+            crate::cluster::key_slot(key.as_bytes()),
+            crate::cluster::key_slot(b"{tokens}")
+        );
+    }
+
+    #[test]
+    fn report_round_trips_through_json() {
+        let report = ProxyReport {
+            id: "p1".into(),
+            generation: 3,
+            phase: "sync-dual-write".into(),
+            fence: FenceState::Drained,
+            written_at_ms: 10,
+            applied_at_ms: 5,
+            counters: Counters {
+                requests: 7,
+                ..Counters::default()
+            },
+            mirror_queue_depth: 1,
+            mirror_lag_ms: 2,
+            dirty_keys: 0,
+            qps: 1.5,
+            last_error: None,
+            flag_error: Some("bad".into()),
+            hot_keys: vec![HotKey {
+                key: "k".into(),
+                count: 4,
+                error: 0,
+            }],
+        };
+        let json = serde_json::to_string(&report).unwrap();
+        assert!(json.contains("\"fence\":\"drained\""));
+        assert_eq!(serde_json::from_str::<ProxyReport>(&json).unwrap(), report);
+        assert_eq!(report.age_ms(25), 15);
+    }
+}
