@@ -11,7 +11,7 @@ use crate::keys::RESERVED_PREFIX;
 
 /// The hash that holds every proxy's report for `migration`.
 pub fn reports_key(migration: &str) -> String {
-    format!("{RESERVED_PREFIX}{{{migration}}}:proxies")
+    format!("{}{{{migration}}}:proxies", String::from_utf8_lossy(RESERVED_PREFIX))
 }
 
 /// Where a proxy stands in the primary-switch fence (design §4).
