@@ -7,7 +7,7 @@ mod router;
 mod slot;
 
 pub use retry::{ATTEMPTS, backoff, transient, with_retries};
-pub use router::Router;
+pub use router::{Router, parse_slots};
 pub use slot::{SLOTS, key_slot};
 
 use anyhow::Context;

@@ -280,7 +280,7 @@ async fn load(endpoint: &Endpoint, known: &[(String, MultiplexedConnection)]) ->
 /// `CLUSTER SLOTS` → (first slot, last slot, master `host:port`). A master whose endpoint the
 /// answering node does not know ("" or "?") is taken to be on `seed_host`; an IPv6 host is
 /// bracketed, so the address splits at its last colon.
-fn parse_slots(reply: Value, seed_host: &str) -> Result<Vec<(u16, u16, String)>> {
+pub fn parse_slots(reply: Value, seed_host: &str) -> Result<Vec<(u16, u16, String)>> {
     let mut out = Vec::new();
     for range in redis::from_redis_value::<Vec<Vec<Value>>>(reply)? {
         let [start, end, master, ..] = range.as_slice() else {

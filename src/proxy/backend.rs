@@ -1,0 +1,331 @@
+//! One side of the migration as the proxy talks to it: a standalone node or a cluster.
+//!
+//! On a cluster every unit of work carries the slot of its keys; units are grouped per master and
+//! sent in one batch per master. Redirections are handled here (design §6): `MOVED` refreshes the
+//! slot map and resends, `ASK` sends `ASKING` and the request to the named node, `TRYAGAIN` and
+//! `CLUSTERDOWN` back off and resend. After [`ATTEMPTS`] the last reply goes to the client.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use bytes::Bytes;
+use futures::future::join_all;
+use tokio::sync::{Mutex, RwLock};
+
+use super::node::{ErrorSink, NodeConn};
+use super::resp::{Reply, encode_request};
+use crate::cluster::{SLOTS, parse_slots};
+use crate::endpoint::Endpoint;
+
+/// How many times a redirected or refused unit is sent before its last reply is final.
+pub const ATTEMPTS: u32 = 6;
+
+/// Work for one node: encoded requests that produce `count` replies, all for `slot` (`None`: no
+/// key, any node will do).
+#[derive(Debug, Clone)]
+pub struct Unit {
+    /// Encoded requests.
+    pub raw: Vec<Bytes>,
+    /// How many replies they produce.
+    pub count: usize,
+    /// The slot of their keys on a cluster.
+    pub slot: Option<u16>,
+}
+
+impl Unit {
+    /// One request.
+    pub fn one(raw: Bytes, slot: Option<u16>) -> Unit {
+        Unit {
+            raw: vec![raw],
+            count: 1,
+            slot,
+        }
+    }
+}
+
+/// A side: standalone or cluster.
+pub struct Backend {
+    label: &'static str,
+    kind: Kind,
+}
+
+enum Kind {
+    Node(NodeConn),
+    Cluster(Cluster),
+}
+
+impl Backend {
+    /// Connects to `endpoint`: a cluster when `cluster` is true, else its one node.
+    pub async fn connect(
+        label: &'static str,
+        endpoint: &Endpoint,
+        cluster: bool,
+        errors: Arc<dyn ErrorSink>,
+    ) -> Result<Backend> {
+        let password = endpoint.password()?;
+        let seeds = endpoint
+            .urls
+            .iter()
+            .map(|u| {
+                if u.scheme() == "rediss" {
+                    bail!("the proxy does not speak TLS to backends yet ({label} uses rediss://)");
+                }
+                let host = u.host_str().context("URL without a host")?;
+                Ok(format!("{host}:{}", u.port().unwrap_or(6379)))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let kind = if cluster {
+            let cluster = Cluster {
+                label,
+                seeds,
+                password,
+                errors,
+                map: RwLock::new(Arc::new(SlotMap::empty())),
+                conns: Mutex::new(HashMap::new()),
+                refreshing: Mutex::new(()),
+            };
+            cluster.refresh(Instant::now()).await?;
+            Kind::Cluster(cluster)
+        } else {
+            Kind::Node(NodeConn::spawn(label, &seeds[0], password, errors))
+        };
+        Ok(Backend { label, kind })
+    }
+
+    /// "old" or "new".
+    pub fn label(&self) -> &'static str {
+        self.label
+    }
+
+    /// Whether this side is a cluster (multi-key commands must then be split per slot).
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.kind, Kind::Cluster(_))
+    }
+
+    /// Sends every unit and returns their replies, unit by unit, in order.
+    pub async fn send(&self, units: Vec<Unit>) -> Vec<Vec<Reply>> {
+        match &self.kind {
+            Kind::Node(conn) => send_node(conn, units).await,
+            Kind::Cluster(cluster) => cluster.send(units).await,
+        }
+    }
+
+    /// Sends one request for `slot` and returns its reply.
+    pub async fn request(&self, raw: Bytes, slot: Option<u16>) -> Reply {
+        let mut replies = self.send(vec![Unit::one(raw, slot)]).await;
+        replies.pop().and_then(|mut r| r.pop()).unwrap_or_else(|| Reply::error("ERR cachemig: no reply"))
+    }
+}
+
+/// A standalone node gets every unit in one batch.
+async fn send_node(conn: &NodeConn, units: Vec<Unit>) -> Vec<Vec<Reply>> {
+    let counts: Vec<usize> = units.iter().map(|u| u.count).collect();
+    let total = counts.iter().sum();
+    let raw = units.into_iter().flat_map(|u| u.raw).collect();
+    let mut replies = conn.send_counted(raw, total).await.into_iter();
+    counts
+        .into_iter()
+        .map(|n| replies.by_ref().take(n).collect())
+        .collect()
+}
+
+/// Which master serves each slot.
+struct SlotMap {
+    owner: Vec<Option<u16>>,
+    nodes: Vec<NodeConn>,
+    loaded_at: Instant,
+}
+
+impl SlotMap {
+    fn empty() -> SlotMap {
+        SlotMap {
+            owner: vec![None; SLOTS],
+            nodes: Vec::new(),
+            loaded_at: Instant::now(),
+        }
+    }
+
+}
+
+struct Cluster {
+    label: &'static str,
+    seeds: Vec<String>,
+    password: Option<String>,
+    errors: Arc<dyn ErrorSink>,
+    map: RwLock<Arc<SlotMap>>,
+    /// Every node ever talked to, by address: connections outlive slot-map refreshes.
+    conns: Mutex<HashMap<String, NodeConn>>,
+    refreshing: Mutex<()>,
+}
+
+/// What to do about one reply from a cluster node.
+enum Redirect {
+    None,
+    Moved,
+    Ask(String),
+    Wait,
+}
+
+fn redirect(reply: &Reply) -> Redirect {
+    let Some(text) = reply.error_text() else {
+        return Redirect::None;
+    };
+    let mut words = text.split(' ');
+    match words.next() {
+        Some("MOVED") => Redirect::Moved,
+        Some("ASK") => words.nth(1).map_or(Redirect::None, |a| Redirect::Ask(a.to_string())),
+        Some("TRYAGAIN" | "CLUSTERDOWN" | "LOADING") => Redirect::Wait,
+        _ => Redirect::None,
+    }
+}
+
+impl Cluster {
+    async fn conn(&self, addr: &str) -> NodeConn {
+        let mut conns = self.conns.lock().await;
+        conns
+            .entry(addr.to_string())
+            .or_insert_with(|| NodeConn::spawn(self.label, addr, self.password.clone(), self.errors.clone()))
+            .clone()
+    }
+
+    /// Reloads the slot map from any node that answers, unless another task did since `seen`.
+    async fn refresh(&self, seen: Instant) -> Result<()> {
+        let _one = self.refreshing.lock().await;
+        if self.map.read().await.loaded_at > seen {
+            return Ok(());
+        }
+        let mut candidates: Vec<String> = self.map.read().await.nodes.iter().map(|n| n.addr().to_string()).collect();
+        candidates.extend(self.seeds.iter().cloned());
+        let mut last = None;
+        for addr in candidates {
+            let conn = self.conn(&addr).await;
+            let reply = conn.send(vec![encode_request(&["CLUSTER", "SLOTS"])]).await.remove(0);
+            match self.map_from(&reply, &addr).await {
+                Ok(map) => {
+                    *self.map.write().await = Arc::new(map);
+                    return Ok(());
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| anyhow::anyhow!("no seed node")))
+            .with_context(|| format!("cannot load the slot map of {}", self.label))
+    }
+
+    async fn map_from(&self, reply: &Reply, addr: &str) -> Result<SlotMap> {
+        if let Some(e) = reply.error_text() {
+            bail!("{addr}: {e}");
+        }
+        let value = redis::parse_redis_value(&reply.raw)?;
+        let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+        let mut map = SlotMap::empty();
+        let mut index: HashMap<String, u16> = HashMap::new();
+        for (start, end, node) in parse_slots(value, host)? {
+            let next = map.nodes.len() as u16;
+            let i = *index.entry(node.clone()).or_insert(next);
+            if i == next {
+                map.nodes.push(self.conn(&node).await);
+            }
+            for slot in start..=end {
+                map.owner[usize::from(slot)] = Some(i);
+            }
+        }
+        if map.nodes.is_empty() {
+            bail!("{addr}: CLUSTER SLOTS lists no master");
+        }
+        Ok(map)
+    }
+
+    /// Sends units grouped per master, then resends the redirected ones.
+    async fn send(&self, units: Vec<Unit>) -> Vec<Vec<Reply>> {
+        let mut replies: Vec<Vec<Reply>> = vec![Vec::new(); units.len()];
+        let mut todo: Vec<usize> = (0..units.len()).collect();
+        for attempt in 1..=ATTEMPTS {
+            let map = self.map.read().await.clone();
+            let results = self.round(&map, &units, &todo).await;
+            let mut again = Vec::new();
+            let (mut moved, mut wait) = (false, false);
+            for (i, got) in results {
+                let what = got.iter().map(redirect).find(|r| !matches!(r, Redirect::None));
+                replies[i] = got;
+                match what {
+                    Some(Redirect::Ask(addr)) => replies[i] = self.ask(&addr, &units[i]).await,
+                    Some(Redirect::Moved) => {
+                        moved = true;
+                        again.push(i);
+                    }
+                    Some(Redirect::Wait) => {
+                        wait = true;
+                        again.push(i);
+                    }
+                    _ => {}
+                }
+            }
+            if again.is_empty() || attempt == ATTEMPTS {
+                break;
+            }
+            if wait {
+                tokio::time::sleep(crate::cluster::backoff(attempt)).await;
+            }
+            if moved || wait {
+                if let Err(e) = self.refresh(map.loaded_at).await {
+                    self.errors.backend_error(&format!("{e:#}"));
+                }
+            }
+            todo = again;
+        }
+        replies
+    }
+
+    /// One round: the units in `todo`, one batch per master, all masters at once.
+    async fn round(&self, map: &SlotMap, units: &[Unit], todo: &[usize]) -> Vec<(usize, Vec<Reply>)> {
+        let mut by_node: HashMap<usize, Vec<usize>> = HashMap::new();
+        let mut out = Vec::new();
+        for &i in todo {
+            match units[i].slot.map_or(Some(0), |s| map.owner[usize::from(s)]) {
+                Some(node) if usize::from(node) < map.nodes.len() => {
+                    by_node.entry(usize::from(node)).or_default().push(i)
+                }
+                _ => out.push((
+                    i,
+                    vec![Reply::error("CLUSTERDOWN cachemig: the slot is not served by any master"); units[i].count],
+                )),
+            }
+        }
+        let batches = by_node.into_iter().map(|(node, members)| {
+            let conn = map.nodes[node].clone();
+            let chosen: Vec<Unit> = members.iter().map(|&i| units[i].clone()).collect();
+            async move { members.into_iter().zip(send_node(&conn, chosen).await).collect::<Vec<_>>() }
+        });
+        for batch in join_all(batches).await {
+            out.extend(batch);
+        }
+        out
+    }
+
+    /// Sends `ASKING` then the unit to the node an `ASK` named (a slot being imported there).
+    async fn ask(&self, addr: &str, unit: &Unit) -> Vec<Reply> {
+        let conn = self.conn(addr).await;
+        let mut raw = vec![encode_request(&["ASKING"])];
+        raw.extend(unit.raw.iter().cloned());
+        let mut replies = conn.send_counted(raw, unit.count + 1).await;
+        replies.remove(0);
+        replies
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redirects_are_recognised() {
+        assert!(matches!(redirect(&Reply::error("MOVED 3999 127.0.0.1:6381")), Redirect::Moved));
+        assert!(matches!(redirect(&Reply::error("ASK 3999 127.0.0.1:6381")), Redirect::Ask(a) if a == "127.0.0.1:6381"));
+        assert!(matches!(redirect(&Reply::error("TRYAGAIN Multiple keys")), Redirect::Wait));
+        assert!(matches!(redirect(&Reply::error("ERR other")), Redirect::None));
+        assert!(matches!(redirect(&Reply::ok()), Redirect::None));
+    }
+}

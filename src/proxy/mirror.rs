@@ -1,0 +1,276 @@
+//! The mirror: after a write is applied on the write side, its keys are key-synced to the other
+//! side (design §4).
+//!
+//! Per key, syncs are ordered and coalesced: a key already waiting is not queued again (the sync
+//! that runs later reads the later value), and a key written while its sync runs is synced once
+//! more afterwards. The queue is bounded: in async mode a key that finds it full is marked dirty
+//! and counted, never blocking the client; a repair loop feeds dirty keys back as room frees up.
+//! A failed sync also marks the key dirty. Sync-mode waiters are woken only by a sync that started
+//! after their write.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::{Notify, oneshot};
+
+use super::backend::Backend;
+use super::keyconn::SlotConn;
+use super::metrics::Metrics;
+use crate::keysync::{self, SyncOptions};
+
+/// Concurrent key-syncs per proxy.
+pub const WORKERS: usize = 32;
+/// Most dirty keys remembered; beyond this they are only counted (the catch-up or `verify
+/// --repair` must then run, which the gates demand anyway because the overflow is counted).
+pub const DIRTY_LIMIT: usize = 1_000_000;
+/// How often dirty keys are fed back into the queue.
+const REPAIR_EVERY: Duration = Duration::from_millis(500);
+
+/// Which way a key is copied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// old → new (phases 2–5).
+    OldToNew,
+    /// new → old (the reverse mirror of write-stop).
+    NewToOld,
+}
+
+type Job = (Direction, Bytes);
+
+/// Per-key bookkeeping while a key is queued or being synced.
+#[derive(Default)]
+struct Entry {
+    queued: bool,
+    running: bool,
+    /// Written again while its sync ran: sync once more afterwards.
+    again: bool,
+    /// Waiting for the sync that is queued (or, while `running`, the one that runs now).
+    waiters: Vec<oneshot::Sender<bool>>,
+    /// Waiting for the sync after the running one.
+    next_waiters: Vec<oneshot::Sender<bool>>,
+}
+
+#[derive(Default)]
+struct State {
+    queue: VecDeque<(Job, Instant)>,
+    entries: HashMap<Job, Entry>,
+    dirty: HashSet<Job>,
+    running: usize,
+}
+
+/// The mirror of one proxy.
+pub struct Mirror {
+    state: Mutex<State>,
+    work: Notify,
+    capacity: usize,
+    old: Arc<Backend>,
+    new: Arc<Backend>,
+    metrics: Arc<Metrics>,
+    last_error: Mutex<Option<String>>,
+}
+
+impl Mirror {
+    /// A mirror between `old` and `new` with a queue of `capacity` keys; call [`Mirror::start`].
+    pub fn new(capacity: usize, old: Arc<Backend>, new: Arc<Backend>, metrics: Arc<Metrics>) -> Arc<Mirror> {
+        Arc::new(Mirror {
+            state: Mutex::new(State::default()),
+            work: Notify::new(),
+            capacity: capacity.max(1),
+            old,
+            new,
+            metrics,
+            last_error: Mutex::new(None),
+        })
+    }
+
+    /// Starts the workers and the repair loop.
+    pub fn start(self: &Arc<Self>) {
+        for _ in 0..WORKERS {
+            tokio::spawn(self.clone().worker());
+        }
+        tokio::spawn(self.clone().repair_loop());
+    }
+
+    /// Queues `key` for an async sync. Never waits; a full queue marks the key dirty.
+    pub fn enqueue(&self, dir: Direction, key: Bytes) {
+        let mut st = self.state.lock().expect("mirror state");
+        let job = (dir, key);
+        if let Some(entry) = st.entries.get_mut(&job) {
+            if entry.running && !entry.queued {
+                entry.again = true;
+            }
+            return;
+        }
+        if st.queue.len() >= self.capacity {
+            self.metrics.mirror_overflow.inc();
+            mark_dirty(&mut st, job);
+            self.gauges(&st);
+            return;
+        }
+        push(&mut st, job, Entry::default());
+        self.gauges(&st);
+        drop(st);
+        self.work.notify_one();
+    }
+
+    /// Syncs `key` and waits up to `timeout` for a sync that started after this call. `true`
+    /// when it completed; `false` on failure or timeout (the key is then dirty or still queued).
+    pub async fn sync(&self, dir: Direction, key: Bytes, timeout: Duration) -> bool {
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut st = self.state.lock().expect("mirror state");
+            let job = (dir, key);
+            match st.entries.get_mut(&job) {
+                Some(entry) if entry.running && !entry.queued => {
+                    entry.again = true;
+                    entry.next_waiters.push(tx);
+                }
+                Some(entry) => entry.waiters.push(tx),
+                None => {
+                    // Sync writes are bounded by the clients waiting on them: no capacity check.
+                    let entry = Entry {
+                        waiters: vec![tx],
+                        ..Entry::default()
+                    };
+                    push(&mut st, job, entry);
+                    self.gauges(&st);
+                }
+            }
+        }
+        self.work.notify_one();
+        matches!(tokio::time::timeout(timeout, rx).await, Ok(Ok(true)))
+    }
+
+    /// Whether nothing is queued, running or dirty: what the fence waits for.
+    pub fn drained(&self) -> bool {
+        let st = self.state.lock().expect("mirror state");
+        st.queue.is_empty() && st.running == 0 && st.dirty.is_empty()
+    }
+
+    /// Queue depth, age of the oldest queued key, and dirty keys.
+    pub fn depth(&self) -> (usize, Duration, usize) {
+        let st = self.state.lock().expect("mirror state");
+        let lag = st.queue.front().map(|(_, t)| t.elapsed()).unwrap_or_default();
+        (st.queue.len(), lag, st.dirty.len())
+    }
+
+    /// The last sync error, if any.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().expect("mirror error").clone()
+    }
+
+    fn gauges(&self, st: &State) {
+        self.metrics.mirror_queue_depth.set(st.queue.len() as i64);
+        self.metrics.dirty_keys.set(st.dirty.len() as i64);
+    }
+
+    async fn worker(self: Arc<Self>) {
+        loop {
+            let Some((job, waiters)) = self.take() else {
+                self.work.notified().await;
+                continue;
+            };
+            let ok = self.sync_once(&job).await;
+            self.finish(job, waiters, ok);
+        }
+    }
+
+    /// The next queued key, marked running, with the waiters its sync satisfies.
+    fn take(&self) -> Option<(Job, Vec<oneshot::Sender<bool>>)> {
+        let mut st = self.state.lock().expect("mirror state");
+        let (job, _queued_at) = st.queue.pop_front()?;
+        st.running += 1;
+        let entry = st.entries.get_mut(&job).expect("queued keys have an entry");
+        entry.queued = false;
+        entry.running = true;
+        let waiters = std::mem::take(&mut entry.waiters);
+        self.metrics
+            .mirror_lag_seconds
+            .set(st.queue.front().map_or(0.0, |(_, t)| t.elapsed().as_secs_f64()));
+        self.gauges(&st);
+        Some((job, waiters))
+    }
+
+    fn finish(&self, job: Job, waiters: Vec<oneshot::Sender<bool>>, ok: bool) {
+        for w in waiters {
+            let _ = w.send(ok);
+        }
+        let mut st = self.state.lock().expect("mirror state");
+        st.running -= 1;
+        let entry = st.entries.get_mut(&job).expect("running keys have an entry");
+        entry.running = false;
+        if entry.again {
+            entry.again = false;
+            entry.queued = true;
+            entry.waiters = std::mem::take(&mut entry.next_waiters);
+            st.queue.push_back((job, Instant::now()));
+            drop(st);
+            self.work.notify_one();
+            return;
+        }
+        st.entries.remove(&job);
+        if !ok {
+            mark_dirty(&mut st, job);
+        }
+        self.gauges(&st);
+    }
+
+    async fn sync_once(&self, (dir, key): &Job) -> bool {
+        let (origin, dest) = match dir {
+            Direction::OldToNew => (&self.old, &self.new),
+            Direction::NewToOld => (&self.new, &self.old),
+        };
+        let mut from = SlotConn::for_key(origin.clone(), key);
+        let mut to = SlotConn::for_key(dest.clone(), key);
+        let options = SyncOptions {
+            replace: true,
+            recheck: true,
+        };
+        match keysync::sync_key(&mut from, &mut to, key, options).await {
+            Ok(_) => {
+                self.metrics.mirror_ok.inc();
+                true
+            }
+            Err(e) => {
+                self.metrics.mirror_errors.inc();
+                let text = format!("mirror {}: {e}", String::from_utf8_lossy(key));
+                tracing::warn!("{text}");
+                *self.last_error.lock().expect("mirror error") = Some(text);
+                false
+            }
+        }
+    }
+
+    /// Feeds dirty keys back into the queue while it has room.
+    async fn repair_loop(self: Arc<Self>) {
+        loop {
+            tokio::time::sleep(REPAIR_EVERY).await;
+            let mut st = self.state.lock().expect("mirror state");
+            let room = self.capacity.saturating_sub(st.queue.len());
+            let picked: Vec<Job> = st.dirty.iter().take(room).cloned().collect();
+            for job in picked {
+                st.dirty.remove(&job);
+                if !st.entries.contains_key(&job) {
+                    push(&mut st, job, Entry::default());
+                }
+            }
+            self.gauges(&st);
+            drop(st);
+            self.work.notify_waiters();
+        }
+    }
+}
+
+fn push(st: &mut State, job: Job, mut entry: Entry) {
+    entry.queued = true;
+    st.queue.push_back((job.clone(), Instant::now()));
+    st.entries.insert(job, entry);
+}
+
+fn mark_dirty(st: &mut State, job: Job) {
+    if st.dirty.len() < DIRTY_LIMIT {
+        st.dirty.insert(job);
+    }
+}

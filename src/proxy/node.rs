@@ -1,0 +1,276 @@
+//! One multiplexed connection to one Redis node.
+//!
+//! Every client connection of the proxy shares it: requests from many clients are written in one
+//! batch and their replies read back in order, which is what lets a proxy cost the server fewer
+//! system calls than direct clients do. Requests and replies stay wire bytes end to end (the
+//! `redis` crate's connections would decode every reply into a `Value` and the proxy would have to
+//! encode it again), which is why this is not a `redis::aio::MultiplexedConnection`.
+//!
+//! A broken connection fails the requests in flight with an error reply (they may or may not
+//! have been applied) and is re-established with back-off; while it is down, requests fail at
+//! once rather than wait.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+
+use super::resp::{Reply, encode_request};
+
+/// Largest write buffer assembled from queued batches before it is flushed.
+const WRITE_CHUNK: usize = 256 * 1024;
+/// How long connecting (and authenticating) may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// A batch of requests and where its replies go.
+struct Job {
+    requests: Vec<Bytes>,
+    count: usize,
+    reply: oneshot::Sender<Vec<Reply>>,
+}
+
+/// Replies still owed to a job whose requests were written.
+struct Pending {
+    count: usize,
+    replies: Vec<Reply>,
+    reply: oneshot::Sender<Vec<Reply>>,
+}
+
+/// Something that went wrong talking to a backend, reported to whoever keeps count.
+pub trait ErrorSink: Send + Sync + 'static {
+    /// Records a connection-level error (the text never contains a secret).
+    fn backend_error(&self, text: &str);
+}
+
+/// A handle to a node connection; cheap to clone.
+#[derive(Clone)]
+pub struct NodeConn {
+    addr: Arc<str>,
+    jobs: mpsc::UnboundedSender<Job>,
+}
+
+impl NodeConn {
+    /// Starts the connection task for `addr` (`host:port`). `label` names the side in errors.
+    pub fn spawn(
+        label: &'static str,
+        addr: &str,
+        password: Option<String>,
+        errors: Arc<dyn ErrorSink>,
+    ) -> NodeConn {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let task = Task {
+            label,
+            addr: addr.to_string(),
+            password,
+            errors,
+        };
+        tokio::spawn(task.run(rx));
+        NodeConn {
+            addr: addr.into(),
+            jobs: tx,
+        }
+    }
+
+    /// The node's address.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// Sends `requests` (encoded RESP) in order and returns exactly one reply per request.
+    pub async fn send(&self, requests: Vec<Bytes>) -> Vec<Reply> {
+        let count = requests.len();
+        self.send_counted(requests, count).await
+    }
+
+    /// Sends encoded bytes that hold `count` requests in all (e.g. a packed pipeline) and returns
+    /// `count` replies.
+    pub async fn send_counted(&self, requests: Vec<Bytes>, count: usize) -> Vec<Reply> {
+        let (tx, rx) = oneshot::channel();
+        if self.jobs.send(Job { requests, count, reply: tx }).is_err() {
+            return failed(count, "the proxy is shutting down");
+        }
+        rx.await.unwrap_or_else(|_| {
+            failed(
+                count,
+                &format!(
+                    "connection to {} lost; the command may or may not have been applied",
+                    self.addr
+                ),
+            )
+        })
+    }
+}
+
+/// `count` copies of a proxy error reply.
+fn failed(count: usize, why: &str) -> Vec<Reply> {
+    vec![Reply::error(format!("ERR cachemig: {why}")); count]
+}
+
+/// The task that owns the socket.
+struct Task {
+    label: &'static str,
+    addr: String,
+    password: Option<String>,
+    errors: Arc<dyn ErrorSink>,
+}
+
+impl Task {
+    async fn run(self, mut jobs: mpsc::UnboundedReceiver<Job>) {
+        let mut attempt = 0u32;
+        loop {
+            match self.connect().await {
+                Ok(stream) => {
+                    attempt = 0;
+                    let why = serve(stream, &mut jobs).await;
+                    match why {
+                        None => return, // every handle is gone
+                        Some(e) => self.report(&format!("connection lost: {e}")),
+                    }
+                }
+                Err(e) => {
+                    attempt += 1;
+                    let why = format!("{} {} unreachable: {e}", self.label, self.addr);
+                    self.report(&why);
+                    // Fail what arrives while waiting, so clients get an answer now, not later.
+                    let pause = backoff(attempt);
+                    let deadline = tokio::time::Instant::now() + pause;
+                    loop {
+                        tokio::select! {
+                            _ = tokio::time::sleep_until(deadline) => break,
+                            job = jobs.recv() => match job {
+                                Some(job) => { let _ = job.reply.send(failed(job.count, &why)); }
+                                None => return,
+                            },
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn report(&self, text: &str) {
+        tracing::warn!("{} {}: {text}", self.label, self.addr);
+        self.errors.backend_error(text);
+    }
+
+    async fn connect(&self) -> std::io::Result<TcpStream> {
+        let connect = async {
+            let mut stream = TcpStream::connect(&self.addr).await?;
+            stream.set_nodelay(true)?;
+            if let Some(password) = &self.password {
+                authenticate(&mut stream, password).await?;
+            }
+            Ok(stream)
+        };
+        tokio::time::timeout(CONNECT_TIMEOUT, connect)
+            .await
+            .unwrap_or_else(|_| Err(std::io::Error::other("timed out")))
+    }
+}
+
+/// Sends AUTH and checks the reply. The password never appears in an error.
+async fn authenticate(stream: &mut TcpStream, password: &str) -> std::io::Result<()> {
+    stream.write_all(&encode_request(&["AUTH", password])).await?;
+    let mut buf = BytesMut::with_capacity(256);
+    loop {
+        if stream.read_buf(&mut buf).await? == 0 {
+            return Err(std::io::Error::other("closed during AUTH"));
+        }
+        if let Some(reply) = Reply::decode(&mut buf).map_err(std::io::Error::other)? {
+            return match reply.error_text() {
+                None => Ok(()),
+                Some(e) => Err(std::io::Error::other(format!("AUTH refused: {e}"))),
+            };
+        }
+    }
+}
+
+/// Back-off before reconnect attempt `n`: 100 ms doubling up to 2 s.
+fn backoff(n: u32) -> Duration {
+    Duration::from_millis((100u64 << n.min(5).saturating_sub(1)).min(2000))
+}
+
+/// Runs one established connection until it breaks (`Some(why)`) or every handle is dropped
+/// (`None`). Pending jobs are failed by dropping their senders.
+async fn serve(stream: TcpStream, jobs: &mut mpsc::UnboundedReceiver<Job>) -> Option<String> {
+    let (mut rd, mut wr) = stream.into_split();
+    let mut pending: VecDeque<Pending> = VecDeque::new();
+    let mut out = BytesMut::with_capacity(WRITE_CHUNK);
+    let mut inbuf = BytesMut::with_capacity(64 * 1024);
+    loop {
+        tokio::select! {
+            job = jobs.recv() => {
+                let job = job?;
+                queue(job, &mut out, &mut pending);
+                while out.len() < WRITE_CHUNK {
+                    match jobs.try_recv() {
+                        Ok(job) => queue(job, &mut out, &mut pending),
+                        Err(_) => break,
+                    }
+                }
+                if let Err(e) = wr.write_all(&out).await {
+                    return Some(e.to_string());
+                }
+                out.clear();
+            }
+            read = rd.read_buf(&mut inbuf) => {
+                match read {
+                    Ok(0) => return Some("closed by the server".into()),
+                    Err(e) => return Some(e.to_string()),
+                    Ok(_) => {}
+                }
+                if let Err(e) = deliver(&mut inbuf, &mut pending) {
+                    return Some(e);
+                }
+            }
+        }
+    }
+}
+
+/// Appends a job's requests to the write buffer and remembers the replies it is owed.
+fn queue(job: Job, out: &mut BytesMut, pending: &mut VecDeque<Pending>) {
+    for request in &job.requests {
+        out.extend_from_slice(request);
+    }
+    let count = job.count;
+    if count == 0 {
+        let _ = job.reply.send(Vec::new());
+        return;
+    }
+    pending.push_back(Pending {
+        count,
+        replies: Vec::with_capacity(count),
+        reply: job.reply,
+    });
+}
+
+/// Hands every complete reply in `inbuf` to the oldest pending job.
+fn deliver(inbuf: &mut BytesMut, pending: &mut VecDeque<Pending>) -> Result<(), String> {
+    while let Some(reply) = Reply::decode(inbuf).map_err(|e| e.to_string())? {
+        let Some(front) = pending.front_mut() else {
+            return Err("a reply nobody asked for (protocol out of step)".into());
+        };
+        front.replies.push(reply);
+        if front.replies.len() == front.count {
+            let done = pending.pop_front().expect("front exists");
+            let _ = done.reply.send(done.replies);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        assert_eq!(backoff(1), Duration::from_millis(100));
+        assert_eq!(backoff(2), Duration::from_millis(200));
+        assert_eq!(backoff(30), Duration::from_millis(1600));
+    }
+}
