@@ -1,1 +1,4 @@
 //! The data plane: a RESP proxy that routes every command by the phase in the flag file.
+pub mod hotkeys;
+pub mod http;
+pub mod metrics;
