@@ -56,6 +56,25 @@ pub struct Counters {
     pub shadow_skipped: u64,
 }
 
+impl Counters {
+    /// What was counted since `base` (each field `self - base`, never below zero).
+    pub fn since(&self, base: &Counters) -> Counters {
+        Counters {
+            requests: self.requests.saturating_sub(base.requests),
+            errors: self.errors.saturating_sub(base.errors),
+            new_requests: self.new_requests.saturating_sub(base.new_requests),
+            new_errors: self.new_errors.saturating_sub(base.new_errors),
+            mirror_ok: self.mirror_ok.saturating_sub(base.mirror_ok),
+            mirror_errors: self.mirror_errors.saturating_sub(base.mirror_errors),
+            mirror_overflow: self.mirror_overflow.saturating_sub(base.mirror_overflow),
+            sync_mirror_failures: self.sync_mirror_failures.saturating_sub(base.sync_mirror_failures),
+            shadow_samples: self.shadow_samples.saturating_sub(base.shadow_samples),
+            shadow_mismatches: self.shadow_mismatches.saturating_sub(base.shadow_mismatches),
+            shadow_skipped: self.shadow_skipped.saturating_sub(base.shadow_skipped),
+        }
+    }
+}
+
 /// One of the hottest keys of the last window.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HotKey {

@@ -1,0 +1,138 @@
+//! `cachemig proxy`: wiring the parts together and accepting connections.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use tokio::net::TcpListener;
+
+use super::backend::Backend;
+use super::hotkeys::HotKeys;
+use super::metrics::Metrics;
+use super::mirror::Mirror;
+use super::node::ErrorSink;
+use super::shadow::Shadow;
+use super::{Proxy, client, heartbeat, http, routing};
+use crate::cluster::Router;
+use crate::flags::{FlagWatcher, WatchOptions};
+use crate::plan::Plan;
+
+/// Where the proxy listens and how it names itself.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Client address, e.g. `127.0.0.1:6400`.
+    pub listen: String,
+    /// Report id; default `hostname:port`.
+    pub id: Option<String>,
+    /// `/metrics` and `/status` address, if any.
+    pub metrics: Option<String>,
+    /// The password clients must AUTH with (from the plan's `[proxies] password_env`).
+    pub password: Option<String>,
+}
+
+/// Hot-key window and table size.
+const HOT_WINDOW: Duration = Duration::from_secs(10);
+const HOT_CAPACITY: usize = 64;
+
+impl ErrorSink for Metrics {
+    fn backend_error(&self, _text: &str) {
+        self.backend_errors.inc();
+    }
+}
+
+/// Runs the proxy for `plan` until the process is stopped.
+pub async fn run(plan: Plan, options: Options) -> Result<()> {
+    let listener = TcpListener::bind(&options.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", options.listen))?;
+    let local = listener.local_addr()?;
+    let id = options.id.clone().unwrap_or_else(|| format!("{}:{}", hostname(), local.port()));
+    let metrics = Arc::new(Metrics::new(&id, &plan.name));
+    let errors: Arc<dyn ErrorSink> = metrics.clone();
+    let source_is_cluster = is_cluster(&plan).await?;
+    let old = Arc::new(Backend::connect("old", &plan.source, source_is_cluster, errors.clone()).await?);
+    let new = Arc::new(Backend::connect("new", &plan.target, true, errors).await?);
+    let router = Router::connect(&plan.target).await?;
+    let watcher = FlagWatcher::start(
+        plan.flag_file.clone(),
+        WatchOptions {
+            expected_migration: Some(plan.name.clone()),
+            ..WatchOptions::default()
+        },
+    )?;
+    let flag = watcher.subscribe();
+    let applied = routing::follow(watcher.subscribe(), metrics.clone());
+    let mirror = Mirror::new(plan.dual_write.queue_capacity as usize, old.clone(), new.clone(), metrics.clone());
+    mirror.start();
+    let proxy = Arc::new(Proxy {
+        id: id.clone(),
+        migration: plan.name.clone(),
+        old,
+        new,
+        applied,
+        flag,
+        mirror,
+        shadow: Shadow::new(metrics.clone()),
+        metrics,
+        hot: HotKeys::new(HOT_CAPACITY, HOT_WINDOW),
+        password: options.password.clone(),
+        filter: plan.keys.clone(),
+        sync_timeout: Duration::from_millis(plan.dual_write.sync_timeout_ms),
+        reverse_mirror: plan.dual_write.reverse_mirror,
+        writes_in_flight: AtomicUsize::new(0),
+    });
+    tokio::spawn(heartbeat::run(proxy.clone(), router));
+    if let Some(addr) = &options.metrics {
+        let http = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen for metrics on {addr}"))?;
+        eprintln!("cachemig proxy {id}: metrics on http://{}/metrics", http.local_addr()?);
+        tokio::spawn(http::serve(http, proxy.clone()));
+    }
+    let applied = proxy.applied();
+    eprintln!(
+        "cachemig proxy {id}: listening on {local}, generation {} ({})",
+        applied.generation, applied.phase
+    );
+    accept(listener, proxy, watcher).await
+}
+
+async fn accept(listener: TcpListener, proxy: Arc<Proxy>, _watcher: FlagWatcher) -> Result<()> {
+    static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+    loop {
+        tokio::select! {
+            conn = listener.accept() => match conn {
+                Ok((stream, _)) => {
+                    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+                    tokio::spawn(client::serve(proxy.clone(), stream, id));
+                }
+                // Out of file descriptors and the like: pause rather than spin.
+                Err(e) => {
+                    tracing::warn!("accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            _ = tokio::signal::ctrl_c() => {
+                eprintln!("cachemig proxy {}: stopping", proxy.id);
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Whether the source is a cluster (`cluster_enabled:1`).
+async fn is_cluster(plan: &Plan) -> Result<bool> {
+    let url = plan.source.urls.first().context("the source has no URL")?;
+    let mut conn = plan.source.connect_node(url).await?;
+    let info: String = redis::cmd("INFO").arg("cluster").query_async(&mut conn).await?;
+    Ok(info.lines().any(|l| l.trim() == "cluster_enabled:1"))
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "proxy".into())
+}
