@@ -1,0 +1,648 @@
+//! The command table itself, one line per command, and the tests that hold it to Redis 7.0.
+
+use super::{Class, KeySpec, Merge, Spec};
+
+const fn spec(name: &'static str, class: Class, arity: i32, keys: KeySpec) -> Spec {
+    Spec {
+        name,
+        class,
+        arity,
+        keys,
+        merge: Merge::None,
+        key_stride: 1,
+        random: false,
+        unordered: false,
+        ttl: false,
+    }
+}
+const fn read(name: &'static str, arity: i32, keys: KeySpec) -> Spec {
+    spec(name, Class::Read, arity, keys)
+}
+const fn write(name: &'static str, arity: i32, keys: KeySpec) -> Spec {
+    spec(name, Class::Write, arity, keys)
+}
+const fn local(name: &'static str, arity: i32) -> Spec {
+    spec(name, Class::Local, arity, KeySpec::None)
+}
+// Rejected commands never reach a server, so their keys are not described.
+const fn reject(name: &'static str, arity: i32, why: &'static str) -> Spec {
+    spec(name, Class::Reject(why), arity, KeySpec::None)
+}
+const fn r(first: usize, last: isize, step: usize) -> KeySpec {
+    KeySpec::Range { first, last, step }
+}
+const fn nk(numkeys_at: usize) -> KeySpec {
+    KeySpec::NumKeys {
+        numkeys_at,
+        dest: false,
+    }
+}
+const NO: KeySpec = KeySpec::None;
+const K1: KeySpec = r(1, 1, 1);
+/// Subcommand containers (OBJECT ENCODING key, XINFO STREAM key, XGROUP CREATE key ...).
+const K2: KeySpec = r(2, 2, 1);
+const ALL: KeySpec = r(1, -1, 1);
+const K1_2: KeySpec = r(1, 2, 1);
+const STORE: KeySpec = KeySpec::NumKeys {
+    numkeys_at: 2,
+    dest: true,
+};
+
+impl Spec {
+    const fn merged(mut self, merge: Merge, key_stride: usize) -> Self {
+        self.merge = merge;
+        self.key_stride = key_stride;
+        self
+    }
+    const fn rand(mut self) -> Self {
+        self.random = true;
+        self
+    }
+    const fn unord(mut self) -> Self {
+        self.unordered = true;
+        self
+    }
+    const fn drifts(mut self) -> Self {
+        self.ttl = true;
+        self
+    }
+}
+
+const TX: &str = "transactions are not supported by the proxy yet";
+const SCRIPTS: &str = "scripts are not supported by the proxy: their written keys cannot be mirrored";
+const BLOCKING: &str = "blocking commands are not supported by the proxy";
+const SUBSCRIBE: &str = "the subscribe family is not supported by the proxy; connect to a server directly";
+const BYPASS: &str = "would bypass the migration's key mirroring";
+const KEYSPACE: &str =
+    "the keyspace differs between old and new during a migration, so it has no single answer";
+const ADMIN: &str = "admin commands go to the servers directly, not through the proxy";
+
+/// Every command the proxy knows; anything else is unknown to `lookup`. Arity and key positions follow
+/// `COMMAND INFO` of Redis 7.0 (checked against a live server by the tests).
+pub(super) static TABLE: &[Spec] = &[
+    // Strings.
+    read("GET", 2, K1),
+    read("MGET", -2, ALL).merged(Merge::Array, 1),
+    read("STRLEN", 2, K1),
+    read("GETRANGE", 4, K1),
+    read("SUBSTR", 4, K1),
+    read("LCS", -3, K1_2),
+    write("SET", -3, K1),
+    write("SETNX", 3, K1),
+    write("SETEX", 4, K1),
+    write("PSETEX", 4, K1),
+    write("GETSET", 3, K1),
+    write("GETDEL", 2, K1),
+    write("GETEX", -2, K1),
+    write("APPEND", 3, K1),
+    write("INCR", 2, K1),
+    write("DECR", 2, K1),
+    write("INCRBY", 3, K1),
+    write("DECRBY", 3, K1),
+    write("INCRBYFLOAT", 3, K1),
+    write("SETRANGE", 4, K1),
+    write("MSET", -3, r(1, -1, 2)).merged(Merge::AllOk, 2),
+    // Not split: MSETNX's all-or-nothing promise cannot survive being cut per slot.
+    write("MSETNX", -3, r(1, -1, 2)).merged(Merge::None, 2),
+    // Generic keyspace.
+    read("EXISTS", -2, ALL).merged(Merge::Sum, 1),
+    // Read-only in Redis (it only bumps the LRU clock), yet its integer reply sums like DEL's.
+    read("TOUCH", -2, ALL).merged(Merge::Sum, 1),
+    read("TYPE", 2, K1),
+    read("TTL", 2, K1).drifts(),
+    read("PTTL", 2, K1).drifts(),
+    read("EXPIRETIME", 2, K1),
+    read("PEXPIRETIME", 2, K1),
+    // The payload embeds encoding details that may legitimately differ between versions.
+    read("DUMP", 2, K1).rand(),
+    // ENCODING, FREQ, IDLETIME and USAGE describe one server's memory, not the data.
+    read("OBJECT", -2, K2).rand(),
+    read("MEMORY", -2, K2).rand(),
+    read("SORT_RO", -2, K1),
+    write("DEL", -2, ALL).merged(Merge::Sum, 1),
+    write("UNLINK", -2, ALL).merged(Merge::Sum, 1),
+    write("EXPIRE", -3, K1),
+    write("PEXPIRE", -3, K1),
+    write("EXPIREAT", -3, K1),
+    write("PEXPIREAT", -3, K1),
+    write("PERSIST", 2, K1),
+    write("RENAME", 3, K1_2),
+    write("RENAMENX", 3, K1_2),
+    write("COPY", -3, K1_2),
+    write("RESTORE", -4, K1),
+    // Hashes.
+    read("HGET", 3, K1),
+    read("HMGET", -3, K1),
+    read("HGETALL", 2, K1).unord(),
+    read("HKEYS", 2, K1).unord(),
+    read("HVALS", 2, K1).unord(),
+    read("HLEN", 2, K1),
+    read("HEXISTS", 3, K1),
+    read("HSTRLEN", 3, K1),
+    read("HRANDFIELD", -2, K1).rand(),
+    // Cursors are server-specific, so two servers' pages never match: reads, but never compared.
+    read("HSCAN", -3, K1).rand(),
+    read("SSCAN", -3, K1).rand(),
+    read("ZSCAN", -3, K1).rand(),
+    write("HSET", -4, K1),
+    write("HSETNX", 4, K1),
+    write("HMSET", -4, K1),
+    write("HDEL", -3, K1),
+    write("HINCRBY", 4, K1),
+    write("HINCRBYFLOAT", 4, K1),
+    // Lists.
+    read("LLEN", 2, K1),
+    read("LRANGE", 4, K1),
+    read("LINDEX", 3, K1),
+    read("LPOS", -3, K1),
+    write("LPUSH", -3, K1),
+    write("RPUSH", -3, K1),
+    write("LPUSHX", -3, K1),
+    write("RPUSHX", -3, K1),
+    write("LPOP", -2, K1),
+    write("RPOP", -2, K1),
+    write("LSET", 4, K1),
+    write("LREM", 4, K1),
+    write("LTRIM", 4, K1),
+    write("LINSERT", 5, K1),
+    write("LMOVE", 5, K1_2),
+    write("RPOPLPUSH", 3, K1_2),
+    write("LMPOP", -4, nk(1)),
+    // Sets.
+    read("SCARD", 2, K1),
+    read("SISMEMBER", 3, K1),
+    read("SMISMEMBER", -3, K1),
+    read("SMEMBERS", 2, K1).unord(),
+    read("SRANDMEMBER", -2, K1).rand(),
+    read("SINTER", -2, ALL).unord(),
+    read("SUNION", -2, ALL).unord(),
+    read("SDIFF", -2, ALL).unord(),
+    read("SINTERCARD", -3, nk(1)),
+    write("SADD", -3, K1),
+    write("SREM", -3, K1),
+    write("SPOP", -2, K1).rand(),
+    write("SMOVE", 4, K1_2),
+    write("SINTERSTORE", -3, ALL),
+    write("SUNIONSTORE", -3, ALL),
+    write("SDIFFSTORE", -3, ALL),
+    // Sorted sets.
+    read("ZCARD", 2, K1),
+    read("ZSCORE", 3, K1),
+    read("ZMSCORE", -3, K1),
+    read("ZRANGE", -4, K1),
+    read("ZRANGEBYSCORE", -4, K1),
+    read("ZRANGEBYLEX", -4, K1),
+    read("ZREVRANGE", -4, K1),
+    read("ZREVRANGEBYSCORE", -4, K1),
+    read("ZREVRANGEBYLEX", -4, K1),
+    read("ZRANK", 3, K1),
+    read("ZREVRANK", 3, K1),
+    read("ZCOUNT", 4, K1),
+    read("ZLEXCOUNT", 4, K1),
+    read("ZRANDMEMBER", -2, K1).rand(),
+    read("ZUNION", -3, nk(1)),
+    read("ZINTER", -3, nk(1)),
+    read("ZDIFF", -3, nk(1)),
+    read("ZINTERCARD", -3, nk(1)),
+    write("ZADD", -4, K1),
+    write("ZINCRBY", 4, K1),
+    write("ZREM", -3, K1),
+    write("ZREMRANGEBYSCORE", 4, K1),
+    write("ZREMRANGEBYRANK", 4, K1),
+    write("ZREMRANGEBYLEX", 4, K1),
+    write("ZPOPMIN", -2, K1),
+    write("ZPOPMAX", -2, K1),
+    write("ZMPOP", -4, nk(1)),
+    write("ZUNIONSTORE", -4, STORE),
+    write("ZINTERSTORE", -4, STORE),
+    write("ZDIFFSTORE", -4, STORE),
+    write("ZRANGESTORE", -5, K1_2),
+    // Bitmaps and HyperLogLogs.
+    read("GETBIT", 3, K1),
+    read("BITCOUNT", -2, K1),
+    read("BITPOS", -3, K1),
+    read("BITFIELD_RO", -2, K1),
+    read("PFCOUNT", -2, ALL),
+    write("SETBIT", 4, K1),
+    write("BITFIELD", -2, K1),
+    write("BITOP", -4, r(2, -1, 1)),
+    write("PFADD", -2, K1),
+    write("PFMERGE", -2, ALL),
+    // Geo.
+    read("GEOPOS", -2, K1),
+    read("GEODIST", -4, K1),
+    read("GEOHASH", -2, K1),
+    read("GEOSEARCH", -7, K1),
+    read("GEORADIUS_RO", -6, K1),
+    read("GEORADIUSBYMEMBER_RO", -5, K1),
+    write("GEOADD", -5, K1),
+    write("GEOSEARCHSTORE", -8, K1_2),
+    // Streams.
+    read("XRANGE", -4, K1),
+    read("XREVRANGE", -4, K1),
+    read("XLEN", 2, K1),
+    read("XPENDING", -3, K1),
+    read("XINFO", -2, K2),
+    write("XADD", -5, K1),
+    write("XDEL", -3, K1),
+    write("XTRIM", -4, K1),
+    write("XACK", -4, K1),
+    write("XCLAIM", -6, K1),
+    write("XAUTOCLAIM", -6, K1),
+    write("XGROUP", -2, K2),
+    write("XSETID", -3, K1),
+    // Pub/sub messages are not data: they need no mirroring, so they ride the read side.
+    read("PUBLISH", 3, NO),
+    read("SPUBLISH", 3, NO),
+    read("TIME", 1, NO).rand(),
+    // Connection state lives in the proxy.
+    local("PING", -1),
+    local("ECHO", 2),
+    local("QUIT", -1),
+    local("AUTH", -2),
+    local("HELLO", -1),
+    local("SELECT", 2),
+    local("CLIENT", -2),
+    local("COMMAND", -1),
+    local("INFO", -1),
+    reject(
+        "RESET",
+        1,
+        "would reset connection state the proxy keeps; reconnect instead",
+    ),
+    reject("MULTI", 1, TX),
+    reject("EXEC", 1, TX),
+    reject("DISCARD", 1, TX),
+    reject("WATCH", -2, TX),
+    reject("UNWATCH", 1, TX),
+    reject("EVAL", -3, SCRIPTS),
+    reject("EVALSHA", -3, SCRIPTS),
+    reject("EVAL_RO", -3, SCRIPTS),
+    reject("EVALSHA_RO", -3, SCRIPTS),
+    reject("FCALL", -3, SCRIPTS),
+    reject("FCALL_RO", -3, SCRIPTS),
+    reject("SCRIPT", -2, SCRIPTS),
+    reject("FUNCTION", -2, SCRIPTS),
+    reject("BLPOP", -3, BLOCKING),
+    reject("BRPOP", -3, BLOCKING),
+    reject("BLMOVE", 6, BLOCKING),
+    reject("BRPOPLPUSH", 4, BLOCKING),
+    reject("BZPOPMIN", -3, BLOCKING),
+    reject("BZPOPMAX", -3, BLOCKING),
+    reject("BLMPOP", -5, BLOCKING),
+    reject("BZMPOP", -5, BLOCKING),
+    // May block, and their keys follow STREAMS where no static spec can find them.
+    reject("XREAD", -4, BLOCKING),
+    reject("XREADGROUP", -7, BLOCKING),
+    reject("SUBSCRIBE", -2, SUBSCRIBE),
+    reject("PSUBSCRIBE", -2, SUBSCRIBE),
+    reject("SSUBSCRIBE", -2, SUBSCRIBE),
+    reject("UNSUBSCRIBE", -1, SUBSCRIBE),
+    reject("PUNSUBSCRIBE", -1, SUBSCRIBE),
+    reject("SUNSUBSCRIBE", -1, SUBSCRIBE),
+    reject("PUBSUB", -2, SUBSCRIBE),
+    reject("MONITOR", 1, SUBSCRIBE),
+    reject("FLUSHALL", -1, BYPASS),
+    reject("FLUSHDB", -1, BYPASS),
+    reject("SWAPDB", 3, BYPASS),
+    reject("MOVE", 3, BYPASS),
+    reject("MIGRATE", -6, BYPASS),
+    reject("RESTORE-ASKING", -4, BYPASS),
+    reject("KEYS", 2, KEYSPACE),
+    reject("SCAN", -2, KEYSPACE),
+    reject("RANDOMKEY", 1, KEYSPACE),
+    reject("DBSIZE", 1, KEYSPACE),
+    reject("SORT", -2, "can STORE its result; use SORT_RO"),
+    reject(
+        "GEORADIUS",
+        -6,
+        "may STORE its result; use GEOSEARCH or GEOSEARCHSTORE",
+    ),
+    reject(
+        "GEORADIUSBYMEMBER",
+        -5,
+        "may STORE its result; use GEOSEARCH or GEOSEARCHSTORE",
+    ),
+    reject("CONFIG", -2, ADMIN),
+    reject("SHUTDOWN", -1, ADMIN),
+    reject("DEBUG", -2, ADMIN),
+    reject("SAVE", 1, ADMIN),
+    reject("BGSAVE", -1, ADMIN),
+    reject("BGREWRITEAOF", 1, ADMIN),
+    reject("LASTSAVE", 1, ADMIN),
+    reject("REPLICAOF", 3, ADMIN),
+    reject("SLAVEOF", 3, ADMIN),
+    reject("CLUSTER", -2, ADMIN),
+    reject("ASKING", 1, ADMIN),
+    reject("READONLY", 1, ADMIN),
+    reject("READWRITE", 1, ADMIN),
+    reject("SYNC", 1, ADMIN),
+    reject("PSYNC", -3, ADMIN),
+    reject("REPLCONF", -1, ADMIN),
+    reject("WAIT", 3, ADMIN),
+    // 7.2; absent from 7.0 but harmless to know.
+    reject("WAITAOF", 4, ADMIN),
+    reject("ACL", -2, ADMIN),
+    reject("SLOWLOG", -2, ADMIN),
+    reject("LATENCY", -2, ADMIN),
+    reject("MODULE", -2, ADMIN),
+    reject("FAILOVER", -1, ADMIN),
+    reject("ROLE", 1, ADMIN),
+    reject("LOLWUT", -1, ADMIN),
+    reject("PFDEBUG", 3, ADMIN),
+    reject("PFSELFTEST", 1, ADMIN),
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proxy::command::lookup;
+    use bytes::Bytes;
+
+    fn get(name: &str) -> &'static Spec {
+        lookup(name.as_bytes()).unwrap_or_else(|| panic!("{name} missing from the table"))
+    }
+
+    #[test]
+    fn commands_are_classified_as_specified() {
+        let cases: &[(Class, &str)] = &[
+            (
+                Class::Read,
+                "GET MGET EXISTS STRLEN GETRANGE SUBSTR TYPE TTL PTTL EXPIRETIME PEXPIRETIME HGET HMGET \
+                 HGETALL HKEYS HVALS HLEN HEXISTS HSTRLEN HSCAN SSCAN ZSCAN HRANDFIELD LLEN LRANGE LINDEX \
+                 LPOS SCARD SISMEMBER SMISMEMBER SMEMBERS SRANDMEMBER SINTER SUNION SDIFF SINTERCARD ZCARD \
+                 ZSCORE ZMSCORE ZRANGE ZRANGEBYSCORE ZRANGEBYLEX ZREVRANGE ZREVRANGEBYSCORE ZREVRANGEBYLEX \
+                 ZRANK ZREVRANK ZCOUNT ZLEXCOUNT ZRANDMEMBER ZUNION ZINTER ZDIFF ZINTERCARD GETBIT BITCOUNT \
+                 BITPOS BITFIELD_RO XRANGE XREVRANGE XLEN XPENDING XINFO PFCOUNT GEOPOS GEODIST GEOHASH \
+                 GEOSEARCH GEORADIUS_RO GEORADIUSBYMEMBER_RO OBJECT MEMORY DUMP LCS SORT_RO TIME PUBLISH \
+                 SPUBLISH TOUCH",
+            ),
+            (
+                Class::Write,
+                "SET SETNX SETEX PSETEX GETSET GETDEL GETEX APPEND INCR DECR INCRBY DECRBY INCRBYFLOAT \
+                 SETRANGE MSET MSETNX DEL UNLINK EXPIRE PEXPIRE EXPIREAT PEXPIREAT PERSIST RENAME RENAMENX \
+                 COPY HSET HSETNX HMSET HDEL HINCRBY HINCRBYFLOAT LPUSH RPUSH LPUSHX RPUSHX LPOP RPOP LSET \
+                 LREM LTRIM LINSERT LMOVE RPOPLPUSH LMPOP SADD SREM SPOP SMOVE SINTERSTORE SUNIONSTORE \
+                 SDIFFSTORE ZADD ZINCRBY ZREM ZREMRANGEBYSCORE ZREMRANGEBYRANK ZREMRANGEBYLEX ZPOPMIN \
+                 ZPOPMAX ZMPOP ZUNIONSTORE ZINTERSTORE ZDIFFSTORE ZRANGESTORE SETBIT BITFIELD BITOP PFADD \
+                 PFMERGE GEOADD GEOSEARCHSTORE RESTORE XADD XDEL XTRIM XACK XCLAIM XAUTOCLAIM XGROUP XSETID",
+            ),
+            (
+                Class::Local,
+                "PING ECHO QUIT AUTH HELLO SELECT CLIENT COMMAND INFO",
+            ),
+        ];
+        for (class, names) in cases {
+            for name in names.split_whitespace() {
+                assert_eq!(get(name).class, *class, "{name}");
+            }
+        }
+        let rejected = "RESET MULTI EXEC DISCARD WATCH UNWATCH EVAL EVALSHA EVAL_RO EVALSHA_RO FCALL FCALL_RO \
+             SCRIPT FUNCTION BLPOP BRPOP BLMOVE BRPOPLPUSH BZPOPMIN BZPOPMAX BLMPOP BZMPOP XREAD XREADGROUP \
+             SUBSCRIBE PSUBSCRIBE SSUBSCRIBE UNSUBSCRIBE PUNSUBSCRIBE SUNSUBSCRIBE PUBSUB MONITOR FLUSHALL \
+             FLUSHDB SWAPDB MOVE MIGRATE KEYS SCAN RANDOMKEY DBSIZE CONFIG SHUTDOWN DEBUG SAVE BGSAVE \
+             BGREWRITEAOF LASTSAVE REPLICAOF SLAVEOF CLUSTER READONLY READWRITE SYNC PSYNC WAIT ACL SLOWLOG \
+             LATENCY MODULE FAILOVER ROLE LOLWUT SORT GEORADIUS GEORADIUSBYMEMBER";
+        for name in rejected.split_whitespace() {
+            assert!(
+                matches!(get(name).class, Class::Reject(why) if !why.is_empty()),
+                "{name}"
+            );
+        }
+        assert_eq!(get("MULTI").class, Class::Reject(TX));
+    }
+
+    #[test]
+    fn merges_and_reply_flags_are_as_specified() {
+        let merged: Vec<_> = TABLE
+            .iter()
+            .filter(|s| s.merge != Merge::None)
+            .map(|s| (s.name, s.merge))
+            .collect();
+        let want = [
+            ("MGET", Merge::Array),
+            ("MSET", Merge::AllOk),
+            ("EXISTS", Merge::Sum),
+            ("TOUCH", Merge::Sum),
+            ("DEL", Merge::Sum),
+            ("UNLINK", Merge::Sum),
+        ];
+        assert_eq!(merged.len(), want.len(), "{merged:?}");
+        for w in want {
+            assert!(merged.contains(&w), "{w:?}");
+        }
+        assert_eq!(
+            (
+                get("MSET").key_stride,
+                get("MSETNX").key_stride,
+                get("MSETNX").merge
+            ),
+            (2, 2, Merge::None)
+        );
+        let flagged =
+            |f: fn(&Spec) -> bool| -> Vec<&str> { TABLE.iter().filter(|s| f(s)).map(|s| s.name).collect() };
+        assert_eq!(flagged(|s| s.ttl), ["TTL", "PTTL"]);
+        for name in "SMEMBERS SINTER SUNION SDIFF HGETALL HKEYS HVALS".split_whitespace() {
+            assert!(get(name).unordered, "{name}");
+        }
+        let random = "DUMP OBJECT MEMORY HRANDFIELD HSCAN SSCAN ZSCAN SRANDMEMBER SPOP ZRANDMEMBER TIME";
+        for name in random.split_whitespace() {
+            assert!(get(name).random, "{name}");
+        }
+        assert!(!get("GET").random && !get("GET").unordered && !get("GET").ttl);
+    }
+
+    #[test]
+    fn split_commands_step_by_their_stride() {
+        for s in TABLE.iter().filter(|s| s.merge != Merge::None) {
+            assert!(
+                matches!(s.keys, KeySpec::Range { first: 1, last: -1, step } if step == s.key_stride),
+                "{}",
+                s.name
+            );
+        }
+        for s in TABLE {
+            assert!(s.key_stride >= 1, "{}", s.name);
+            if let KeySpec::Range { step, .. } = s.keys {
+                assert_eq!(step, s.key_stride, "{}", s.name);
+            }
+        }
+    }
+    /// A throwaway `redis-server` on a free loopback port, killed on drop.
+    struct Server {
+        child: std::process::Child,
+        port: u16,
+        _dir: tempfile::TempDir,
+    }
+
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    fn start_server() -> Option<(Server, redis::Connection)> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port();
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(std::process::Stdio::null())
+            .spawn();
+        let child = match child {
+            Ok(child) => child,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                eprintln!("redis-server not installed: skipping the live COMMAND check");
+                return None;
+            }
+            Err(e) => panic!("redis-server: {e}"),
+        };
+        let server = Server {
+            child,
+            port,
+            _dir: dir,
+        };
+        let client = redis::Client::open(format!("redis://127.0.0.1:{}/", server.port)).expect("client");
+        for _ in 0..100 {
+            if let Ok(mut con) = client.get_connection()
+                && redis::cmd("PING").query::<String>(&mut con).is_ok()
+            {
+                return Some((server, con));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("redis-server on port {} did not come up", server.port);
+    }
+
+    /// An argv exercising `spec`'s keys: every arg is unique ("a<i>") so keys can be told apart by value.
+    fn sample(spec: &Spec) -> Option<Vec<String>> {
+        let fixed: &[&str] = match spec.name {
+            "XINFO" => &["STREAM"],
+            "OBJECT" => &["ENCODING"],
+            "MEMORY" => &["USAGE"],
+            "XGROUP" => &["CREATE"],
+            _ => &[],
+        };
+        let min = spec.arity.unsigned_abs() as usize;
+        let mut out: Vec<String> = vec![spec.name.to_string()];
+        out.extend(fixed.iter().map(|s| s.to_string()));
+        match spec.keys {
+            // Enough plain args for the arity, to hear the server say there are no keys.
+            KeySpec::None => {}
+            KeySpec::Range { first, last, step } => {
+                let len = if last < 0 {
+                    first + 3 * step
+                } else {
+                    last as usize + 1
+                };
+                while out.len() < len.max(min) {
+                    out.push(format!("a{}", out.len()));
+                }
+            }
+            KeySpec::NumKeys { numkeys_at, dest } => {
+                if dest {
+                    out.push("a1".into());
+                }
+                assert_eq!(out.len(), numkeys_at, "{}", spec.name);
+                out.push("2".into());
+                out.extend(["k1".into(), "k2".into()]);
+            }
+        }
+        // XGROUP CREATE key group id: pad past the subcommand's own arity.
+        while out.len() < min.max(if spec.name == "XGROUP" { 5 } else { 0 }) {
+            out.push(format!("a{}", out.len()));
+        }
+        // COMMAND GETKEYS needs the name plus at least one arg.
+        (out.len() > 1).then_some(out)
+    }
+
+    #[test]
+    fn table_agrees_with_a_live_redis() {
+        let Some((_server, mut con)) = start_server() else {
+            return;
+        };
+        let mut problems = Vec::new();
+
+        // Completeness: every top-level command of the running server is classified.
+        let names: Vec<String> = redis::cmd("COMMAND")
+            .arg("LIST")
+            .query(&mut con)
+            .expect("COMMAND LIST");
+        for name in names.iter().filter(|n| !n.contains('|')) {
+            if lookup(name.as_bytes()).is_none() {
+                problems.push(format!("{name}: not in the table"));
+            }
+        }
+
+        let mut checked = 0;
+        for spec in TABLE {
+            let info: Vec<redis::Value> = redis::cmd("COMMAND")
+                .arg("INFO")
+                .arg(spec.name)
+                .query(&mut con)
+                .expect("COMMAND INFO");
+            let Some(redis::Value::Array(info)) = info.into_iter().next() else {
+                continue; // Newer than the installed server (WAITAOF).
+            };
+            let arity: i64 = redis::from_redis_value_ref(&info[1]).expect("arity");
+            if arity != i64::from(spec.arity) {
+                problems.push(format!(
+                    "{}: arity {} but server says {arity}",
+                    spec.name, spec.arity
+                ));
+            }
+            let flags: Vec<String> = redis::from_redis_value_ref(&info[2]).expect("flags");
+            let has = |f: &str| flags.iter().any(|g| g == f);
+            let is_container = matches!(
+                spec.keys,
+                KeySpec::Range {
+                    first: 2,
+                    last: 2,
+                    ..
+                }
+            );
+            match spec.class {
+                Class::Write if !has("write") && !is_container => {
+                    problems.push(format!("{}: not write", spec.name))
+                }
+                Class::Read if has("write") => problems.push(format!("{}: server says write", spec.name)),
+                _ => {}
+            }
+            if matches!(spec.class, Class::Reject(_) | Class::Local) {
+                continue;
+            }
+            let Some(argv) = sample(spec) else { continue };
+            let bytes: Vec<Bytes> = argv.iter().map(|a| Bytes::from(a.clone())).collect();
+            let ours: Vec<&str> = spec
+                .key_indices(bytes.len(), &bytes)
+                .iter()
+                .map(|&i| argv[i].as_str())
+                .collect();
+            let theirs: redis::RedisResult<Vec<String>> =
+                redis::cmd("COMMAND").arg("GETKEYS").arg(&argv).query(&mut con);
+            match theirs {
+                Ok(theirs) if theirs == ours => checked += 1,
+                Err(e) if ours.is_empty() && e.to_string().contains("no key arguments") => checked += 1,
+                Ok(theirs) => problems.push(format!("{argv:?}: ours {ours:?}, server {theirs:?}")),
+                Err(e) => problems.push(format!("{argv:?}: GETKEYS failed: {e}")),
+            }
+        }
+        assert!(problems.is_empty(), "{problems:#?}");
+        assert!(checked >= 40, "only {checked} commands checked against GETKEYS");
+    }
+}
