@@ -114,4 +114,19 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t)]
         format: Format,
     },
+    /// Run the RESP proxy: applications connect here instead of the old Redis for the length of
+    /// the migration; every command is routed by the phase in the flag file (hot-reloaded).
+    Proxy {
+        /// The plan file.
+        plan: PathBuf,
+        /// Address to listen on for clients.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:6400")]
+        listen: String,
+        /// This proxy's id in reports (default: hostname:port).
+        #[arg(long, value_name = "ID")]
+        id: Option<String>,
+        /// Address for /metrics (Prometheus) and /status (JSON); off unless given.
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<String>,
+    },
 }

@@ -11,7 +11,10 @@ use crate::keys::RESERVED_PREFIX;
 
 /// The hash that holds every proxy's report for `migration`.
 pub fn reports_key(migration: &str) -> String {
-    format!("{}{{{migration}}}:proxies", String::from_utf8_lossy(RESERVED_PREFIX))
+    format!(
+        "{}{{{migration}}}:proxies",
+        String::from_utf8_lossy(RESERVED_PREFIX)
+    )
 }
 
 /// Where a proxy stands in the primary-switch fence (design §4).
@@ -67,7 +70,9 @@ impl Counters {
             mirror_ok: self.mirror_ok.saturating_sub(base.mirror_ok),
             mirror_errors: self.mirror_errors.saturating_sub(base.mirror_errors),
             mirror_overflow: self.mirror_overflow.saturating_sub(base.mirror_overflow),
-            sync_mirror_failures: self.sync_mirror_failures.saturating_sub(base.sync_mirror_failures),
+            sync_mirror_failures: self
+                .sync_mirror_failures
+                .saturating_sub(base.sync_mirror_failures),
             shadow_samples: self.shadow_samples.saturating_sub(base.shadow_samples),
             shadow_mismatches: self.shadow_mismatches.saturating_sub(base.shadow_mismatches),
             shadow_skipped: self.shadow_skipped.saturating_sub(base.shadow_skipped),
@@ -159,9 +164,8 @@ pub async fn write(
     report: &ProxyReport,
 ) -> redis::RedisResult<()> {
     let key = reports_key(migration);
-    let json = serde_json::to_string(report).map_err(|e| {
-        redis::RedisError::from((redis::ErrorKind::Client, "report encoding", e.to_string()))
-    })?;
+    let json = serde_json::to_string(report)
+        .map_err(|e| redis::RedisError::from((redis::ErrorKind::Client, "report encoding", e.to_string())))?;
     let mut hset = redis::cmd("HSET");
     hset.arg(&key).arg(&report.id).arg(json);
     router.query(key.as_bytes(), hset).await?;

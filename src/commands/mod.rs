@@ -3,6 +3,7 @@
 mod action;
 mod advance;
 mod plan;
+mod proxy;
 mod rollback;
 mod status;
 mod step;
@@ -66,6 +67,12 @@ pub fn execute(command: Command) -> Result<u8> {
             yes,
             format,
         } => rollback::run(&plan, phase, dry_run, yes, format),
+        Command::Proxy {
+            plan,
+            listen,
+            id,
+            metrics,
+        } => proxy::run(&plan, listen, id, metrics),
     }
 }
 

@@ -115,7 +115,10 @@ impl Backend {
     /// Sends one request for `slot` and returns its reply.
     pub async fn request(&self, raw: Bytes, slot: Option<u16>) -> Reply {
         let mut replies = self.send(vec![Unit::one(raw, slot)]).await;
-        replies.pop().and_then(|mut r| r.pop()).unwrap_or_else(|| Reply::error("ERR cachemig: no reply"))
+        replies
+            .pop()
+            .and_then(|mut r| r.pop())
+            .unwrap_or_else(|| Reply::error("ERR cachemig: no reply"))
     }
 }
 
@@ -146,7 +149,6 @@ impl SlotMap {
             loaded_at: Instant::now(),
         }
     }
-
 }
 
 struct Cluster {
@@ -175,7 +177,9 @@ fn redirect(reply: &Reply) -> Redirect {
     let mut words = text.split(' ');
     match words.next() {
         Some("MOVED") => Redirect::Moved,
-        Some("ASK") => words.nth(1).map_or(Redirect::None, |a| Redirect::Ask(a.to_string())),
+        Some("ASK") => words
+            .nth(1)
+            .map_or(Redirect::None, |a| Redirect::Ask(a.to_string())),
         Some("TRYAGAIN" | "CLUSTERDOWN" | "LOADING") => Redirect::Wait,
         _ => Redirect::None,
     }
@@ -196,12 +200,22 @@ impl Cluster {
         if self.map.read().await.loaded_at > seen {
             return Ok(());
         }
-        let mut candidates: Vec<String> = self.map.read().await.nodes.iter().map(|n| n.addr().to_string()).collect();
+        let mut candidates: Vec<String> = self
+            .map
+            .read()
+            .await
+            .nodes
+            .iter()
+            .map(|n| n.addr().to_string())
+            .collect();
         candidates.extend(self.seeds.iter().cloned());
         let mut last = None;
         for addr in candidates {
             let conn = self.conn(&addr).await;
-            let reply = conn.send(vec![encode_request(&["CLUSTER", "SLOTS"])]).await.remove(0);
+            let reply = conn
+                .send(vec![encode_request(&["CLUSTER", "SLOTS"])])
+                .await
+                .remove(0);
             match self.map_from(&reply, &addr).await {
                 Ok(map) => {
                     *self.map.write().await = Arc::new(map);
@@ -290,14 +304,22 @@ impl Cluster {
                 }
                 _ => out.push((
                     i,
-                    vec![Reply::error("CLUSTERDOWN cachemig: the slot is not served by any master"); units[i].count],
+                    vec![
+                        Reply::error("CLUSTERDOWN cachemig: the slot is not served by any master");
+                        units[i].count
+                    ],
                 )),
             }
         }
         let batches = by_node.into_iter().map(|(node, members)| {
             let conn = map.nodes[node].clone();
             let chosen: Vec<Unit> = members.iter().map(|&i| units[i].clone()).collect();
-            async move { members.into_iter().zip(send_node(&conn, chosen).await).collect::<Vec<_>>() }
+            async move {
+                members
+                    .into_iter()
+                    .zip(send_node(&conn, chosen).await)
+                    .collect::<Vec<_>>()
+            }
         });
         for batch in join_all(batches).await {
             out.extend(batch);
@@ -322,9 +344,17 @@ mod tests {
 
     #[test]
     fn redirects_are_recognised() {
-        assert!(matches!(redirect(&Reply::error("MOVED 3999 127.0.0.1:6381")), Redirect::Moved));
-        assert!(matches!(redirect(&Reply::error("ASK 3999 127.0.0.1:6381")), Redirect::Ask(a) if a == "127.0.0.1:6381"));
-        assert!(matches!(redirect(&Reply::error("TRYAGAIN Multiple keys")), Redirect::Wait));
+        assert!(matches!(
+            redirect(&Reply::error("MOVED 3999 127.0.0.1:6381")),
+            Redirect::Moved
+        ));
+        assert!(
+            matches!(redirect(&Reply::error("ASK 3999 127.0.0.1:6381")), Redirect::Ask(a) if a == "127.0.0.1:6381")
+        );
+        assert!(matches!(
+            redirect(&Reply::error("TRYAGAIN Multiple keys")),
+            Redirect::Wait
+        ));
         assert!(matches!(redirect(&Reply::error("ERR other")), Redirect::None));
         assert!(matches!(redirect(&Reply::ok()), Redirect::None));
     }

@@ -1,6 +1,93 @@
 //! The data plane: a RESP proxy that routes every command by the phase in the flag file.
-pub mod resp;
+//!
+//! Module map:
+//! - [`resp`]: framing of requests and replies (on `redis-protocol`);
+//! - [`command`]: the command table (read, write, local, rejected; key positions);
+//! - [`call`]: a request resolved against the table, split per slot and merged back;
+//! - [`node`], [`backend`]: multiplexed connections to a node, and a side (standalone or cluster);
+//! - [`routing`]: the applied flag-file generation, hot-reloaded;
+//! - [`client`], [`local`]: one client connection (batches, routing, fence, mirror and shadow
+//!   hooks) and the commands the proxy answers itself;
+//! - [`mirror`], [`keyconn`]: key-sync of written keys to the other side;
+//! - [`shadow`]: sampled, detached comparison of reads;
+//! - [`heartbeat`], [`metrics`], [`http`], [`hotkeys`]: reports (design §5);
+//! - [`server`]: wiring and the accept loop.
+
 pub mod backend;
-pub mod node;
+pub mod call;
+pub mod client;
+pub mod command;
+pub mod heartbeat;
+pub mod hotkeys;
+pub mod http;
 pub mod keyconn;
+pub mod local;
+pub mod metrics;
 pub mod mirror;
+pub mod node;
+pub mod resp;
+pub mod routing;
+pub mod server;
+pub mod shadow;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+pub use routing::Applied;
+pub use server::{Options, run};
+
+use crate::flags::WatchState;
+use crate::keys::KeyFilter;
+use crate::phase::Side;
+
+/// Everything the connections of one proxy share.
+pub struct Proxy {
+    /// This proxy's id in reports.
+    pub id: String,
+    /// The migration name.
+    pub migration: String,
+    /// The old Redis.
+    pub old: Arc<backend::Backend>,
+    /// The new Redis Cluster.
+    pub new: Arc<backend::Backend>,
+    /// The routing in force.
+    pub applied: watch::Receiver<Arc<Applied>>,
+    /// What the flag-file watcher last saw (errors included).
+    pub flag: watch::Receiver<WatchState>,
+    /// Key-sync of written keys.
+    pub mirror: Arc<mirror::Mirror>,
+    /// Shadow reads.
+    pub shadow: Arc<shadow::Shadow>,
+    /// Metrics.
+    pub metrics: Arc<metrics::Metrics>,
+    /// Hot keys.
+    pub hot: hotkeys::HotKeys,
+    /// The password clients must AUTH with, if any.
+    pub password: Option<String>,
+    /// Which keys migrate: others stay on old in every phase and are never mirrored.
+    pub filter: KeyFilter,
+    /// `[dual_write] sync_timeout_ms`.
+    pub sync_timeout: Duration,
+    /// `[dual_write] reverse_mirror`.
+    pub reverse_mirror: bool,
+    /// Write segments sent but not yet mirrored: the fence is acknowledged only at zero.
+    pub writes_in_flight: AtomicUsize,
+}
+
+impl Proxy {
+    /// The routing in force now.
+    pub fn applied(&self) -> Arc<Applied> {
+        self.applied.borrow().clone()
+    }
+
+    /// The backend of `side`.
+    pub fn backend(&self, side: Side) -> Arc<backend::Backend> {
+        match side {
+            Side::Old => self.old.clone(),
+            Side::New => self.new.clone(),
+        }
+    }
+}

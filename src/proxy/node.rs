@@ -90,7 +90,15 @@ impl NodeConn {
     /// `count` replies.
     pub async fn send_counted(&self, requests: Vec<Bytes>, count: usize) -> Vec<Reply> {
         let (tx, rx) = oneshot::channel();
-        if self.jobs.send(Job { requests, count, reply: tx }).is_err() {
+        if self
+            .jobs
+            .send(Job {
+                requests,
+                count,
+                reply: tx,
+            })
+            .is_err()
+        {
             return failed(count, "the proxy is shutting down");
         }
         rx.await.unwrap_or_else(|_| {

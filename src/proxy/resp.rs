@@ -40,7 +40,8 @@ pub fn next_request(buf: &mut BytesMut, max_bulk: usize) -> Result<Option<Reques
             return Ok(None);
         }
         check_sizes(buf, max_bulk)?;
-        let Some((frame, _, raw)) = decode_bytes_mut(buf).map_err(|e| ProtocolError(e.details().to_string()))?
+        let Some((frame, _, raw)) =
+            decode_bytes_mut(buf).map_err(|e| ProtocolError(e.details().to_string()))?
         else {
             return Ok(None);
         };
@@ -109,9 +110,12 @@ fn header(buf: &[u8], at: usize) -> Result<Option<(i64, usize)>, ProtocolError> 
         };
     };
     let text = std::str::from_utf8(&line[..end]).ok();
-    let n = text
-        .and_then(|t| t.parse::<i64>().ok())
-        .ok_or_else(|| ProtocolError(format!("invalid length {:?}", String::from_utf8_lossy(&line[..end]))))?;
+    let n = text.and_then(|t| t.parse::<i64>().ok()).ok_or_else(|| {
+        ProtocolError(format!(
+            "invalid length {:?}",
+            String::from_utf8_lossy(&line[..end])
+        ))
+    })?;
     Ok(Some((n, at + 1 + end + 2)))
 }
 

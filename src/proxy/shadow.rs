@@ -68,13 +68,17 @@ impl Shadow {
             let _permit = permit;
             let verdict = tokio::time::timeout(timeout, me.compare(&call, primary, &read, &shadow)).await;
             match verdict {
-                Ok(Some(true)) => me.metrics.shadow_samples.inc(),
+                Ok(Some(true)) => {
+                    me.metrics.shadow_samples.inc();
+                }
                 Ok(Some(false)) => {
                     me.metrics.shadow_samples.inc();
                     me.metrics.shadow_mismatches.inc();
                     me.log(&call);
                 }
-                Ok(None) | Err(_) => me.metrics.shadow_skipped.inc(),
+                Ok(None) | Err(_) => {
+                    me.metrics.shadow_skipped.inc();
+                }
             }
         });
     }

@@ -63,7 +63,10 @@ fn replies_keep_wire_bytes_and_errors_stay_one_line() {
     let mut buf = BytesMut::from(&b"-MOVED 1 127.0.0.1:7000\r\n:3\r\n"[..]);
     let moved = Reply::decode(&mut buf).unwrap().unwrap();
     assert_eq!(moved.error_text(), Some("MOVED 1 127.0.0.1:7000"));
-    assert_eq!(Reply::decode(&mut buf).unwrap().unwrap().raw, Bytes::from(":3\r\n"));
+    assert_eq!(
+        Reply::decode(&mut buf).unwrap().unwrap().raw,
+        Bytes::from(":3\r\n")
+    );
     assert_eq!(Reply::error("ERR a\r\nb").raw, Bytes::from("-ERR a  b\r\n"));
 }
 

@@ -1,0 +1,21 @@
+//! `cachemig proxy PLAN [--listen ADDR] [--id ID] [--metrics ADDR]`.
+
+use std::path::Path;
+
+use crate::error::{EXIT_OK, Result};
+use crate::plan::Plan;
+use crate::proxy::{self, Options};
+
+/// Loads the plan and runs the proxy until Ctrl-C (or SIGTERM via the service manager).
+pub fn run(path: &Path, listen: String, id: Option<String>, metrics: Option<String>) -> Result<u8> {
+    let plan = Plan::load(path)?;
+    let options = Options {
+        listen,
+        id,
+        metrics,
+        password: None,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(proxy::run(plan, options))?;
+    Ok(EXIT_OK)
+}
