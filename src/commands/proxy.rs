@@ -9,6 +9,12 @@ use crate::proxy::{self, Options};
 /// Loads the plan and runs the proxy until Ctrl-C (or SIGTERM via the service manager).
 pub fn run(path: &Path, listen: String, id: Option<String>, metrics: Option<String>) -> Result<u8> {
     let plan = Plan::load(path)?;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
     let options = Options {
         listen,
         id,

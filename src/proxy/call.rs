@@ -85,7 +85,10 @@ impl Call {
     /// The client's reply from the units' replies.
     pub fn merge(&self, shape: &Shape, mut parts: Vec<Vec<Reply>>) -> Reply {
         let Shape::Split(groups) = shape else {
-            return parts.pop().and_then(|mut r| r.pop()).unwrap_or_else(|| Reply::error("ERR cachemig: no reply"));
+            return parts
+                .pop()
+                .and_then(|mut r| r.pop())
+                .unwrap_or_else(|| Reply::error("ERR cachemig: no reply"));
         };
         let replies: Vec<Reply> = parts.into_iter().filter_map(|mut r| r.pop()).collect();
         if let Some(err) = replies.iter().find(|r| r.is_error()) {

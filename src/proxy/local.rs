@@ -22,13 +22,18 @@ pub struct Session {
 /// Answers a local command.
 pub fn answer(proxy: &Proxy, session: &mut Session, args: &[Bytes]) -> Reply {
     let name = String::from_utf8_lossy(&args[0]).to_ascii_uppercase();
-    let arg = |i: usize| args.get(i).map(|a| String::from_utf8_lossy(a).to_ascii_uppercase());
+    let arg = |i: usize| {
+        args.get(i)
+            .map(|a| String::from_utf8_lossy(a).to_ascii_uppercase())
+    };
     match name.as_str() {
         "PING" => match args.get(1) {
             Some(msg) => bulk(msg.clone()),
             None => Reply::simple("PONG"),
         },
-        "ECHO" => args.get(1).map_or_else(|| wrong_args("echo"), |m| bulk(m.clone())),
+        "ECHO" => args
+            .get(1)
+            .map_or_else(|| wrong_args("echo"), |m| bulk(m.clone())),
         "QUIT" => {
             session.quit = true;
             Reply::ok()
@@ -114,7 +119,9 @@ fn hello(proxy: &Proxy, session: &mut Session, args: &[Bytes]) -> Reply {
         }
     }
     if !session.authed {
-        return Reply::error("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time");
+        return Reply::error(
+            "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time",
+        );
     }
     let pairs: Vec<(&str, BytesFrame)> = vec![
         ("server", text("cachemig")),
@@ -145,7 +152,9 @@ fn client(session: &mut Session, sub: Option<&str>, args: &[Bytes]) -> Reply {
             .clone()
             .map_or_else(|| Reply::from_frame(BytesFrame::Null), bulk),
         Some("ID") => Reply::integer(session.id as i64),
-        Some(other) => Reply::error(format!("ERR cachemig: CLIENT {other} is not supported by the proxy")),
+        Some(other) => Reply::error(format!(
+            "ERR cachemig: CLIENT {other} is not supported by the proxy"
+        )),
         None => wrong_args("client"),
     }
 }

@@ -46,7 +46,10 @@ impl Applied {
 
 /// Follows the watcher: publishes a new [`Applied`] whenever the applied generation changes, and
 /// counts flag-file errors (the last good routing stays in force while they last).
-pub fn follow(mut flags: watch::Receiver<WatchState>, metrics: Arc<Metrics>) -> watch::Receiver<Arc<Applied>> {
+pub fn follow(
+    mut flags: watch::Receiver<WatchState>,
+    metrics: Arc<Metrics>,
+) -> watch::Receiver<Arc<Applied>> {
     let first = Applied::from_state(&flags.borrow_and_update(), &metrics);
     metrics.applied_generation.set(first.generation as i64);
     let (tx, rx) = watch::channel(Arc::new(first));

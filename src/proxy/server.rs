@@ -47,7 +47,10 @@ pub async fn run(plan: Plan, options: Options) -> Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", options.listen))?;
     let local = listener.local_addr()?;
-    let id = options.id.clone().unwrap_or_else(|| format!("{}:{}", hostname(), local.port()));
+    let id = options
+        .id
+        .clone()
+        .unwrap_or_else(|| format!("{}:{}", hostname(), local.port()));
     let metrics = Arc::new(Metrics::new(&id, &plan.name));
     let errors: Arc<dyn ErrorSink> = metrics.clone();
     let source_is_cluster = is_cluster(&plan).await?;
@@ -63,7 +66,12 @@ pub async fn run(plan: Plan, options: Options) -> Result<()> {
     )?;
     let flag = watcher.subscribe();
     let applied = routing::follow(watcher.subscribe(), metrics.clone());
-    let mirror = Mirror::new(plan.dual_write.queue_capacity as usize, old.clone(), new.clone(), metrics.clone());
+    let mirror = Mirror::new(
+        plan.dual_write.queue_capacity as usize,
+        old.clone(),
+        new.clone(),
+        metrics.clone(),
+    );
     mirror.start();
     let proxy = Arc::new(Proxy {
         id: id.clone(),
@@ -87,7 +95,10 @@ pub async fn run(plan: Plan, options: Options) -> Result<()> {
         let http = TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen for metrics on {addr}"))?;
-        eprintln!("cachemig proxy {id}: metrics on http://{}/metrics", http.local_addr()?);
+        eprintln!(
+            "cachemig proxy {id}: metrics on http://{}/metrics",
+            http.local_addr()?
+        );
         tokio::spawn(http::serve(http, proxy.clone()));
     }
     let applied = proxy.applied();

@@ -138,7 +138,11 @@ fn ttl_close(name: &[u8], x: i64, y: i64) -> bool {
     if x < 0 || y < 0 {
         return x == y;
     }
-    let unit = if name.eq_ignore_ascii_case(b"PTTL") { 1000 } else { 1 };
+    let unit = if name.eq_ignore_ascii_case(b"PTTL") {
+        1000
+    } else {
+        1
+    };
     let tolerance = (x.max(y) / 100).max(unit);
     (x - y).abs() <= tolerance
 }

@@ -2,6 +2,7 @@
 //! Test harness shared by the integration tests: real `redis-server` processes on free loopback
 //! ports in temporary directories (killed on drop), and the real `cachemig` binary.
 
+pub mod proxy;
 pub mod sandbox;
 
 use std::collections::BTreeSet;
@@ -492,6 +493,17 @@ impl Cachemig {
         self.cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
+            .spawn()
+            .expect("cannot run cachemig")
+    }
+
+    /// Starts the binary in the background with stdout and stderr appended to `log` (a file,
+    /// so a long-running process never blocks on a full pipe).
+    pub fn spawn_logged(mut self, log: &Path) -> Child {
+        let file = std::fs::File::create(log).unwrap();
+        self.cmd
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
             .spawn()
             .expect("cannot run cachemig")
     }

@@ -101,6 +101,11 @@ impl Sandbox {
         self.write();
     }
 
+    /// Environment variables the plan needs (password variables).
+    pub fn env(&self) -> &[(String, String)] {
+        &self.env
+    }
+
     /// The plan file.
     pub fn plan(&self) -> &Path {
         &self.plan

@@ -1,0 +1,149 @@
+//! A running `cachemig proxy` for integration tests, and a way to put a phase in force by
+//! writing the flag file directly (what `advance` would write, without its gates).
+
+use std::path::{Path, PathBuf};
+use std::process::Child;
+use std::time::Duration;
+
+use cachemig::flags::{FlagFile, ShadowRead, write_atomic};
+use cachemig::phase::Catalog;
+
+use super::sandbox::Sandbox;
+use super::{Cachemig, START_TIMEOUT, free_port, wait_for};
+
+/// A proxy process on a free loopback port, killed on drop.
+pub struct ProxyProcess {
+    child: Child,
+    /// The client port.
+    pub port: u16,
+    /// The /metrics and /status port.
+    pub metrics_port: u16,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl ProxyProcess {
+    /// Starts `cachemig proxy` on the sandbox's plan with id `id` and waits until it accepts.
+    pub fn start(sandbox: &Sandbox, id: &str) -> ProxyProcess {
+        ProxyProcess::start_with_env(sandbox, id, &[])
+    }
+
+    /// Same, with extra environment variables.
+    pub fn start_with_env(sandbox: &Sandbox, id: &str, env: &[(&str, &str)]) -> ProxyProcess {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("proxy.log");
+        let (port, metrics_port) = (free_port(), free_port());
+        let mut cmd = Cachemig::new().arg("proxy").arg(sandbox.plan()).args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--id",
+            id,
+            "--metrics",
+            &format!("127.0.0.1:{metrics_port}"),
+        ]);
+        for (k, v) in sandbox
+            .env()
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .chain(env.iter().copied())
+        {
+            cmd = cmd.env(k, v);
+        }
+        let child = cmd.spawn_logged(&log);
+        let mut proxy = ProxyProcess {
+            child,
+            port,
+            metrics_port,
+            log,
+            _dir: dir,
+        };
+        let ready = wait_ready(&mut proxy);
+        assert!(ready, "the proxy did not start:\n{}", proxy.log());
+        proxy
+    }
+
+    /// A connection to the proxy.
+    pub fn conn(&self) -> redis::Connection {
+        let client = redis::Client::open(format!("redis://127.0.0.1:{}/", self.port)).unwrap();
+        let conn = client
+            .get_connection_with_timeout(Duration::from_secs(5))
+            .unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        conn
+    }
+
+    /// What the proxy printed so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `GET /status` as JSON.
+    pub fn status(&self) -> serde_json::Value {
+        let body = http_get(self.metrics_port, "/status");
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("bad /status ({e}): {body}"))
+    }
+
+    /// `GET /metrics` as text.
+    pub fn metrics(&self) -> String {
+        http_get(self.metrics_port, "/metrics")
+    }
+
+    /// Waits until the proxy routes by `generation`.
+    pub fn wait_generation(&self, generation: u64) {
+        wait_for(
+            &format!("proxy at generation {generation}"),
+            Duration::from_secs(10),
+            || self.status()["generation"].as_u64() == Some(generation),
+        );
+    }
+}
+
+fn wait_ready(proxy: &mut ProxyProcess) -> bool {
+    let deadline = std::time::Instant::now() + START_TIMEOUT;
+    while std::time::Instant::now() < deadline {
+        if proxy.child.try_wait().unwrap().is_some() {
+            return false;
+        }
+        if std::net::TcpStream::connect(("127.0.0.1", proxy.port)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+impl Drop for ProxyProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A minimal HTTP/1.1 GET on loopback; the body.
+pub fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    let (_, body) = text.split_once("\r\n\r\n").unwrap_or(("", ""));
+    body.to_string()
+}
+
+/// Writes the flag file for `phase` at `generation` (5 % shadow sampling unless `rate` says
+/// otherwise), as `advance` would after its gates passed.
+pub fn set_phase(flag_path: &Path, phase: &str, generation: u64, fence: bool, rate: f64) {
+    let spec = Catalog::builtin().get(phase).expect("a catalog phase");
+    let shadow = ShadowRead {
+        sample_rate: rate,
+        timeout_ms: 1000,
+    };
+    let flag = FlagFile::new("sandbox", generation, spec, shadow, "test", fence);
+    std::fs::create_dir_all(flag_path.parent().unwrap()).unwrap();
+    write_atomic(flag_path, &flag).unwrap();
+}
