@@ -119,7 +119,8 @@ fn cross_slot_multi_key_commands_are_split_and_merged_on_the_cluster() {
     assert_eq!(sb.target.dbsize(), 1, "only the proxies' report hash is left");
     // MSETNX stays atomic: a cluster refuses it across slots, and the client sees that refusal.
     let err = redis::cmd("MSETNX").arg(&keys[0]).arg(1).arg(&keys[1]).arg(2).query::<i64>(&mut conn);
-    assert!(err.unwrap_err().to_string().contains("CROSSSLOT"));
+    let err = err.unwrap_err();
+    assert!(format!("{err:?}").to_uppercase().contains("CROSSSLOT"), "{err:?}");
 }
 
 #[test]
