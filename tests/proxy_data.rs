@@ -17,7 +17,13 @@ fn side_state(conn: &mut dyn redis::ConnectionLike, keys: &[String]) -> Vec<(Str
             let kind: String = redis::cmd("TYPE").arg(k).query(conn).unwrap();
             let value = match kind.as_str() {
                 "string" => redis::cmd("GET").arg(k).query::<String>(conn).unwrap(),
-                "list" => redis::cmd("LRANGE").arg(k).arg(0).arg(-1).query::<Vec<String>>(conn).unwrap().join(","),
+                "list" => redis::cmd("LRANGE")
+                    .arg(k)
+                    .arg(0)
+                    .arg(-1)
+                    .query::<Vec<String>>(conn)
+                    .unwrap()
+                    .join(","),
                 "hash" => {
                     let mut v: Vec<(String, String)> = redis::cmd("HGETALL").arg(k).query(conn).unwrap();
                     v.sort();
@@ -71,15 +77,25 @@ fn mirrored_writes_on_keys_never_backfilled_end_up_identical_in_async_and_sync_m
         assert_eq!(old[0].2, "105", "the INCRs ran on old");
         let mut new_conn = sb.target.cluster_conn();
         if phase == "sync-dual-write" {
-            assert_eq!(side_state(&mut new_conn, &keys), old, "sync: identical at reply time");
+            assert_eq!(
+                side_state(&mut new_conn, &keys),
+                old,
+                "sync: identical at reply time"
+            );
         } else {
             wait_for("async mirror catches up", Duration::from_secs(10), || {
                 side_state(&mut new_conn, &keys) == old
             });
         }
         let status = proxy.status();
-        assert!(status["counters_since_generation"]["mirror_ok"].as_u64().unwrap() >= 5, "{status}");
-        assert_eq!(status["counters_since_generation"]["mirror_errors"], 0, "{status}");
+        assert!(
+            status["counters_since_generation"]["mirror_ok"].as_u64().unwrap() >= 5,
+            "{status}"
+        );
+        assert_eq!(
+            status["counters_since_generation"]["mirror_errors"], 0,
+            "{status}"
+        );
     }
 }
 
@@ -91,8 +107,10 @@ fn cross_slot_multi_key_commands_are_split_and_merged_on_the_cluster() {
     proxy.wait_generation(1);
     let mut conn = proxy.conn();
     let keys: Vec<String> = (0..20).map(|i| format!("token:multi:{i}")).collect();
-    let slots: std::collections::BTreeSet<u16> =
-        keys.iter().map(|k| cachemig::cluster::key_slot(k.as_bytes())).collect();
+    let slots: std::collections::BTreeSet<u16> = keys
+        .iter()
+        .map(|k| cachemig::cluster::key_slot(k.as_bytes()))
+        .collect();
     assert!(slots.len() > 3, "the keys span several slots");
     let pairs: Vec<(String, String)> = keys.iter().map(|k| (k.clone(), format!("v-{k}"))).collect();
     let _: () = conn.mset(&pairs).unwrap();
@@ -118,7 +136,12 @@ fn cross_slot_multi_key_commands_are_split_and_merged_on_the_cluster() {
     assert_eq!(unlinked, 10);
     assert_eq!(sb.target.dbsize(), 1, "only the proxies' report hash is left");
     // MSETNX stays atomic: a cluster refuses it across slots, and the client sees that refusal.
-    let err = redis::cmd("MSETNX").arg(&keys[0]).arg(1).arg(&keys[1]).arg(2).query::<i64>(&mut conn);
+    let err = redis::cmd("MSETNX")
+        .arg(&keys[0])
+        .arg(1)
+        .arg(&keys[1])
+        .arg(2)
+        .query::<i64>(&mut conn);
     let err = err.unwrap_err();
     assert!(format!("{err:?}").to_uppercase().contains("CROSSSLOT"), "{err:?}");
 }
@@ -151,13 +174,26 @@ fn a_planted_divergent_key_is_caught_by_shadow_reads_counted_and_reported() {
         proxy.status()["counters_since_generation"]["shadow_samples"].as_u64() == Some(52)
     });
     let status = proxy.status();
-    assert_eq!(status["counters_since_generation"]["shadow_mismatches"], 1, "{status}");
-    assert!(proxy.log().contains("shadow read mismatch: GET token:planted"), "{}", proxy.log());
-    assert!(proxy.metrics().contains("cachemig_proxy_shadow_mismatches_total 1"));
+    assert_eq!(
+        status["counters_since_generation"]["shadow_mismatches"], 1,
+        "{status}"
+    );
+    assert!(
+        proxy.log().contains("shadow read mismatch: GET token:planted"),
+        "{}",
+        proxy.log()
+    );
+    assert!(
+        proxy
+            .metrics()
+            .contains("cachemig_proxy_shadow_mismatches_total 1")
+    );
     // The heartbeat carries it to the CLI.
     wait_for("heartbeat report", Duration::from_secs(5), || {
         let reports: std::collections::HashMap<String, String> =
             new.hgetall("__cachemig:{sandbox}:proxies").unwrap();
-        reports.get("p1").is_some_and(|r| r.contains("\"shadow_mismatches\":1"))
+        reports
+            .get("p1")
+            .is_some_and(|r| r.contains("\"shadow_mismatches\":1"))
     });
 }

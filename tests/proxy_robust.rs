@@ -1,0 +1,219 @@
+//! The proxy under bad input and bad weather: malformed RESP, oversized bulks, commands it cannot
+//! route safely, a backend that goes away, a garbage flag file, and a flag change in the middle
+//! of a pipeline.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use common::proxy::{ProxyProcess, set_phase};
+use common::sandbox::Sandbox;
+use common::wait_for;
+use redis::Commands;
+
+fn raw(proxy: &ProxyProcess) -> TcpStream {
+    let s = TcpStream::connect(("127.0.0.1", proxy.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s
+}
+
+/// Reads until the peer closes; what it sent.
+fn read_to_close(mut s: TcpStream) -> String {
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).expect("the proxy closes the connection");
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn malformed_resp_and_oversized_bulks_close_only_that_connection() {
+    let sb = Sandbox::start();
+    let proxy = ProxyProcess::start(&sb, "p1");
+    let mut good = proxy.conn();
+    for bad in [
+        &b"*1\r\n:5\r\n"[..],
+        b"*2\r\n$3\r\nSET\r\n$600000000\r\n",
+        b"*abc\r\n",
+        b"PING\r\n",
+    ] {
+        let mut s = raw(&proxy);
+        // A valid request first: its reply must come back before the error.
+        s.write_all(b"*1\r\n$4\r\nPING\r\n").unwrap();
+        s.write_all(bad).unwrap();
+        let got = read_to_close(s);
+        assert!(
+            got.starts_with("+PONG\r\n-ERR cachemig: Protocol error"),
+            "{got:?}"
+        );
+        let _: () = good.set("token:alive", 1).unwrap();
+    }
+    let n: i64 = good.get("token:alive").unwrap();
+    assert_eq!(n, 1, "the proxy went on serving");
+}
+
+#[test]
+fn commands_the_proxy_cannot_route_safely_get_a_clear_error_and_the_pipeline_stays_in_step() {
+    let sb = Sandbox::start();
+    let proxy = ProxyProcess::start(&sb, "p1");
+    let mut conn = proxy.conn();
+    let refused: &[&[&str]] = &[
+        &["MULTI"],
+        &["EVAL", "return 1", "0"],
+        &["BLPOP", "token:q", "1"],
+        &["SUBSCRIBE", "ch"],
+        &["FLUSHALL"],
+        &["KEYS", "*"],
+        &["SCAN", "0"],
+        &["CONFIG", "GET", "save"],
+        &["SELECT", "1"],
+        &["NOSUCHCOMMAND"],
+        &["GET", "__cachemig:{sandbox}:proxies"],
+    ];
+    // Each refusal is a per-command error; afterwards the stream must still be in step.
+    for args in refused {
+        let mut cmd = redis::cmd(args[0]);
+        for a in &args[1..] {
+            cmd.arg(*a);
+        }
+        let err = cmd.query::<redis::Value>(&mut conn).unwrap_err();
+        let text = format!("{err:?}");
+        assert!(text.contains("cachemig"), "{args:?}: {text}");
+    }
+    let hello3 = redis::cmd("HELLO")
+        .arg(3)
+        .query::<redis::Value>(&mut conn)
+        .unwrap_err();
+    assert!(format!("{hello3:?}").contains("RESP2"), "{hello3:?}");
+    let _: () = conn.set("token:after", "ok").unwrap();
+    let v: String = conn.get("token:after").unwrap();
+    assert_eq!(v, "ok");
+    assert_eq!(
+        sb.source.query::<i64>(&["DBSIZE"]),
+        1,
+        "nothing refused reached old"
+    );
+    // SELECT 1 and the reserved key are refused by their arguments, not by the command table.
+    assert!(
+        proxy.metrics().contains("cachemig_proxy_rejected_total 9"),
+        "{}",
+        proxy.metrics()
+    );
+}
+
+#[test]
+fn a_backend_that_goes_away_gives_clear_errors_and_is_reconnected() {
+    let mut sb = Sandbox::start();
+    let proxy = ProxyProcess::start(&sb, "p1");
+    let mut conn = proxy.conn();
+    let _: () = conn.set("token:k", "1").unwrap();
+    let port = sb.source.port().to_string();
+    sb.source.kill();
+    let err = conn.get::<_, String>("token:k").unwrap_err();
+    let text = format!("{err:?}");
+    assert!(text.contains("cachemig") && text.contains("old"), "{text}");
+    let dir = tempfile::tempdir().unwrap();
+    let mut restarted = std::process::Command::new("redis-server")
+        .args([
+            "--port",
+            &port,
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("reconnected to old", Duration::from_secs(10), || {
+        conn.set::<_, _, ()>("token:k", "2").is_ok()
+    });
+    let direct = redis::Client::open(format!("redis://127.0.0.1:{port}/")).unwrap();
+    let v: String = direct.get_connection().unwrap().get("token:k").unwrap();
+    restarted.kill().unwrap();
+    let _ = restarted.wait();
+    assert_eq!(v, "2");
+    assert!(
+        proxy.status()["connections"].as_i64().unwrap() >= 1,
+        "the client stayed connected"
+    );
+}
+
+#[test]
+fn a_garbage_flag_file_keeps_the_last_good_routing_and_is_reported() {
+    let sb = Sandbox::start();
+    let proxy = ProxyProcess::start(&sb, "p1");
+    set_phase(&sb.flag_path(), "read-cutover", 1, false, 0.0);
+    proxy.wait_generation(1);
+    let _: () = sb.target.cluster_conn().set("token:r", "new").unwrap();
+    std::fs::write(sb.flag_path(), b"{\"format\":1, garbage").unwrap();
+    wait_for("flag error reported", Duration::from_secs(10), || {
+        proxy.status()["flag_file"]["failing"] == true
+    });
+    let mut conn = proxy.conn();
+    let v: String = conn.get("token:r").unwrap();
+    assert_eq!(v, "new", "still routed by generation 1");
+    assert!(proxy.metrics().contains("cachemig_proxy_flag_errors_total 1"));
+    set_phase(&sb.flag_path(), "write-stop", 2, false, 0.0);
+    proxy.wait_generation(2);
+    assert_eq!(proxy.status()["flag_file"]["failing"], false);
+}
+
+#[test]
+fn a_flag_change_in_the_middle_of_a_pipeline_applies_at_a_request_boundary() {
+    let sb = Sandbox::start();
+    let proxy = ProxyProcess::start(&sb, "p1");
+    set_phase(&sb.flag_path(), "shadow-read", 1, false, 0.0);
+    proxy.wait_generation(1);
+    let _: () = sb.source.conn().set("token:p", "old").unwrap();
+    let _: () = sb.target.cluster_conn().set("token:p", "new").unwrap();
+    const N: usize = 40_000;
+    let stream = raw(&proxy);
+    let mut writer = stream.try_clone().unwrap();
+    let sender = std::thread::spawn(move || {
+        let request = b"*2\r\n$3\r\nGET\r\n$7\r\ntoken:p\r\n";
+        for chunk in 0..(N / 100) {
+            let mut buf = Vec::new();
+            for _ in 0..100 {
+                buf.extend_from_slice(request);
+            }
+            writer.write_all(&buf).unwrap();
+            if chunk % 40 == 0 {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    });
+    let flipper = {
+        let path = sb.flag_path();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(30));
+            set_phase(&path, "read-cutover", 2, false, 0.0);
+        })
+    };
+    let mut reader = std::io::BufReader::new(stream);
+    let mut replies = Vec::with_capacity(N);
+    let mut line = String::new();
+    while replies.len() < N {
+        line.clear();
+        std::io::BufRead::read_line(&mut reader, &mut line).unwrap();
+        assert_eq!(line, "$3\r\n", "reply {} out of step", replies.len());
+        line.clear();
+        std::io::BufRead::read_line(&mut reader, &mut line).unwrap();
+        replies.push(line.trim_end().to_string());
+    }
+    sender.join().unwrap();
+    flipper.join().unwrap();
+    let first_new = replies
+        .iter()
+        .position(|r| r == "new")
+        .expect("the switch happened mid-pipeline");
+    assert!(first_new > 0, "the pipeline started on the old routing");
+    assert!(replies[..first_new].iter().all(|r| r == "old"));
+    assert!(
+        replies[first_new..].iter().all(|r| r == "new"),
+        "never back to old after the switch"
+    );
+}
