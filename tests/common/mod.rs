@@ -2,6 +2,7 @@
 //! Test harness shared by the integration tests: real `redis-server` processes on free loopback
 //! ports in temporary directories (killed on drop), and the real `cachemig` binary.
 
+pub mod reports;
 pub mod sandbox;
 
 use std::collections::BTreeSet;
