@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::flags::{self, FlagFile, ShadowRead};
 use crate::phase::{Catalog, MirrorMode, PhaseSpec, Side};
 use crate::plan::Plan;
-use crate::state::{Event, Journal, Lock, State, StateDir, TransitionKind, actor};
+use crate::state::{Event, FenceStage, Journal, Lock, State, StateDir, TransitionKind, actor};
 
 /// A disagreement between the journal (the truth) and a file derived from it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -102,16 +102,27 @@ impl Session {
     /// The flag file the journal says should be on disk (`None` before the first transition).
     pub fn expected_flag(&self) -> Option<FlagFile> {
         let sha = self.state.plan_sha256.as_deref()?;
-        Some(self.flag_for(self.state.generation, self.phase(), sha))
+        Some(self.flag_fenced(self.state.generation, self.phase(), sha, self.state.fenced))
     }
 
     /// The flag file for `phase` at `generation`.
     pub fn flag_for(&self, generation: u64, phase: &PhaseSpec, plan_sha256: &str) -> FlagFile {
+        self.flag_fenced(generation, phase, plan_sha256, false)
+    }
+
+    /// The flag file for `phase` at `generation`, with the primary-switch fence when `fence`.
+    pub fn flag_fenced(
+        &self,
+        generation: u64,
+        phase: &PhaseSpec,
+        plan_sha256: &str,
+        fence: bool,
+    ) -> FlagFile {
         let shadow = ShadowRead {
             sample_rate: self.plan.shadow_read.sample_rate,
             timeout_ms: self.plan.shadow_read.timeout_ms,
         };
-        let mut flag = FlagFile::new(&self.plan.name, generation, phase, shadow, plan_sha256, false);
+        let mut flag = FlagFile::new(&self.plan.name, generation, phase, shadow, plan_sha256, fence);
         // The reverse mirror (new→old while new is primary) keeps rollback possible; a plan may
         // turn it off with `[dual_write] reverse_mirror = false`.
         if phase.routing.write == Side::New && !self.plan.dual_write.reverse_mirror {
@@ -146,13 +157,18 @@ impl Session {
                     // Generation and phase only: a rewrite at the same generation would be
                     // ignored by readers anyway, so plan edits (e.g. sample_rate) apply at the
                     // next step.
-                    (Some(f), Some(e)) => f.generation == e.generation && f.phase == e.phase,
+                    (Some(f), Some(e)) => {
+                        f.generation == e.generation
+                            && f.phase == e.phase
+                            && f.routing.fence == e.routing.fence
+                    }
                     _ => false,
                 };
                 if !same {
                     let show = |f: &Option<FlagFile>| {
                         f.as_ref().map_or("absent".to_string(), |f| {
-                            format!("generation {} ({})", f.generation, f.phase)
+                            let fence = if f.routing.fence { ", fenced" } else { "" };
+                            format!("generation {} ({}{fence})", f.generation, f.phase)
                         })
                     };
                     self.drift(
@@ -173,8 +189,33 @@ impl Session {
         });
     }
 
-    /// Rewrites drifted derived files from the journal and journals the repair.
+    /// Rewrites drifted derived files from the journal and journals the repair. A fence left in
+    /// force by a command that died (we hold the lock, so its holder is gone) is released: the
+    /// next generation is the routing of the phase in force without the fence, so held writes go
+    /// to the primary the journal says is in force and the primary never splits.
     fn repair(&mut self) -> Result<Vec<Drift>> {
+        if self.state.fenced {
+            // Writing the release rewrites every derived file, which also repairs any drift.
+            let mut repaired = std::mem::take(&mut self.drift);
+            let fence_generation = self.state.generation;
+            let toward = self.fence_toward().unwrap_or_default();
+            self.fence_event(
+                FenceStage::Release,
+                &toward,
+                format!(
+                    "the command that wrote fence generation {fence_generation} stopped before the switch; released without switching the primary"
+                ),
+            )?;
+            repaired.push(Drift {
+                file: self.plan.flag_file.display().to_string(),
+                detail: format!(
+                    "fence generation {fence_generation} was left in force; released at generation {} ({} without fence)",
+                    self.state.generation, self.state.phase
+                ),
+            });
+            self.check_drift();
+            return Ok(repaired);
+        }
         let repaired = std::mem::take(&mut self.drift);
         if repaired.is_empty() {
             return Ok(repaired);
@@ -230,6 +271,35 @@ impl Session {
         );
         self.state.write(&self.dir.state_path())?;
         Ok(())
+    }
+
+    /// The phase the fence in force switches toward, from its `hold` entry.
+    fn fence_toward(&self) -> Option<String> {
+        self.journal.entries().iter().rev().find_map(|e| match &e.event {
+            Event::Fence { toward, .. } => Some(toward.clone()),
+            _ => None,
+        })
+    }
+
+    /// Journals a fence entry at a new, higher generation and writes the derived files: `hold`
+    /// writes the routing of the phase in force with `fence: true`, `release` the same routing
+    /// without it. Returns the flag file written.
+    pub fn fence_event(&mut self, stage: FenceStage, toward: &str, detail: String) -> Result<FlagFile> {
+        assert!(self.lock.is_some(), "fences need the lock");
+        let event = Event::Fence {
+            stage,
+            phase: self.state.phase.clone(),
+            toward: toward.to_string(),
+            detail,
+        };
+        self.journal.append(&actor(), self.state.generation + 1, event)?;
+        self.state = State::from_journal(
+            &self.plan.name,
+            &Catalog::builtin().first().name,
+            self.journal.entries(),
+        );
+        self.write_derived()?;
+        Ok(self.expected_flag().expect("a fence follows a transition"))
     }
 
     /// Moves to `to` at a new, higher generation: journal first (the commit point), then the

@@ -6,11 +6,13 @@
 //! still roll back while a long backfill runs.
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
 use crate::cli::Format;
 use crate::error::{EXIT_OK, Error, Result};
+use crate::gate::{ProxyView, ReportReader};
 use crate::phase::{Action, Catalog, PhaseSpec};
 use crate::plan::Plan;
 use crate::session::Session;
@@ -58,7 +60,9 @@ pub fn run(plan: &Plan, phase: &PhaseSpec, start: Start, format: Format) -> Resu
             journaled(plan, "backfill", || run_backfill(plan, format))
         }
         Action::CatchUp => catch_up(plan),
-        Action::FencedSwitch => Ok("fenced switch: needs proxies, which this build does not have".into()),
+        Action::FencedSwitch => {
+            Ok("none: the write primary switched behind the fence when the phase was entered".into())
+        }
     }
 }
 
@@ -88,17 +92,67 @@ fn run_backfill(plan: &Plan, format: Format) -> anyhow::Result<String> {
     ))
 }
 
-/// The catch-up of phase 2: verify with repair, once every proxy acked async-dual-write. Without
-/// proxies (`[proxies] expected = 0`) it runs at once.
+/// The catch-up of phase 2: verify with repair, once every expected proxy acked the generation
+/// in force (so every write from then on is mirrored and none can slip between the catch-up's
+/// scan and the mirror). Without proxies (`[proxies] expected = 0`) it runs at once.
 fn catch_up(plan: &Plan) -> Result<String> {
-    if plan.proxies.expected > 0 {
-        return Ok(format!(
-            "catch-up waits until {} proxies ack this generation; run `cachemig resume {}` then",
-            plan.proxies.expected,
-            plan.path.display()
-        ));
+    journaled(plan, "catch-up", || {
+        let acked = wait_for_acks(plan)?;
+        Ok(format!("{acked}; {}", run_catch_up(plan)?))
+    })
+}
+
+/// How long the catch-up waits for the proxies' acks: two heartbeats (a proxy reports once a
+/// second, but its report may be up to a heartbeat old) plus 10 s to apply the flag file.
+pub fn ack_wait_bound(plan: &Plan) -> Duration {
+    plan.proxies.heartbeat_timeout * 2 + Duration::from_secs(10)
+}
+
+/// Polls the reports every 500 ms until `[proxies] expected` live proxies applied the generation
+/// in force; fails after [`ack_wait_bound`].
+fn wait_for_acks(plan: &Plan) -> anyhow::Result<String> {
+    let expected = plan.proxies.expected;
+    if expected == 0 {
+        return Ok("0 proxies expected".into());
     }
-    journaled(plan, "catch-up", || run_catch_up(plan))
+    let dir = StateDir::new(&plan.state_dir);
+    let generation = Journal::read(&dir.journal_path())
+        .context("reading the journal")?
+        .generation();
+    let bound = ack_wait_bound(plan);
+    let runtime = runtime()?;
+    let started = Instant::now();
+    let mut reader = None;
+    let mut last_shown = String::new();
+    loop {
+        if reader.is_none() {
+            reader = runtime.block_on(ReportReader::connect(plan)).ok();
+        }
+        let view = match &reader {
+            Some(r) => runtime.block_on(r.view(plan, generation)),
+            None => runtime.block_on(ProxyView::load(plan, generation)),
+        };
+        let acks = view.acks(generation, false);
+        let text = match view.unreadable() {
+            Some(e) => format!("proxy reports unreadable: {e}"),
+            None => acks.describe(expected, &format!("live at generation {generation}")),
+        };
+        if view.unreadable().is_none() && acks.enough(expected) {
+            return Ok(text);
+        }
+        if started.elapsed() >= bound {
+            anyhow::bail!(
+                "the catch-up did not start: after {} {text}. It starts only once every expected proxy mirrors writes, so that no write escapes both the mirror and the catch-up; fix the proxies, then run `cachemig resume {}`",
+                crate::plan::units::format_duration(Duration::from_secs(bound.as_secs())),
+                plan.path.display()
+            );
+        }
+        if text != last_shown {
+            eprintln!("catch-up: waiting for proxy acks: {text}");
+            last_shown = text;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }
 
 fn run_catch_up(plan: &Plan) -> anyhow::Result<String> {

@@ -73,11 +73,14 @@ pub fn run(path: &Path, opts: Options) -> Result<u8> {
     } else {
         None
     };
+    let proxies = gate::needs_proxy_reports(to)
+        .then(|| gate::ProxyView::load_blocking(&session.plan, session.state.generation));
     let mut results = gate::evaluate(
         &session.plan,
         &session.state,
         to,
         inspection.as_ref(),
+        proxies.as_ref(),
         chrono::Utc::now(),
     );
     apply_skips(
@@ -129,6 +132,9 @@ pub fn run(path: &Path, opts: Options) -> Result<u8> {
             measured: r.measured.clone(),
         })?;
     }
+    if to.action == Action::FencedSwitch {
+        return fenced_switch(session, to, report, opts.format);
+    }
     session.transition(TransitionKind::Advance, to)?;
     session.unlock();
     report.applied = true;
@@ -149,6 +155,33 @@ pub fn run(path: &Path, opts: Options) -> Result<u8> {
         Format::Table => {}
     }
     action.map(|_| 0)
+}
+
+/// The step into write-stop: the switch of the write primary behind the fence. Exit 3 (gate
+/// `fence` blocked) when the proxies do not ack in time; the fence is then released.
+fn fenced_switch(mut session: Session, to: &PhaseSpec, mut report: StepReport, format: Format) -> Result<u8> {
+    let outcome = super::fence::switch(&mut session, TransitionKind::Advance, to)?;
+    report.landed(&session);
+    let (note, switched) = match outcome {
+        super::fence::Outcome::Switched(note) => (note, true),
+        super::fence::Outcome::Released(note) => (note, false),
+    };
+    if let Some(g) = report.gates.iter_mut().find(|g| g.gate == "fence") {
+        g.measured = note.clone();
+        g.verdict = if switched { Verdict::Pass } else { Verdict::Blocked };
+    }
+    report.allowed = switched;
+    report.applied = true;
+    report.action = note.clone();
+    report.print(format)?;
+    if switched {
+        Ok(0)
+    } else {
+        Err(Error::Blocked(format!(
+            "gate blocked the step into {}: fence = {note}",
+            to.name
+        )))
+    }
 }
 
 /// Every `--skip-gate` must name a gate of the step, so a typo cannot silently skip nothing.

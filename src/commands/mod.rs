@@ -2,6 +2,7 @@
 
 mod action;
 mod advance;
+mod fence;
 mod plan;
 mod proxy;
 mod rollback;

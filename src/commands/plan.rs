@@ -82,12 +82,16 @@ pub fn run(path: &Path, offline: bool, format: Format, detailed_exitcode: bool) 
     };
     let next = Catalog::builtin().next(&session.state.phase);
     let generation = session.state.generation + 1;
+    let proxies = next
+        .filter(|n| !offline && gate::needs_proxy_reports(n))
+        .map(|_| gate::ProxyView::load_blocking(&session.plan, session.state.generation));
     let gates = next.map_or_else(Vec::new, |n| {
         gate::evaluate(
             &session.plan,
             &session.state,
             n,
             inspection.as_ref(),
+            proxies.as_ref(),
             chrono::Utc::now(),
         )
     });

@@ -1,5 +1,6 @@
 //! `cachemig status PLAN [--format table|json] [--repair]`
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use chrono::{DateTime, Utc};
@@ -7,9 +8,11 @@ use serde::Serialize;
 
 use crate::cli::Format;
 use crate::error::{EXIT_OK, Result};
+use crate::gate::ProxyView;
 use crate::output;
 use crate::phase::{Catalog, Routing};
 use crate::plan::{Plan, units};
+use crate::report::FenceState;
 use crate::session::{Drift, Session};
 use crate::state::{Entry, Override};
 
@@ -31,6 +34,108 @@ struct StatusReport {
     repaired: Vec<Drift>,
     overrides: Vec<Override>,
     recent: Vec<Entry>,
+    /// Whether the generation in force is a fence (a primary switch is under way).
+    fenced: bool,
+    proxies: Proxies,
+}
+
+/// The `proxies` section: what the proxies reported (docs/cli.md).
+#[derive(Debug, Serialize)]
+struct Proxies {
+    expected: u32,
+    heartbeat_timeout: String,
+    /// Why the reports could not be read (e.g. the target is unreachable); `null` when read.
+    error: Option<String>,
+    /// Live proxies at the current generation.
+    acked: usize,
+    reports: Vec<ProxyRow>,
+    /// Report fields that did not parse.
+    unparsable: Vec<Unparsable>,
+    /// The hottest keys over every live proxy (counts summed per key), hottest first, at most 10.
+    hot_keys: Vec<HotKeyRow>,
+}
+
+#[derive(Debug, Serialize)]
+struct ProxyRow {
+    id: String,
+    live: bool,
+    age_ms: u64,
+    generation: u64,
+    phase: String,
+    fence: FenceState,
+    qps: f64,
+    mirror_queue_depth: u64,
+    mirror_lag_ms: u64,
+    dirty_keys: u64,
+    shadow_samples: u64,
+    shadow_mismatches: u64,
+    last_error: Option<String>,
+    flag_error: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct Unparsable {
+    id: String,
+    error: String,
+}
+
+#[derive(Debug, Serialize)]
+struct HotKeyRow {
+    key: String,
+    count: u64,
+}
+
+fn proxies(view: &ProxyView, plan: &Plan) -> Proxies {
+    let mut hot: BTreeMap<&str, u64> = BTreeMap::new();
+    for r in view.live() {
+        for k in &r.hot_keys {
+            *hot.entry(k.key.as_str()).or_default() += k.count;
+        }
+    }
+    let mut hot_keys: Vec<HotKeyRow> = hot
+        .into_iter()
+        .map(|(key, count)| HotKeyRow {
+            key: key.to_string(),
+            count,
+        })
+        .collect();
+    hot_keys.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.key.cmp(&b.key)));
+    hot_keys.truncate(10);
+    Proxies {
+        expected: plan.proxies.expected,
+        heartbeat_timeout: units::format_duration(plan.proxies.heartbeat_timeout),
+        error: view.unreadable().map(str::to_string),
+        acked: view.current().len(),
+        reports: view
+            .all()
+            .iter()
+            .map(|r| ProxyRow {
+                id: r.id.clone(),
+                live: view.is_live(r),
+                age_ms: r.age_ms(view.now_ms),
+                generation: r.generation,
+                phase: r.phase.clone(),
+                fence: r.fence,
+                qps: r.qps,
+                mirror_queue_depth: r.mirror_queue_depth,
+                mirror_lag_ms: r.mirror_lag_ms,
+                dirty_keys: r.dirty_keys,
+                shadow_samples: r.counters.shadow_samples,
+                shadow_mismatches: r.counters.shadow_mismatches,
+                last_error: r.last_error.clone(),
+                flag_error: r.flag_error.clone(),
+            })
+            .collect(),
+        unparsable: view
+            .unparsable
+            .iter()
+            .map(|(id, error)| Unparsable {
+                id: id.clone(),
+                error: error.clone(),
+            })
+            .collect(),
+        hot_keys,
+    }
 }
 
 /// Runs `status`. Read-only unless `--repair`.
@@ -69,6 +174,11 @@ pub fn run(path: &Path, format: Format, repair: bool) -> Result<u8> {
         repaired,
         overrides: s.overrides.clone(),
         recent: entries[entries.len().saturating_sub(10)..].to_vec(),
+        fenced: s.fenced,
+        proxies: proxies(
+            &ProxyView::load_blocking(&session.plan, s.generation),
+            &session.plan,
+        ),
     };
     match format {
         Format::Json => output::print_json(&report)?,
@@ -107,6 +217,12 @@ fn print_table(r: &StatusReport) {
         r.flag_generation_on_disk
             .map_or("absent (= planned)".to_string(), |g| format!("generation {g}"))
     );
+    if r.fenced {
+        println!(
+            "FENCE in force at generation {}: proxies hold writes for a primary switch (a dead command's fence is released by `cachemig status PLAN --repair`)",
+            r.generation
+        );
+    }
     if r.plan_changed_since_last_step {
         println!("note: the plan file changed since the last step");
     }
@@ -133,6 +249,7 @@ fn print_table(r: &StatusReport) {
         }
         println!("gate overrides:\n{t}");
     }
+    print_proxies(&r.proxies);
     if !r.recent.is_empty() {
         let mut t = output::table(&["seq", "time", "user", "gen", "event"]);
         for e in &r.recent {
@@ -159,11 +276,89 @@ fn describe(e: &crate::state::Event) -> String {
         Event::Override {
             phase, gate, reason, ..
         } => format!("skipped gate {gate} into {phase}: {reason}"),
+        Event::Fence {
+            stage,
+            phase,
+            toward,
+            detail,
+        } => {
+            let stage = serde_json::to_string(stage).unwrap_or_default();
+            format!(
+                "fence {} ({phase} -> {toward}): {detail}",
+                stage.trim_matches('"')
+            )
+        }
         Event::Repair { detail } => format!("repaired {detail}"),
         Event::Action {
             action,
             outcome,
             detail,
         } => format!("{action} {outcome}: {detail}"),
+    }
+}
+
+fn print_proxies(p: &Proxies) {
+    let head = format!(
+        "proxies: {} expected, {} live at the current generation (heartbeat timeout {})",
+        p.expected, p.acked, p.heartbeat_timeout
+    );
+    if let Some(e) = &p.error {
+        println!("{head}\nproxy reports unavailable: {e}");
+        return;
+    }
+    if p.reports.is_empty() && p.unparsable.is_empty() {
+        println!("{head}; no proxy has reported");
+        return;
+    }
+    let mut t = output::table(&[
+        "proxy",
+        "state",
+        "gen",
+        "phase",
+        "fence",
+        "qps",
+        "mirror queue",
+        "lag ms",
+        "dirty",
+        "shadow",
+        "errors",
+    ]);
+    for r in &p.reports {
+        let state = if r.live { "live" } else { "missing" };
+        let errors: Vec<String> = [("last", &r.last_error), ("flag", &r.flag_error)]
+            .iter()
+            .filter_map(|(what, e)| e.as_ref().map(|e| format!("{what}: {e}")))
+            .collect();
+        t.add_row(vec![
+            r.id.clone(),
+            format!("{state} ({:.1}s ago)", r.age_ms as f64 / 1000.0),
+            r.generation.to_string(),
+            r.phase.clone(),
+            serde_json::to_string(&r.fence)
+                .unwrap_or_default()
+                .trim_matches('"')
+                .to_string(),
+            format!("{:.1}", r.qps),
+            r.mirror_queue_depth.to_string(),
+            r.mirror_lag_ms.to_string(),
+            r.dirty_keys.to_string(),
+            format!("{}/{} mismatched", r.shadow_mismatches, r.shadow_samples),
+            if errors.is_empty() {
+                "-".into()
+            } else {
+                errors.join("; ")
+            },
+        ]);
+    }
+    println!("{head}\n{t}");
+    for u in &p.unparsable {
+        println!("unparsable report from {}: {}", u.id, u.error);
+    }
+    if !p.hot_keys.is_empty() {
+        let mut t = output::table(&["hot key", "requests"]);
+        for k in &p.hot_keys {
+            t.add_row(vec![k.key.clone(), k.count.to_string()]);
+        }
+        println!("hot keys (all live proxies):\n{t}");
     }
 }

@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 use crate::flags::{self, FieldChange, FlagFile};
 use crate::gate::GateResult;
 use crate::output;
-use crate::phase::{Catalog, PhaseSpec};
+use crate::phase::{Action, Catalog, PhaseSpec};
 use crate::plan::did_you_mean;
 use crate::session::{Drift, Session};
 
@@ -101,6 +101,12 @@ pub struct StepReport {
     pub drift: Vec<Drift>,
     /// The action run on entry, and its status.
     pub action: String,
+    /// Whether the step switches the write primary behind a fence (generation N fences, N+1
+    /// switches; `to.generation` is N+1).
+    pub fenced: bool,
+    /// The flag file before the step, for the diff once it landed.
+    #[serde(skip)]
+    before: Option<FlagFile>,
 }
 
 /// A phase at a generation.
@@ -120,7 +126,9 @@ impl StepReport {
         to: &PhaseSpec,
         dry_run: bool,
     ) -> (StepReport, FlagFile) {
-        let generation = session.state.generation + 1;
+        let fenced = session.plan.proxies.expected > 0
+            && (to.action == Action::FencedSwitch || session.phase().action == Action::FencedSwitch);
+        let generation = session.state.generation + 1 + u64::from(fenced);
         let flag = session.flag_for(generation, to, &session.plan.sha256);
         let report = StepReport {
             command,
@@ -142,8 +150,22 @@ impl StepReport {
             flag_diff: flags::diff(session.flag_on_disk.as_ref(), &flag),
             drift: session.drift_for_report(),
             action: to.action.to_string(),
+            fenced,
+            before: session.flag_on_disk.clone(),
         };
         (report, flag)
+    }
+
+    /// Records where a step that was written landed: the phase and generation in force now, and
+    /// the flag-file change from before the step.
+    pub fn landed(&mut self, session: &Session) {
+        self.to = PhaseAt {
+            phase: session.state.phase.clone(),
+            generation: session.state.generation,
+        };
+        if let Some(flag) = &session.flag_on_disk {
+            self.flag_diff = flags::diff(self.before.as_ref(), flag);
+        }
     }
 
     /// Prints the report in `format`.
@@ -180,6 +202,12 @@ impl StepReport {
     fn outcome(&self) -> String {
         match (self.allowed, self.applied, self.dry_run) {
             (false, _, _) => format!("blocked: {}", output::blocking_summary(&self.gates)),
+            (true, _, true) if self.fenced => format!(
+                "dry run: would fence at generation {} (writes held until every proxy drained), then write generation {} ({}); nothing was changed",
+                self.to.generation - 1,
+                self.to.generation,
+                self.to.phase
+            ),
             (true, _, true) => format!(
                 "dry run: would write generation {} ({}); nothing was changed",
                 self.to.generation, self.to.phase

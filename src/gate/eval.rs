@@ -2,11 +2,13 @@
 
 use chrono::{DateTime, Utc};
 
+use super::proxies::ProxyView;
 use super::{GateResult, Verdict};
 use crate::backfill::{BackfillDir, Progress};
 use crate::inspect::NodeSetReport;
 use crate::phase::{PhaseSpec, Threshold};
 use crate::plan::{OnExisting, Plan, units};
+use crate::report::Counters;
 use crate::state::State;
 
 /// What an online inspection found; `Err` holds why a side could not be inspected.
@@ -23,24 +25,45 @@ struct Ctx<'a> {
     plan: &'a Plan,
     state: &'a State,
     inspection: Option<&'a Inspection>,
+    proxies: Option<&'a ProxyView>,
     now: DateTime<Utc>,
 }
 
 /// A measured value and its verdict.
 type Measure = (String, Verdict);
 
-/// Evaluates every gate of the step into `phase`. `inspection` is `None` when offline.
+/// Gates measured from the proxies' reports.
+pub const PROXY_GATES: &[&str] = &[
+    "proxies-acked",
+    "mirror-error-ratio",
+    "mirror-lag",
+    "sync-mirror-failures",
+    "shadow-samples",
+    "shadow-mismatch-ratio",
+    "new-error-ratio",
+    "fence",
+];
+
+/// Whether the step into `phase` has a gate that reads proxy reports.
+pub fn needs_proxy_reports(phase: &PhaseSpec) -> bool {
+    phase.gates.iter().any(|g| PROXY_GATES.contains(&g.name.as_str()))
+}
+
+/// Evaluates every gate of the step into `phase`. `inspection` and `proxies` are `None` when
+/// offline (their gates then have no data).
 pub fn evaluate(
     plan: &Plan,
     state: &State,
     phase: &PhaseSpec,
     inspection: Option<&Inspection>,
+    proxies: Option<&ProxyView>,
     now: DateTime<Utc>,
 ) -> Vec<GateResult> {
     let cx = Ctx {
         plan,
         state,
         inspection,
+        proxies,
         now,
     };
     phase
@@ -67,6 +90,7 @@ fn describe_threshold(gate: &str, t: &Threshold) -> String {
     match (gate, t) {
         ("memory-headroom", Threshold::Number(x)) => format!(">= source used x {x}"),
         ("shadow-samples", Threshold::Number(x)) => format!(">= {x}"),
+        ("mirror-lag", Threshold::Number(x)) => format!("<= {x} ms"),
         (_, Threshold::Number(x)) => format!("<= {x}"),
         (_, Threshold::Duration(d)) => format!(">= {d}"),
     }
@@ -99,15 +123,25 @@ fn measure(cx: &Ctx, gate: &str, threshold: Option<&Threshold>) -> Measure {
         "target-empty" => with_target(cx, |t| target_empty(cx, t, threshold)),
         "proxies-acked" => proxies_acked(cx),
         "soak" => soak(cx, threshold),
-        // Data for these comes from the backfill, the catch-up and the proxies' reports, which
-        // this build does not record yet: they block until it does.
         "backfill-complete" => backfill_complete(cx),
         "failed-keys" => failed_keys(cx, threshold),
         "catch-up-clean" => catch_up_clean(cx, threshold),
-        "mirror-error-ratio" | "mirror-lag" | "sync-mirror-failures" | "new-error-ratio" | "fence" => {
-            no_data("no proxy reports")
-        }
-        "shadow-samples" | "shadow-mismatch-ratio" => no_data("no shadow-read statistics"),
+        "mirror-error-ratio" => with_counters(cx, |c| mirror_error_ratio(c, ratio_limit(threshold))),
+        "mirror-lag" => mirror_lag(cx, threshold),
+        "sync-mirror-failures" => with_counters(cx, |c| {
+            let n = c.sync_mirror_failures;
+            (
+                format!("{n} failed sync mirror(s)"),
+                verdict(n <= count_limit(threshold)),
+            )
+        }),
+        "shadow-samples" => with_counters(cx, |c| {
+            let n = c.shadow_samples;
+            (format!("{n} sample(s)"), verdict(n >= count_limit(threshold)))
+        }),
+        "shadow-mismatch-ratio" => with_counters(cx, |c| shadow_mismatch_ratio(c, ratio_limit(threshold))),
+        "new-error-ratio" => with_counters(cx, |c| new_error_ratio(c, ratio_limit(threshold))),
+        "fence" => fence(cx),
         other => no_data(&format!("cachemig does not know how to measure gate `{other}`")),
     }
 }
@@ -270,14 +304,191 @@ fn catch_up_clean(cx: &Ctx, threshold: Option<&Threshold>) -> Measure {
     }
 }
 
+/// A ratio threshold (0 when the gate has none).
+fn ratio_limit(threshold: Option<&Threshold>) -> f64 {
+    match threshold {
+        Some(Threshold::Number(x)) => *x,
+        _ => 0.0,
+    }
+}
+
+/// The proxy reports, or why the gate has no data.
+fn reports<'a>(cx: &Ctx<'a>) -> Result<&'a ProxyView, Measure> {
+    let view = cx
+        .proxies
+        .ok_or_else(|| no_data("offline (proxy reports not read)"))?;
+    match view.unreadable() {
+        Some(e) => Err(no_data(&format!("proxy reports unreadable: {e}"))),
+        None => Ok(view),
+    }
+}
+
+/// Runs `f` on the counters summed over the live proxies at the current generation.
+fn with_counters(cx: &Ctx, f: impl Fn(&Counters) -> Measure) -> Measure {
+    let view = match reports(cx) {
+        Ok(v) => v,
+        Err(m) => return m,
+    };
+    match view.current_counters() {
+        Some(c) => {
+            let (measured, v) = f(&c);
+            let n = view.current().len();
+            (
+                format!(
+                    "{measured} over {n} live proxy(ies) at generation {}",
+                    view.generation
+                ),
+                v,
+            )
+        }
+        None => no_data(&format!(
+            "no live proxy reports at generation {} ({} report(s) in all)",
+            view.generation,
+            view.all().len()
+        )),
+    }
+}
+
+fn ratio(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        part as f64 / whole as f64
+    }
+}
+
+fn mirror_error_ratio(c: &Counters, limit: f64) -> Measure {
+    let syncs = c.mirror_ok + c.mirror_errors;
+    if syncs == 0 {
+        return ("ratio 0 (0 syncs)".into(), Verdict::Pass);
+    }
+    let r = ratio(c.mirror_errors, syncs);
+    (
+        format!("ratio {r:.6} ({} failed of {syncs} syncs)", c.mirror_errors),
+        verdict(r <= limit),
+    )
+}
+
+fn shadow_mismatch_ratio(c: &Counters, limit: f64) -> Measure {
+    if c.shadow_samples == 0 {
+        return no_data("0 shadow samples");
+    }
+    let r = ratio(c.shadow_mismatches, c.shadow_samples);
+    (
+        format!(
+            "ratio {r:.6} ({} mismatch(es) of {} samples)",
+            c.shadow_mismatches, c.shadow_samples
+        ),
+        verdict(r <= limit),
+    )
+}
+
+/// With no request served by new there is no evidence that new serves well: no data.
+fn new_error_ratio(c: &Counters, limit: f64) -> Measure {
+    if c.new_requests == 0 {
+        return no_data("0 requests served by new");
+    }
+    let r = ratio(c.new_errors, c.new_requests);
+    (
+        format!(
+            "ratio {r:.6} ({} error(s) of {} requests on new)",
+            c.new_errors, c.new_requests
+        ),
+        verdict(r <= limit),
+    )
+}
+
+fn mirror_lag(cx: &Ctx, threshold: Option<&Threshold>) -> Measure {
+    let view = match reports(cx) {
+        Ok(v) => v,
+        Err(m) => return m,
+    };
+    let current = view.current();
+    let Some(worst) = current.iter().max_by_key(|r| r.mirror_lag_ms) else {
+        return no_data(&format!(
+            "no live proxy reports at generation {}",
+            view.generation
+        ));
+    };
+    let limit = count_limit(threshold);
+    (
+        format!(
+            "max {} ms ({}, queue depth {})",
+            worst.mirror_lag_ms, worst.id, worst.mirror_queue_depth
+        ),
+        verdict(worst.mirror_lag_ms <= limit),
+    )
+}
+
 fn proxies_acked(cx: &Ctx) -> Measure {
-    match cx.plan.proxies.expected {
-        0 => (
+    let expected = cx.plan.proxies.expected;
+    if expected == 0 {
+        return (
             "0 proxies expected ([proxies] expected = 0)".into(),
             Verdict::Pass,
-        ),
-        n => no_data(&format!("no proxy reports ({n} expected)")),
+        );
     }
+    let view = match reports(cx) {
+        Ok(v) => v,
+        Err(m) => return m,
+    };
+    if view.live().is_empty() {
+        return no_data(&format!(
+            "no live proxy reports ({expected} expected, {} report(s) in all)",
+            view.all().len()
+        ));
+    }
+    let generation = cx.state.generation;
+    let acks = view.acks(generation, false);
+    (
+        acks.describe(expected, &format!("live at generation {generation}")),
+        verdict(acks.enough(expected)),
+    )
+}
+
+/// Measured before the switch: whether a fence can be acked now (it blocks early when fewer
+/// proxies than expected are live, instead of holding writes for nothing). `advance` replaces
+/// this result with the fence's outcome.
+fn fence(cx: &Ctx) -> Measure {
+    let expected = cx.plan.proxies.expected;
+    if expected == 0 {
+        return (
+            "0 proxies expected: the primary switches directly, without a fence".into(),
+            Verdict::Pass,
+        );
+    }
+    let view = match reports(cx) {
+        Ok(v) => v,
+        Err(m) => return m,
+    };
+    let live: Vec<String> = view
+        .live()
+        .iter()
+        .map(|r| format!("{} at generation {}", r.id, r.generation))
+        .collect();
+    let pause = units::format_duration(cx.plan.proxies.max_write_pause);
+    if live.len() < expected as usize {
+        let acks = view.acks(0, false);
+        return (
+            format!(
+                "cannot fence: {} of {expected} expected proxies live{}",
+                live.len(),
+                if acks.pending.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", acks.pending.join(", "))
+                }
+            ),
+            Verdict::Blocked,
+        );
+    }
+    (
+        format!(
+            "will fence now (writes held at most {pause}); live: {}",
+            live.join(", ")
+        ),
+        Verdict::Pass,
+    )
 }
 
 fn soak(cx: &Ctx, threshold: Option<&Threshold>) -> Measure {
@@ -319,7 +530,7 @@ mod tests {
         let plan = Plan::load(&path).unwrap();
         let state = State::from_journal("t", "planned", &[]);
         for phase in Catalog::builtin().phases() {
-            for r in evaluate(&plan, &state, phase, None, Utc::now()) {
+            for r in evaluate(&plan, &state, phase, None, None, Utc::now()) {
                 assert!(
                     !r.measured.contains("does not know"),
                     "{}: {}",

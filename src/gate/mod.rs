@@ -4,12 +4,14 @@
 //! them. A gate whose data is missing is **blocked** ("no data"), never passed.
 
 mod eval;
+mod proxies;
 
 use std::fmt;
 
 use serde::Serialize;
 
-pub use eval::{Inspection, evaluate};
+pub use eval::{Inspection, PROXY_GATES, evaluate, needs_proxy_reports};
+pub use proxies::{Acks, ProxyView, ReportReader};
 
 /// A gate's outcome.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -113,6 +113,10 @@ pub struct ProxySettings {
     /// A proxy whose report is older than this is missing.
     #[serde(with = "humantime_serde_secs")]
     pub heartbeat_timeout: Duration,
+    /// How long the primary-switch fence may hold writes before the CLI gives up and releases
+    /// them on the old primary.
+    #[serde(with = "humantime_serde_secs")]
+    pub max_write_pause: Duration,
 }
 
 mod humantime_serde_secs {

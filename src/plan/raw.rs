@@ -115,6 +115,7 @@ pub struct RawShadowRead {
 pub struct RawProxies {
     pub expected: Option<Spanned<i64>>,
     pub heartbeat_timeout: Option<SpannedStr>,
+    pub max_write_pause: Option<SpannedStr>,
 }
 
 /// Every key a plan may contain, with an example, for "did you mean" and type hints.
@@ -155,6 +156,7 @@ pub const KEY_EXAMPLES: &[(&str, &str)] = &[
     ("soak", "soak = \"10m\""),
     ("expected", "expected = 2"),
     ("heartbeat_timeout", "heartbeat_timeout = \"10s\""),
+    ("max_write_pause", "max_write_pause = \"5s\""),
 ];
 
 /// The example line for `key`, if it is a known plan key.

@@ -79,6 +79,24 @@ impl Ctx<'_> {
         })
     }
 
+    /// A duration that must be longer than zero.
+    fn positive_duration(
+        &self,
+        v: &Option<SpannedStr>,
+        key: &str,
+        default: &str,
+    ) -> Result<std::time::Duration, PlanError> {
+        let d = self.duration(v, key, default)?;
+        match v {
+            Some(v) if d.is_zero() => Err(self.err(
+                v.span(),
+                format!("`{key}` is zero"),
+                format!("use a duration longer than zero, e.g. `{key} = \"{default}\"`"),
+            )),
+            _ => Ok(d),
+        }
+    }
+
     /// An optional `*_env` key: a valid variable name that is set in the environment.
     fn password_env(&self, v: &Option<SpannedStr>, section: &str) -> Result<Option<String>, PlanError> {
         let Some(v) = v else { return Ok(None) };
@@ -201,14 +219,18 @@ pub fn resolve(path: &Path, text: &str, raw: RawPlan, catalog: &Catalog) -> Resu
         max_mismatch_ratio: cx.ratio(&s.max_mismatch_ratio, "max_mismatch_ratio", 0.0001)?,
     };
     let gates = gate_settings(&cx, &raw.gates, catalog)?;
+    let raw_proxies = raw.proxies.as_ref().map(Spanned::get_ref);
     let proxies = ProxySettings {
         expected: proxies_expected(&cx, raw.proxies.as_ref())?,
         heartbeat_timeout: cx.duration(
-            &raw.proxies
-                .as_ref()
-                .and_then(|p| p.get_ref().heartbeat_timeout.clone()),
+            &raw_proxies.and_then(|p| p.heartbeat_timeout.clone()),
             "heartbeat_timeout",
             "10s",
+        )?,
+        max_write_pause: cx.positive_duration(
+            &raw_proxies.and_then(|p| p.max_write_pause.clone()),
+            "max_write_pause",
+            "5s",
         )?,
     };
 

@@ -17,6 +17,19 @@ pub enum TransitionKind {
     Rollback,
 }
 
+/// The two fence entries a primary switch may journal (design §4). A successful switch is a
+/// `hold` followed by the `transition`; an abandoned one is a `hold` followed by a `release`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FenceStage {
+    /// This generation is the routing of `phase` with `fence: true`: proxies hold new writes and
+    /// drain their mirror queue.
+    Hold,
+    /// This generation is the routing of `phase` without a fence: the switch was abandoned and
+    /// held writes go to the primary of `phase`.
+    Release,
+}
+
 /// One gate's outcome as journaled.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GateRecord {
@@ -72,6 +85,17 @@ pub enum Event {
         /// `started`, `completed` or `failed`.
         outcome: String,
         /// A one-line summary (counters, or the error).
+        detail: String,
+    },
+    /// The primary-switch fence; `generation` of the entry is the fence (or release) generation.
+    Fence {
+        /// Hold or release.
+        stage: FenceStage,
+        /// The phase in force, whose routing the generation carries.
+        phase: String,
+        /// The phase the switch goes to.
+        toward: String,
+        /// Why (for a release: who did not ack, or that the fencing command died).
         detail: String,
     },
     /// A derived file (state record, flag file) was rewritten from the journal.

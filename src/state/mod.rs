@@ -13,7 +13,7 @@ mod journal;
 mod lock;
 mod record;
 
-pub use journal::{Entry, Event, GateRecord, Journal, TransitionKind};
+pub use journal::{Entry, Event, FenceStage, GateRecord, Journal, TransitionKind};
 pub use lock::{Lock, LockError};
 pub use record::{Override, State};
 

@@ -6,7 +6,7 @@ use std::path::Path;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::journal::{Entry, Event};
+use super::journal::{Entry, Event, FenceStage};
 
 /// A gate override that `status` shows forever after.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -42,6 +42,10 @@ pub struct State {
     pub overrides: Vec<Override>,
     /// The last journal sequence number folded in.
     pub journal_seq: u64,
+    /// Whether the generation in force is a fence (a primary switch away from `phase` is under
+    /// way, or its command died mid-way: the next locked command releases it).
+    #[serde(default)]
+    pub fenced: bool,
 }
 
 impl State {
@@ -55,6 +59,7 @@ impl State {
             plan_sha256: None,
             overrides: Vec::new(),
             journal_seq: 0,
+            fenced: false,
         };
         for entry in entries {
             state.apply(entry);
@@ -67,6 +72,7 @@ impl State {
         self.generation = entry.generation;
         match &entry.event {
             Event::Transition { to, plan_sha256, .. } => {
+                self.fenced = false;
                 self.phase = to.clone();
                 self.entered_at = Some(entry.time);
                 self.plan_sha256 = Some(plan_sha256.clone());
@@ -84,6 +90,7 @@ impl State {
                 user: entry.user.clone(),
                 time: entry.time,
             }),
+            Event::Fence { stage, .. } => self.fenced = *stage == FenceStage::Hold,
             Event::Gates { .. } | Event::Repair { .. } | Event::Action { .. } => {}
         }
     }

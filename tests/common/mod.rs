@@ -3,6 +3,7 @@
 //! ports in temporary directories (killed on drop), and the real `cachemig` binary.
 
 pub mod proxy;
+pub mod reports;
 pub mod sandbox;
 
 use std::collections::BTreeSet;

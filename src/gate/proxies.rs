@@ -1,0 +1,273 @@
+//! What the proxies reported (design §5), as the gates, the fence and `status` see it: every
+//! report read once, judged against one instant and the generation the CLI last wrote.
+
+use std::time::Duration;
+
+use crate::cluster::Router;
+use crate::plan::Plan;
+use crate::report::{self, Counters, FenceState, ProxyReport};
+
+/// One field of the reports hash: a report, or (proxy id, why it did not parse).
+type Field = Result<ProxyReport, (String, String)>;
+
+/// How long reading the reports may take before they count as unreadable.
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The proxy reports of one migration at one instant.
+#[derive(Debug, Clone)]
+pub struct ProxyView {
+    /// Every parsable report, or why none could be read (target unreachable, timeout).
+    pub reports: Result<Vec<ProxyReport>, String>,
+    /// Fields of the reports hash that did not parse: (proxy id, why).
+    pub unparsable: Vec<(String, String)>,
+    /// When the reports were read, milliseconds since the Unix epoch.
+    pub now_ms: u64,
+    /// The generation the CLI last wrote (from the journal).
+    pub generation: u64,
+    /// A report older than this is missing.
+    pub heartbeat_timeout: Duration,
+    /// `[proxies] expected`.
+    pub expected: u32,
+}
+
+/// Who acknowledged a generation and who did not.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Acks {
+    /// Ids of live proxies that applied the generation (and, for a fence, drained).
+    pub acked: Vec<String>,
+    /// One line per proxy that did not: `p2 missing (report 14s old)`, `p3 at generation 4`.
+    pub pending: Vec<String>,
+}
+
+/// A connection to the target for reading reports repeatedly (the fence polls it).
+pub struct ReportReader {
+    router: Router,
+    migration: String,
+}
+
+impl ReportReader {
+    /// Connects to the target cluster (bounded by a timeout).
+    pub async fn connect(plan: &Plan) -> Result<ReportReader, String> {
+        let router = tokio::time::timeout(READ_TIMEOUT, Router::connect(&plan.target))
+            .await
+            .map_err(|_| format!("target did not answer within {READ_TIMEOUT:?}"))?
+            .map_err(|e| format!("target unreachable: {e:#}"))?;
+        Ok(ReportReader {
+            router,
+            migration: plan.name.clone(),
+        })
+    }
+
+    /// Reads every report now and judges it against `plan` and `generation`.
+    pub async fn view(&self, plan: &Plan, generation: u64) -> ProxyView {
+        let read = tokio::time::timeout(READ_TIMEOUT, report::read_all(&self.router, &self.migration)).await;
+        let fields = match read {
+            Err(_) => Err(format!("reading proxy reports took longer than {READ_TIMEOUT:?}")),
+            Ok(Err(e)) => Err(format!("reading proxy reports: {e}")),
+            Ok(Ok(fields)) => Ok(fields),
+        };
+        ProxyView::from_fields(plan, generation, fields)
+    }
+}
+
+impl ProxyView {
+    /// Connects and reads once; an unreachable target gives a view whose `reports` is `Err`.
+    pub async fn load(plan: &Plan, generation: u64) -> ProxyView {
+        match ReportReader::connect(plan).await {
+            Ok(reader) => reader.view(plan, generation).await,
+            Err(e) => ProxyView::from_fields(plan, generation, Err(e)),
+        }
+    }
+
+    /// [`ProxyView::load`] on a runtime of its own, for synchronous commands.
+    pub fn load_blocking(plan: &Plan, generation: u64) -> ProxyView {
+        match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(rt) => rt.block_on(ProxyView::load(plan, generation)),
+            Err(e) => ProxyView::from_fields(plan, generation, Err(format!("no async runtime: {e}"))),
+        }
+    }
+
+    fn from_fields(plan: &Plan, generation: u64, fields: Result<Vec<Field>, String>) -> ProxyView {
+        let mut unparsable = Vec::new();
+        let reports = fields.map(|fields| {
+            let mut reports: Vec<ProxyReport> = fields
+                .into_iter()
+                .filter_map(|f| f.map_err(|bad| unparsable.push(bad)).ok())
+                .collect();
+            reports.sort_by(|a, b| a.id.cmp(&b.id));
+            reports
+        });
+        ProxyView {
+            reports,
+            unparsable,
+            now_ms: report::now_ms(),
+            generation,
+            heartbeat_timeout: plan.proxies.heartbeat_timeout,
+            expected: plan.proxies.expected,
+        }
+    }
+
+    /// Every report read (none when they could not be read).
+    pub fn all(&self) -> &[ProxyReport] {
+        self.reports.as_deref().unwrap_or_default()
+    }
+
+    /// Whether `r` was written within the heartbeat timeout.
+    pub fn is_live(&self, r: &ProxyReport) -> bool {
+        r.age_ms(self.now_ms) <= self.heartbeat_timeout.as_millis() as u64
+    }
+
+    /// Live reports.
+    pub fn live(&self) -> Vec<&ProxyReport> {
+        self.all().iter().filter(|r| self.is_live(r)).collect()
+    }
+
+    /// Live reports at the current generation: the ones whose counters describe the phase now
+    /// in force (counters restart with every generation).
+    pub fn current(&self) -> Vec<&ProxyReport> {
+        self.all()
+            .iter()
+            .filter(|r| self.is_live(r) && r.generation >= self.generation)
+            .collect()
+    }
+
+    /// The counters of [`ProxyView::current`] summed; `None` when no live proxy is current.
+    pub fn current_counters(&self) -> Option<Counters> {
+        let current = self.current();
+        if current.is_empty() {
+            return None;
+        }
+        Some(
+            current
+                .iter()
+                .fold(Counters::default(), |a, r| add(a, &r.counters)),
+        )
+    }
+
+    /// Who applied `generation` (and reports the fence drained, when `drained`).
+    pub fn acks(&self, generation: u64, drained: bool) -> Acks {
+        let mut acks = Acks::default();
+        for r in self.all() {
+            let age = Duration::from_millis(r.age_ms(self.now_ms));
+            if !self.is_live(r) {
+                acks.pending
+                    .push(format!("{} missing (report {}s old)", r.id, age.as_secs()));
+            } else if r.generation < generation {
+                acks.pending
+                    .push(format!("{} at generation {}", r.id, r.generation));
+            } else if drained && r.fence != FenceState::Drained {
+                let state = serde_json::to_string(&r.fence).unwrap_or_default();
+                acks.pending
+                    .push(format!("{} fence {}", r.id, state.trim_matches('"')));
+            } else {
+                acks.acked.push(r.id.clone());
+            }
+        }
+        acks
+    }
+
+    /// Why the reports cannot be judged, if they cannot.
+    pub fn unreadable(&self) -> Option<&str> {
+        self.reports.as_ref().err().map(String::as_str)
+    }
+}
+
+impl Acks {
+    /// Whether at least `expected` proxies acked.
+    pub fn enough(&self, expected: u32) -> bool {
+        self.acked.len() >= expected as usize
+    }
+
+    /// `2 of 2 expected proxies at generation 5 (p1, p2)`, then who is missing or behind.
+    pub fn describe(&self, expected: u32, what: &str) -> String {
+        let mut text = format!("{} of {expected} expected proxies {what}", self.acked.len());
+        if !self.acked.is_empty() {
+            text.push_str(&format!(" ({})", self.acked.join(", ")));
+        }
+        if !self.pending.is_empty() {
+            text.push_str(&format!("; not yet: {}", self.pending.join(", ")));
+        }
+        text
+    }
+}
+
+fn add(a: Counters, b: &Counters) -> Counters {
+    Counters {
+        requests: a.requests + b.requests,
+        errors: a.errors + b.errors,
+        new_requests: a.new_requests + b.new_requests,
+        new_errors: a.new_errors + b.new_errors,
+        mirror_ok: a.mirror_ok + b.mirror_ok,
+        mirror_errors: a.mirror_errors + b.mirror_errors,
+        mirror_overflow: a.mirror_overflow + b.mirror_overflow,
+        sync_mirror_failures: a.sync_mirror_failures + b.sync_mirror_failures,
+        shadow_samples: a.shadow_samples + b.shadow_samples,
+        shadow_mismatches: a.shadow_mismatches + b.shadow_mismatches,
+        shadow_skipped: a.shadow_skipped + b.shadow_skipped,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(id: &str, generation: u64, written_at_ms: u64, fence: FenceState) -> ProxyReport {
+        ProxyReport {
+            id: id.into(),
+            generation,
+            phase: "read-cutover".into(),
+            fence,
+            written_at_ms,
+            applied_at_ms: 0,
+            counters: Counters {
+                shadow_samples: 10,
+                ..Counters::default()
+            },
+            mirror_queue_depth: 0,
+            mirror_lag_ms: 0,
+            dirty_keys: 0,
+            qps: 0.0,
+            last_error: None,
+            flag_error: None,
+            hot_keys: Vec::new(),
+        }
+    }
+
+    fn view(reports: Vec<ProxyReport>) -> ProxyView {
+        ProxyView {
+            reports: Ok(reports),
+            unparsable: Vec::new(),
+            now_ms: 100_000,
+            generation: 5,
+            heartbeat_timeout: Duration::from_secs(10),
+            expected: 2,
+        }
+    }
+
+    #[test]
+    fn stale_and_behind_proxies_do_not_ack() {
+        let v = view(vec![
+            report("p1", 5, 99_000, FenceState::Off),
+            report("p2", 4, 99_000, FenceState::Off),
+            report("p3", 5, 80_000, FenceState::Off),
+        ]);
+        let acks = v.acks(5, false);
+        assert_eq!(acks.acked, vec!["p1"]);
+        assert!(!acks.enough(2));
+        let text = acks.describe(2, "at generation 5");
+        assert!(text.contains("p2 at generation 4"), "{text}");
+        assert!(text.contains("p3 missing (report 20s old)"), "{text}");
+        assert_eq!(v.current_counters().unwrap().shadow_samples, 10);
+    }
+
+    #[test]
+    fn a_fence_needs_drained() {
+        let v = view(vec![
+            report("p1", 6, 99_000, FenceState::Drained),
+            report("p2", 6, 99_000, FenceState::Holding),
+        ]);
+        let acks = v.acks(6, true);
+        assert_eq!(acks.acked, vec!["p1"]);
+        assert_eq!(acks.pending, vec!["p2 fence holding"]);
+    }
+}

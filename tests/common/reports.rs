@@ -1,0 +1,154 @@
+//! Playing the proxies' part against the real target cluster: proxy reports (design §5) written
+//! into the reports hash as a proxy would, and fake proxies that follow the flag file.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use cachemig::report::{Counters, FenceState, HotKey, ProxyReport, now_ms, reports_key};
+
+use super::sandbox::Sandbox;
+
+/// Sets `[proxies] expected = N` (plus `extra` lines in `[proxies]`) in the sandbox plan. Call
+/// after `set_plan_extra`, which rewrites the plan.
+pub fn expect_proxies(sb: &Sandbox, expected: u32, extra: &str) {
+    let text = std::fs::read_to_string(sb.plan()).unwrap();
+    let text = text.replacen(
+        "[proxies]\nexpected = 0\n",
+        &format!("[proxies]\nexpected = {expected}\n{extra}"),
+        1,
+    );
+    std::fs::write(sb.plan(), text).unwrap();
+}
+
+/// A fresh, healthy report of proxy `id` at `generation` in `phase`, written now.
+pub fn report(id: &str, generation: u64, phase: &str) -> ProxyReport {
+    let now = now_ms();
+    ProxyReport {
+        id: id.into(),
+        generation,
+        phase: phase.into(),
+        fence: FenceState::Off,
+        written_at_ms: now,
+        applied_at_ms: now,
+        counters: Counters {
+            requests: 1000,
+            new_requests: 500,
+            mirror_ok: 100,
+            shadow_samples: 1000,
+            ..Counters::default()
+        },
+        mirror_queue_depth: 0,
+        mirror_lag_ms: 0,
+        dirty_keys: 0,
+        qps: 10.0,
+        last_error: None,
+        flag_error: None,
+        hot_keys: vec![HotKey {
+            key: "token:hot".into(),
+            count: 7,
+            error: 0,
+        }],
+    }
+}
+
+/// HSETs `report` into the sandbox migration's reports hash on the target cluster.
+pub fn write_report(sb: &Sandbox, report: &ProxyReport) {
+    let json = serde_json::to_string(report).unwrap();
+    redis::cmd("HSET")
+        .arg(reports_key("sandbox"))
+        .arg(&report.id)
+        .arg(json)
+        .exec(&mut sb.target.cluster_conn())
+        .unwrap();
+}
+
+/// Deletes every report.
+pub fn clear_reports(sb: &Sandbox) {
+    redis::cmd("DEL")
+        .arg(reports_key("sandbox"))
+        .exec(&mut sb.target.cluster_conn())
+        .unwrap();
+}
+
+/// Waits until every report in the hash is at the flag file's generation.
+pub fn wait_for_reports_at_flag_generation(sb: &Sandbox) {
+    let generation = sb.flag().map_or(0, |f| f.generation);
+    super::wait_for(
+        "proxy reports at the flag generation",
+        Duration::from_secs(10),
+        || {
+            let reports: Vec<(String, String)> = redis::cmd("HGETALL")
+                .arg(reports_key("sandbox"))
+                .query(&mut sb.target.cluster_conn())
+                .unwrap();
+            !reports.is_empty()
+                && reports.iter().all(|(_, json)| {
+                    serde_json::from_str::<ProxyReport>(json).is_ok_and(|r| r.generation >= generation)
+                })
+        },
+    );
+}
+
+/// Proxies that follow the flag file every 50 ms and report the generation they "applied"; on a
+/// fence generation they report `drained` while `drain` is set, `holding` otherwise.
+pub struct FakeProxies {
+    stop: Arc<AtomicBool>,
+    drain: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl FakeProxies {
+    /// Starts proxies named `ids` for the sandbox.
+    pub fn start(sb: &Sandbox, ids: &[&str], drain: bool) -> FakeProxies {
+        let stop = Arc::new(AtomicBool::new(false));
+        let drain = Arc::new(AtomicBool::new(drain));
+        let (flag_path, seeds) = (sb.flag_path(), sb.target.seed_urls());
+        let ids: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
+        let (stopping, draining) = (stop.clone(), drain.clone());
+        let thread = std::thread::spawn(move || {
+            let mut conn = redis::cluster::ClusterClient::new(seeds)
+                .unwrap()
+                .get_connection()
+                .unwrap();
+            while !stopping.load(Ordering::Relaxed) {
+                if let Ok(Some(flag)) = cachemig::flags::read(&flag_path) {
+                    for id in &ids {
+                        let mut r = report(id, flag.generation, &flag.phase);
+                        r.fence = match (flag.routing.fence, draining.load(Ordering::Relaxed)) {
+                            (false, _) => FenceState::Off,
+                            (true, true) => FenceState::Drained,
+                            (true, false) => FenceState::Holding,
+                        };
+                        let _ = redis::cmd("HSET")
+                            .arg(reports_key("sandbox"))
+                            .arg(id)
+                            .arg(serde_json::to_string(&r).unwrap())
+                            .exec(&mut conn);
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        FakeProxies {
+            stop,
+            drain,
+            thread: Some(thread),
+        }
+    }
+
+    /// Whether they ack a fence (report `drained`) from now on.
+    pub fn set_drain(&self, drain: bool) {
+        self.drain.store(drain, Ordering::Relaxed);
+    }
+}
+
+impl Drop for FakeProxies {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

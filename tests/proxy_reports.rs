@@ -1,0 +1,300 @@
+//! Gates, catch-up, status and the fence from proxy reports, against a real target cluster. The
+//! tests play the proxies' part by writing their reports into the target (tests/common/reports.rs).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use cachemig::report::now_ms;
+use cachemig::state::{Event, FenceStage};
+use common::reports::{
+    FakeProxies, clear_reports, expect_proxies, report, wait_for_reports_at_flag_generation, write_report,
+};
+use common::sandbox::Sandbox;
+use common::wait_for;
+
+/// A sandbox with two expected proxies, no soak and a small shadow-sample minimum.
+fn sandbox(proxies_extra: &str) -> Sandbox {
+    let mut sb = Sandbox::start();
+    sb.set_plan_extra("[gates]\nsoak = \"0s\"\n\n[shadow_read]\nmin_samples = 10\n");
+    expect_proxies(&sb, 2, proxies_extra);
+    sb
+}
+
+/// Advances (with healthy fake proxies acking every generation) until `phase` is in force.
+fn walk_to(sb: &Sandbox, phase: &str) {
+    let _proxies = FakeProxies::start(sb, &["p1", "p2"], true);
+    while sb.flag().map(|f| f.phase) != Some(phase.to_string()) {
+        if sb.flag().is_some() {
+            wait_for_reports_at_flag_generation(sb);
+        }
+        sb.cachemig(&["advance", "--yes"]).assert_success();
+    }
+}
+
+/// The gate `name` of the next step as `plan --format json` shows it: (verdict, measured).
+fn gate(sb: &Sandbox, name: &str) -> (String, String) {
+    let json = sb.cachemig(&["plan", "--format", "json"]).json();
+    let g = json["gates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["gate"] == name)
+        .unwrap_or_else(|| panic!("no gate {name} in {json}"))
+        .clone();
+    (
+        g["verdict"].as_str().unwrap().into(),
+        g["measured"].as_str().unwrap().into(),
+    )
+}
+
+fn fence_events(sb: &Sandbox) -> Vec<(u64, FenceStage)> {
+    sb.journal_entries()
+        .iter()
+        .filter_map(|e| match &e.event {
+            Event::Fence { stage, .. } => Some((e.generation, *stage)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn proxies_acked_needs_every_expected_proxy_live_at_the_generation() {
+    let sb = sandbox("");
+    walk_to(&sb, "async-dual-write");
+    let generation = sb.flag().unwrap().generation;
+    clear_reports(&sb);
+    assert_eq!(gate(&sb, "proxies-acked").0, "no-data");
+
+    let mut stale = report("p2", generation, "async-dual-write");
+    stale.written_at_ms = now_ms() - 60_000;
+    write_report(&sb, &report("p1", generation, "async-dual-write"));
+    write_report(&sb, &stale);
+    let (verdict, measured) = gate(&sb, "proxies-acked");
+    assert_eq!(verdict, "blocked");
+    assert!(
+        measured.contains("1 of 2") && measured.contains("p2 missing"),
+        "{measured}"
+    );
+
+    write_report(&sb, &report("p2", generation - 1, "backfill"));
+    let (verdict, measured) = gate(&sb, "proxies-acked");
+    assert_eq!(verdict, "blocked");
+    assert!(
+        measured.contains(&format!("p2 at generation {}", generation - 1)),
+        "{measured}"
+    );
+
+    let mut failing = report("p2", generation, "async-dual-write");
+    failing.counters.mirror_ok = 800;
+    failing.counters.mirror_errors = 100;
+    failing.mirror_lag_ms = 2500;
+    write_report(&sb, &failing);
+    let (verdict, measured) = gate(&sb, "proxies-acked");
+    assert_eq!(verdict, "pass", "{measured}");
+    assert!(
+        measured.contains("2 of 2") && measured.contains("(p1, p2)"),
+        "{measured}"
+    );
+    // counters are summed over both: 100 failed of 1000 syncs
+    let (verdict, measured) = gate(&sb, "mirror-error-ratio");
+    assert_eq!(verdict, "blocked");
+    assert!(measured.contains("100 failed of 1000 syncs"), "{measured}");
+    let (verdict, measured) = gate(&sb, "mirror-lag");
+    assert_eq!(verdict, "blocked");
+    assert!(measured.contains("max 2500 ms (p2"), "{measured}");
+}
+
+#[test]
+fn the_catch_up_waits_for_acks_and_resume_retries() {
+    let sb = sandbox("heartbeat_timeout = \"1s\"\n");
+    sb.source_cmd(&["SET", "token:1", "v"]);
+    sb.cachemig(&["advance", "--yes"]).assert_success();
+    let started = Instant::now();
+    sb.cachemig(&["advance", "--yes"])
+        .assert_code(1)
+        .assert_stderr_contains("the catch-up did not start")
+        .assert_stderr_contains("0 of 2 expected proxies");
+    assert!(
+        started.elapsed() >= Duration::from_secs(12),
+        "waited 2 x 1s + 10s"
+    );
+    assert_eq!(sb.flag().unwrap().phase, "async-dual-write");
+    assert!(sb.journal_text().contains("\"outcome\":\"failed\""));
+
+    sb.target_cmd(&["DEL", "token:1"]);
+    let _proxies = FakeProxies::start(&sb, &["p1", "p2"], true);
+    sb.cachemig(&["resume"])
+        .assert_success()
+        .assert_stdout_contains("2 of 2 expected proxies");
+    assert_eq!(sb.target_cmd(&["GET", "token:1"]), "v", "the catch-up ran");
+}
+
+#[test]
+fn shadow_gates_and_status_come_from_the_reports() {
+    let sb = sandbox("");
+    walk_to(&sb, "shadow-read");
+    let generation = sb.flag().unwrap().generation;
+    let mut p1 = report("p1", generation, "shadow-read");
+    let mut p2 = report("p2", generation, "shadow-read");
+    p1.counters.shadow_samples = 0;
+    p2.counters.shadow_samples = 0;
+    write_report(&sb, &p1);
+    write_report(&sb, &p2);
+    assert_eq!(gate(&sb, "shadow-samples").0, "blocked");
+    assert_eq!(gate(&sb, "shadow-mismatch-ratio").0, "no-data");
+
+    p1.counters.shadow_samples = 60;
+    p2.counters.shadow_samples = 40;
+    p2.counters.shadow_mismatches = 1;
+    write_report(&sb, &p1);
+    write_report(&sb, &p2);
+    assert_eq!(gate(&sb, "shadow-samples").0, "pass");
+    let (verdict, measured) = gate(&sb, "shadow-mismatch-ratio");
+    assert_eq!(verdict, "blocked");
+    assert!(measured.contains("1 mismatch(es) of 100 samples"), "{measured}");
+
+    p2.counters.shadow_mismatches = 0;
+    p2.last_error = Some("mirror: connection reset".into());
+    p2.hot_keys.push(cachemig::report::HotKey {
+        key: "token:other".into(),
+        count: 3,
+        error: 0,
+    });
+    write_report(&sb, &p2);
+    assert_eq!(gate(&sb, "shadow-mismatch-ratio").0, "pass");
+
+    let status = sb.cachemig(&["status", "--format", "json"]).json();
+    let proxies = &status["proxies"];
+    assert_eq!(proxies["expected"], 2);
+    assert_eq!(proxies["acked"], 2);
+    assert_eq!(proxies["reports"][1]["id"], "p2");
+    assert_eq!(proxies["reports"][1]["live"], true);
+    assert_eq!(proxies["reports"][1]["last_error"], "mirror: connection reset");
+    assert_eq!(proxies["hot_keys"][0]["key"], "token:hot");
+    assert_eq!(proxies["hot_keys"][0]["count"], 14, "summed over p1 and p2");
+    sb.cachemig(&["status"])
+        .assert_success()
+        .assert_stdout_contains("mirror: connection reset")
+        .assert_stdout_contains("token:hot");
+
+    let mut sb = sb;
+    for node in sb.target.nodes_mut() {
+        node.kill();
+    }
+    let status = sb.cachemig(&["status", "--format", "json"]);
+    status.assert_success();
+    assert!(status.json()["proxies"]["error"].is_string(), "{}", status.stdout);
+    sb.cachemig(&["status"])
+        .assert_success()
+        .assert_stdout_contains("proxy reports unavailable");
+}
+
+#[test]
+fn the_fence_switches_on_acks_both_ways() {
+    let sb = sandbox("");
+    walk_to(&sb, "read-cutover");
+    let before = sb.snapshot();
+    let proxies = FakeProxies::start(&sb, &["p1", "p2"], true);
+    wait_for_reports_at_flag_generation(&sb);
+    sb.cachemig(&["advance", "--dry-run"])
+        .assert_success()
+        .assert_stdout_contains("will fence now")
+        .assert_stdout_contains("p1 at generation")
+        .assert_stdout_contains("would fence at generation");
+    assert_eq!(before, sb.snapshot(), "a dry run wrote something");
+
+    let n = sb.flag().unwrap().generation + 1;
+    sb.cachemig(&["advance", "--yes"])
+        .assert_success()
+        .assert_stdout_contains(&format!("fence generation {n} acked"));
+    let flag = sb.flag().unwrap();
+    assert_eq!(
+        (flag.generation, flag.phase.as_str(), flag.routing.fence),
+        (n + 1, "write-stop", false)
+    );
+    assert_eq!(fence_events(&sb), vec![(n, FenceStage::Hold)]);
+
+    sb.cachemig(&["rollback", "--yes"]).assert_success();
+    let flag = sb.flag().unwrap();
+    assert_eq!(
+        (flag.generation, flag.phase.as_str(), flag.routing.fence),
+        (n + 3, "read-cutover", false)
+    );
+    assert_eq!(
+        fence_events(&sb),
+        vec![(n, FenceStage::Hold), (n + 2, FenceStage::Hold)]
+    );
+    drop(proxies);
+}
+
+#[test]
+fn without_acks_the_fence_is_released_on_the_old_primary() {
+    let sb = sandbox("max_write_pause = \"1s\"\n");
+    walk_to(&sb, "read-cutover");
+    let proxies = FakeProxies::start(&sb, &["p1", "p2"], false);
+    wait_for_reports_at_flag_generation(&sb);
+    let n = sb.flag().unwrap().generation + 1;
+    sb.cachemig(&["advance", "--yes"])
+        .assert_code(3)
+        .assert_stderr_contains("fence")
+        .assert_stderr_contains("p1 fence holding");
+    let flag = sb.flag().unwrap();
+    assert_eq!(
+        (flag.generation, flag.phase.as_str(), flag.routing.fence),
+        (n + 1, "read-cutover", false)
+    );
+    assert_eq!(
+        fence_events(&sb),
+        vec![(n, FenceStage::Hold), (n + 1, FenceStage::Release)]
+    );
+    sb.cachemig(&["status"])
+        .assert_success()
+        .assert_stdout_contains("fence release");
+
+    // Into write-stop with acks, then a rollback whose fence is not acked stays in write-stop.
+    proxies.set_drain(true);
+    wait_for_reports_at_flag_generation(&sb);
+    sb.cachemig(&["advance", "--yes"]).assert_success();
+    proxies.set_drain(false);
+    let m = sb.flag().unwrap().generation + 1;
+    sb.cachemig(&["rollback", "--yes"])
+        .assert_code(1)
+        .assert_stderr_contains("write-stop stays in force");
+    let flag = sb.flag().unwrap();
+    assert_eq!(
+        (flag.generation, flag.phase.as_str(), flag.routing.fence),
+        (m + 1, "write-stop", false)
+    );
+}
+
+#[test]
+fn kill_9_mid_fence_then_repair_releases_without_switching() {
+    let sb = sandbox("max_write_pause = \"60s\"\n");
+    walk_to(&sb, "read-cutover");
+    let _proxies = FakeProxies::start(&sb, &["p1", "p2"], false);
+    wait_for_reports_at_flag_generation(&sb);
+    let n = sb.flag().unwrap().generation + 1;
+    let mut child = sb.spawn(&["advance", "--yes"]);
+    wait_for("the fence generation", Duration::from_secs(20), || {
+        sb.flag().is_some_and(|f| f.routing.fence)
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    sb.cachemig(&["status"])
+        .assert_success()
+        .assert_stdout_contains("FENCE in force");
+    sb.cachemig(&["status", "--repair"])
+        .assert_success()
+        .assert_stdout_contains("released at generation");
+    let flag = sb.flag().unwrap();
+    assert_eq!(
+        (flag.generation, flag.phase.as_str(), flag.routing.fence),
+        (n + 1, "read-cutover", false)
+    );
+    assert_eq!(
+        fence_events(&sb),
+        vec![(n, FenceStage::Hold), (n + 1, FenceStage::Release)]
+    );
+    assert!(!sb.cachemig(&["status"]).stdout.contains("DRIFT"));
+}
