@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use crate::error::{EXIT_OK, Result};
+use crate::error::{EXIT_OK, Error, Result};
 use crate::plan::Plan;
 use crate::proxy::{self, Options};
 
@@ -15,11 +15,19 @@ pub fn run(path: &Path, listen: String, id: Option<String>, metrics: Option<Stri
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();
+    let password = match &plan.proxies.password_env {
+        Some(var) => Some(std::env::var(var).map_err(|_| {
+            Error::Usage(format!(
+                "[proxies] password_env names ${var}, which is not set; export it before starting the proxy"
+            ))
+        })?),
+        None => None,
+    };
     let options = Options {
         listen,
         id,
         metrics,
-        password: None,
+        password,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(proxy::run(plan, options))?;

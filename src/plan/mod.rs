@@ -117,6 +117,9 @@ pub struct ProxySettings {
     /// them on the old primary.
     #[serde(with = "humantime_serde_secs")]
     pub max_write_pause: Duration,
+    /// The variable holding the password clients must AUTH with at the proxy (`cachemig proxy`
+    /// refuses to start when it is named but unset).
+    pub password_env: Option<String>,
 }
 
 mod humantime_serde_secs {

@@ -116,6 +116,7 @@ pub struct RawProxies {
     pub expected: Option<Spanned<i64>>,
     pub heartbeat_timeout: Option<SpannedStr>,
     pub max_write_pause: Option<SpannedStr>,
+    pub password_env: Option<SpannedStr>,
 }
 
 /// Every key a plan may contain, with an example, for "did you mean" and type hints.

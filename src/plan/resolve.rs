@@ -99,6 +99,18 @@ impl Ctx<'_> {
 
     /// An optional `*_env` key: a valid variable name that is set in the environment.
     fn password_env(&self, v: &Option<SpannedStr>, section: &str) -> Result<Option<String>, PlanError> {
+        let name = self.env_name(v)?;
+        if let (Some(name), Some(v)) = (&name, v)
+            && std::env::var_os(name).is_none()
+        {
+            return Err(self.err(v.span(), format!("[{section}] password_env names ${name}, which is not set"), format!("export {name}=<password> before running cachemig, or remove `password_env` if the server has no password")));
+        }
+        Ok(name)
+    }
+
+    /// An optional `*_env` key that only has to be a valid variable name: `[proxies]
+    /// password_env` is read by `cachemig proxy` alone, which checks that it is set.
+    fn env_name(&self, v: &Option<SpannedStr>) -> Result<Option<String>, PlanError> {
         let Some(v) = v else { return Ok(None) };
         let name = v.get_ref();
         let valid = !name.is_empty()
@@ -106,9 +118,6 @@ impl Ctx<'_> {
             && !name.starts_with(|c: char| c.is_ascii_digit());
         if !valid {
             return Err(self.err(v.span(), format!("`password_env` \"{name}\" is not an environment variable name"), "name the variable that holds the password, e.g. `password_env = \"OLD_REDIS_PASSWORD\"` (never the password itself)"));
-        }
-        if std::env::var_os(name).is_none() {
-            return Err(self.err(v.span(), format!("[{section}] password_env names ${name}, which is not set"), format!("export {name}=<password> before running cachemig, or remove `password_env` if the server has no password")));
         }
         Ok(Some(name.clone()))
     }
@@ -232,6 +241,7 @@ pub fn resolve(path: &Path, text: &str, raw: RawPlan, catalog: &Catalog) -> Resu
             "max_write_pause",
             "5s",
         )?,
+        password_env: cx.env_name(&raw_proxies.and_then(|p| p.password_env.clone()))?,
     };
 
     let sha256 = hex::encode(Sha256::digest(text.as_bytes()));

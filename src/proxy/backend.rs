@@ -53,7 +53,7 @@ pub struct Backend {
 
 enum Kind {
     Node(NodeConn),
-    Cluster(Cluster),
+    Cluster(Box<Cluster>),
 }
 
 impl Backend {
@@ -87,7 +87,7 @@ impl Backend {
                 refreshing: Mutex::new(()),
             };
             cluster.refresh(Instant::now()).await?;
-            Kind::Cluster(cluster)
+            Kind::Cluster(Box::new(cluster))
         } else {
             Kind::Node(NodeConn::spawn(label, &seeds[0], password, errors))
         };
@@ -283,10 +283,10 @@ impl Cluster {
             if wait {
                 tokio::time::sleep(crate::cluster::backoff(attempt)).await;
             }
-            if moved || wait {
-                if let Err(e) = self.refresh(map.loaded_at).await {
-                    self.errors.backend_error(&format!("{e:#}"));
-                }
+            if (moved || wait)
+                && let Err(e) = self.refresh(map.loaded_at).await
+            {
+                self.errors.backend_error(&format!("{e:#}"));
             }
             todo = again;
         }
