@@ -62,6 +62,11 @@ impl ProxyProcess {
         proxy
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// A connection to the proxy.
     pub fn conn(&self) -> redis::Connection {
         let client = redis::Client::open(format!("redis://127.0.0.1:{}/", self.port)).unwrap();
