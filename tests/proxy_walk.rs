@@ -59,7 +59,7 @@ fn step(conn: &mut redis::Connection, model: &mut Model, w: usize, n: u64) -> re
         }
         return Ok(());
     }
-    if roll < 16 && i % 5 == 0 {
+    if roll < 16 && i.is_multiple_of(5) {
         let got: Option<String> = conn.get(&key)?;
         let want = match model.get(&key) {
             Some((Value::Text(t), _)) => Some(t.clone()),
@@ -70,7 +70,7 @@ fn step(conn: &mut redis::Connection, model: &mut Model, w: usize, n: u64) -> re
     }
     let (value, ttl) = model.remove(&key).unwrap_or((empty(i), false));
     let value = match value {
-        Value::Text(_) if i % 5 == 0 => {
+        Value::Text(_) if i.is_multiple_of(5) => {
             let v = format!("v{n}");
             let _: () = conn.set(&key, &v)?;
             (Value::Text(v), false)
