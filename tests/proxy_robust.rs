@@ -217,3 +217,51 @@ fn a_flag_change_in_the_middle_of_a_pipeline_applies_at_a_request_boundary() {
         "never back to old after the switch"
     );
 }
+
+#[test]
+fn clients_must_auth_with_the_password_the_plan_names_and_it_is_never_shown() {
+    const SECRET: &str = "s3cret-proxy-pw";
+    let sb = Sandbox::start();
+    common::reports::expect_proxies(&sb, 0, "password_env = \"CACHEMIG_TEST_PROXY_PW\"\n");
+    let missing = sb.cachemig(&["proxy", "--listen", "127.0.0.1:0"]);
+    assert_eq!(
+        missing.status, 2,
+        "an unset password variable is bad input: {}",
+        missing.stderr
+    );
+    assert!(missing.stderr.contains("CACHEMIG_TEST_PROXY_PW"));
+    let proxy = ProxyProcess::start_with_env(&sb, "p1", &[("CACHEMIG_TEST_PROXY_PW", SECRET)]);
+    let mut conn = proxy.conn();
+    let err = conn.get::<_, Option<String>>("token:a").unwrap_err();
+    assert!(format!("{err:?}").contains("NOAUTH"), "{err:?}");
+    let wrong = redis::cmd("AUTH").arg("nope").query::<()>(&mut conn).unwrap_err();
+    assert!(format!("{wrong:?}").contains("WRONGPASS"), "{wrong:?}");
+    redis::cmd("AUTH").arg(SECRET).query::<()>(&mut conn).unwrap();
+    let _: () = conn.set("token:a", 1).unwrap();
+    let client = redis::Client::open(format!("redis://:{SECRET}@127.0.0.1:{}/", proxy.port)).unwrap();
+    let v: i64 = client.get_connection().unwrap().get("token:a").unwrap();
+    assert_eq!(v, 1, "a client with the password in its URL works");
+    let mut hello = proxy.conn();
+    redis::cmd("HELLO")
+        .arg(2)
+        .arg("AUTH")
+        .arg("default")
+        .arg(SECRET)
+        .query::<redis::Value>(&mut hello)
+        .unwrap();
+    let _: i64 = hello.get("token:a").unwrap();
+    std::thread::sleep(Duration::from_millis(1200));
+    let reports: std::collections::HashMap<String, String> = sb
+        .target
+        .cluster_conn()
+        .hgetall("__cachemig:{sandbox}:proxies")
+        .unwrap();
+    for text in [
+        proxy.log(),
+        proxy.status().to_string(),
+        proxy.metrics(),
+        format!("{reports:?}"),
+    ] {
+        assert!(!text.contains(SECRET), "the password leaked: {text}");
+    }
+}
