@@ -311,19 +311,18 @@ fn mirror(proxy: &Arc<Proxy>, routing: &FlagRouting, side: Side, call: &Call) ->
     let proxy = proxy.clone();
     let retry = routing.read == side.other();
     Some(Box::pin(async move {
-        let mut ok = true;
-        for key in keys {
-            let mut synced = proxy.mirror.sync(dir, key.clone(), proxy.sync_timeout).await;
-            if !synced {
-                proxy.metrics.sync_mirror_failures.inc();
-                if retry {
-                    synced = proxy.mirror.sync(dir, key, proxy.sync_timeout).await;
-                }
-            }
-            ok &= synced || !retry;
-        }
-        ok
+        let syncs = keys.into_iter().map(|key| sync_one(&proxy, dir, key, retry));
+        join_all(syncs).await.into_iter().all(|ok| ok)
     }))
+}
+
+/// One key's sync mirror; `false` only when the client must get an error (see [`mirror`]).
+async fn sync_one(proxy: &Proxy, dir: Direction, key: bytes::Bytes, retry: bool) -> bool {
+    if proxy.mirror.sync(dir, key.clone(), proxy.sync_timeout).await {
+        return true;
+    }
+    proxy.metrics.sync_mirror_failures.inc();
+    !retry || proxy.mirror.sync(dir, key, proxy.sync_timeout).await
 }
 
 /// Starts a shadow read of `call` when the routing asks for one and the sample says so.
