@@ -128,5 +128,9 @@ pub enum Command {
         /// Address for /metrics (Prometheus) and /status (JSON); off unless given.
         #[arg(long, value_name = "ADDR")]
         metrics: Option<String>,
+        /// Worker threads; 1 runs everything on one thread (no cross-thread wake-ups, the
+        /// cheapest per request), 0 means one per CPU.
+        #[arg(long, value_name = "N", default_value_t = 1)]
+        threads: usize,
     },
 }

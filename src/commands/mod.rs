@@ -73,7 +73,8 @@ pub fn execute(command: Command) -> Result<u8> {
             listen,
             id,
             metrics,
-        } => proxy::run(&plan, listen, id, metrics),
+            threads,
+        } => proxy::run(&plan, listen, id, metrics, threads),
     }
 }
 

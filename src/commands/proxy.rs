@@ -7,7 +7,13 @@ use crate::plan::Plan;
 use crate::proxy::{self, Options};
 
 /// Loads the plan and runs the proxy until Ctrl-C (or SIGTERM via the service manager).
-pub fn run(path: &Path, listen: String, id: Option<String>, metrics: Option<String>) -> Result<u8> {
+pub fn run(
+    path: &Path,
+    listen: String,
+    id: Option<String>,
+    metrics: Option<String>,
+    threads: usize,
+) -> Result<u8> {
     let plan = Plan::load(path)?;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -29,7 +35,14 @@ pub fn run(path: &Path, listen: String, id: Option<String>, metrics: Option<Stri
         metrics,
         password,
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = match threads {
+        1 => tokio::runtime::Builder::new_current_thread().enable_all().build()?,
+        0 => tokio::runtime::Builder::new_multi_thread().enable_all().build()?,
+        n => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build()?,
+    };
     runtime.block_on(proxy::run(plan, options))?;
     Ok(EXIT_OK)
 }
