@@ -36,7 +36,9 @@ pub fn run(
         password,
     };
     let runtime = match threads {
-        1 => tokio::runtime::Builder::new_current_thread().enable_all().build()?,
+        1 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?,
         0 => tokio::runtime::Builder::new_multi_thread().enable_all().build()?,
         n => tokio::runtime::Builder::new_multi_thread()
             .worker_threads(n)

@@ -164,10 +164,27 @@ struct Cluster {
 
 /// What to do about one reply from a cluster node.
 enum Redirect {
+    /// A final reply.
     None,
+    /// The slot moved: refresh the map, resend.
     Moved,
+    /// The slot is being imported by this node: `ASKING`, then the request, there.
     Ask(String),
+    /// Not now (failover, loading, the node unreachable so nothing was sent): back off, refresh
+    /// the map from any node that answers, resend.
     Wait,
+    /// The connection broke with the request in flight: it may have been applied, so it is not
+    /// resent (a retried INCR would apply twice), but the map is refreshed for what follows.
+    Refresh,
+}
+
+/// The first reply of a unit that is not final, if any.
+fn first_redirect(replies: &[Reply]) -> Redirect {
+    replies
+        .iter()
+        .map(redirect)
+        .find(|r| !matches!(r, Redirect::None))
+        .unwrap_or(Redirect::None)
 }
 
 fn redirect(reply: &Reply) -> Redirect {
@@ -181,6 +198,8 @@ fn redirect(reply: &Reply) -> Redirect {
             .nth(1)
             .map_or(Redirect::None, |a| Redirect::Ask(a.to_string())),
         Some("TRYAGAIN" | "CLUSTERDOWN" | "LOADING") => Redirect::Wait,
+        Some("ERR") if text.starts_with("ERR cachemig:") && text.contains(" unreachable") => Redirect::Wait,
+        Some("ERR") if text.starts_with("ERR cachemig:") && text.contains(" lost") => Redirect::Refresh,
         _ => Redirect::None,
     }
 }
@@ -260,22 +279,29 @@ impl Cluster {
             let map = self.map.read().await.clone();
             let results = self.round(&map, &units, &todo).await;
             let mut again = Vec::new();
-            let (mut moved, mut wait) = (false, false);
-            for (i, got) in results {
-                let what = got.iter().map(redirect).find(|r| !matches!(r, Redirect::None));
+            let (mut moved, mut wait, mut stale) = (false, false, false);
+            for (i, mut got) in results {
+                let mut what = first_redirect(&got);
+                if let Redirect::Ask(addr) = what {
+                    got = self.ask(&addr, &units[i]).await;
+                    what = first_redirect(&got);
+                }
                 replies[i] = got;
                 match what {
-                    Some(Redirect::Ask(addr)) => replies[i] = self.ask(&addr, &units[i]).await,
-                    Some(Redirect::Moved) => {
+                    Redirect::Moved => {
                         moved = true;
                         again.push(i);
                     }
-                    Some(Redirect::Wait) => {
+                    Redirect::Wait => {
                         wait = true;
                         again.push(i);
                     }
-                    _ => {}
+                    Redirect::Refresh => stale = true,
+                    Redirect::None | Redirect::Ask(_) => {}
                 }
+            }
+            if stale && again.is_empty() {
+                let _ = self.refresh(map.loaded_at).await;
             }
             if again.is_empty() || attempt == ATTEMPTS {
                 break;

@@ -21,6 +21,8 @@ pub struct Call {
     pub spec: &'static Spec,
     /// Indices of its keys in `args`.
     pub keys: Vec<usize>,
+    /// Whether its keys migrate (the plan's `[keys]`); a keyless call follows the routing too.
+    pub migrates: bool,
 }
 
 /// How the units of one call map back to its reply.
@@ -53,7 +55,10 @@ impl Call {
     /// The units to send: one per slot for a splittable command on a cluster, else one.
     pub fn units(&self, cluster: bool) -> (Vec<Unit>, Shape) {
         let whole = || (vec![Unit::one(self.raw.clone(), self.slot())], Shape::Whole);
-        if !cluster || self.spec.merge == Merge::None || self.keys.len() < 2 {
+        let stride = self.spec.key_stride.max(1);
+        // An odd MSET goes as it is: the server answers the arity error.
+        let well_formed = (self.args.len() - 1).is_multiple_of(stride);
+        if !cluster || self.spec.merge == Merge::None || self.keys.len() < 2 || !well_formed {
             return whole();
         }
         let mut groups: Vec<(u16, Vec<usize>)> = Vec::new();
@@ -67,7 +72,6 @@ impl Call {
         if groups.len() == 1 {
             return whole();
         }
-        let stride = self.spec.key_stride.max(1);
         let units = groups
             .iter()
             .map(|(slot, members)| {

@@ -38,10 +38,11 @@ pub fn totals(m: &Metrics) -> Counters {
 }
 
 impl Proxy {
-    /// Where this proxy stands in the fence: drained once no write is in flight and the mirror
-    /// has nothing queued, running or dirty.
-    pub fn fence_state(&self) -> FenceState {
-        if !self.applied().routing.fence {
+    /// Where this proxy stands in the fence of `applied`: drained once no write is in flight and
+    /// the mirror has nothing queued, running or dirty. The caller passes the same snapshot it
+    /// reports the generation of, so an ack always names the generation it drained.
+    pub fn fence_state(&self, applied: &super::Applied) -> FenceState {
+        if !applied.routing.fence {
             return FenceState::Off;
         }
         if self.writes_in_flight.load(Ordering::SeqCst) == 0 && self.mirror.drained() {
@@ -60,7 +61,7 @@ impl Proxy {
             id: self.id.clone(),
             generation: applied.generation,
             phase: applied.phase.clone(),
-            fence: self.fence_state(),
+            fence: self.fence_state(&applied),
             written_at_ms: report::now_ms(),
             applied_at_ms: applied.applied_at_ms,
             counters: totals(&self.metrics).since(&applied.baseline),

@@ -203,8 +203,12 @@ pub struct HotKeys {
     capacity: usize,
     /// Length of a window.
     window: Duration,
-    /// The tables; one short critical section per request.
+    /// The tables; one short critical section per counted request.
     state: Mutex<State>,
+    /// Count one request in this many (1: every request); reported counts are scaled back up.
+    sample_every: u64,
+    /// Requests seen, for sampling.
+    seen: std::sync::atomic::AtomicU64,
 }
 
 impl HotKeys {
@@ -220,6 +224,19 @@ impl HotKeys {
                 has_previous: false,
                 started: Instant::now(),
             }),
+            sample_every: 1,
+            seen: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// Like [`HotKeys::new`], but [`HotKeys::record`] counts only one request in `every` (the
+    /// proxy's hot path then takes the lock that rarely); [`HotKeys::top`] scales counts and error
+    /// bounds back up by `every`. A key hot enough to matter is still found: Space-Saving over a
+    /// uniform sample keeps the heavy hitters.
+    pub fn sampled(capacity: usize, window: Duration, every: u64) -> HotKeys {
+        HotKeys {
+            sample_every: every.max(1),
+            ..HotKeys::new(capacity, window)
         }
     }
 
@@ -227,7 +244,10 @@ impl HotKeys {
     /// allocation when the key is already tracked. Rolls the window when it has passed (the
     /// finished window becomes what [`HotKeys::top`] reports).
     pub fn record(&self, key: &[u8]) {
-        self.record_at(key, Instant::now());
+        let seen = self.seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if seen.is_multiple_of(self.sample_every) {
+            self.record_at(key, Instant::now());
+        }
     }
 
     /// Same as [`HotKeys::record`], with an explicit clock (for tests).
@@ -242,7 +262,12 @@ impl HotKeys {
     /// finished yet), hottest first; keys lossily UTF-8 and cut to 200 bytes, `error` the
     /// Space-Saving over-count bound.
     pub fn top(&self, n: usize) -> Vec<HotKey> {
-        self.top_at(n, Instant::now())
+        let mut top = self.top_at(n, Instant::now());
+        for hot in &mut top {
+            hot.count *= self.sample_every;
+            hot.error *= self.sample_every;
+        }
+        top
     }
 
     /// Same as [`HotKeys::top`], with an explicit clock.
@@ -388,6 +413,19 @@ mod tests {
         assert_eq!((top.len(), top[0].key.as_str(), top[0].count), (1, "b", 1));
         // After an idle window, the last finished window saw nothing.
         assert!(hot.top_at(5, t0 + 4 * window).is_empty());
+    }
+
+    #[test]
+    fn sampling_scales_counts_back_up() {
+        let hot = HotKeys::sampled(8, HOUR, 4);
+        for _ in 0..400 {
+            hot.record(b"hot");
+            hot.record(b"cold");
+            hot.record(b"hot");
+        }
+        let top = hot.top(1);
+        assert_eq!(top[0].key, "hot");
+        assert!((700..=900).contains(&top[0].count), "{top:?}");
     }
 
     #[test]

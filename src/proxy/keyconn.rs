@@ -15,6 +15,7 @@ use super::backend::{Backend, Unit};
 use super::resp::Reply;
 
 /// A connection-like handle that sends everything to the node serving `slot` on `backend`.
+#[derive(Clone)]
 pub struct SlotConn {
     backend: Arc<Backend>,
     slot: Option<u16>,

@@ -18,12 +18,12 @@ use tokio::sync::{Notify, oneshot};
 use super::backend::Backend;
 use super::keyconn::SlotConn;
 use super::metrics::Metrics;
-use crate::keysync::{self, SyncOptions};
+use crate::keysync::{self, ScriptSupport, SyncOptions};
 
 /// Concurrent key-syncs per proxy.
 pub const WORKERS: usize = 32;
-/// Most dirty keys remembered; beyond this they are only counted (the catch-up or `verify
-/// --repair` must then run, which the gates demand anyway because the overflow is counted).
+/// Most dirty keys remembered; beyond this they are only counted, the mirror never reports itself
+/// drained again (so the fence cannot be acked) and `verify --repair` must run.
 pub const DIRTY_LIMIT: usize = 1_000_000;
 /// How often dirty keys are fed back into the queue.
 const REPAIR_EVERY: Duration = Duration::from_millis(500);
@@ -58,6 +58,9 @@ struct State {
     entries: HashMap<Job, Entry>,
     dirty: HashSet<Job>,
     running: usize,
+    /// Dirty keys not remembered (beyond [`DIRTY_LIMIT`]): this proxy can no longer tell what it
+    /// owes, so it never reports the mirror drained again; `verify --repair` must run.
+    forgotten: u64,
 }
 
 /// The mirror of one proxy.
@@ -69,6 +72,8 @@ pub struct Mirror {
     new: Arc<Backend>,
     metrics: Arc<Metrics>,
     last_error: Mutex<Option<String>>,
+    /// Whether old, and new, run the snapshot script (else MULTI/EXEC).
+    scripts: [ScriptSupport; 2],
 }
 
 impl Mirror {
@@ -82,6 +87,7 @@ impl Mirror {
             new,
             metrics,
             last_error: Mutex::new(None),
+            scripts: Default::default(),
         })
     }
 
@@ -146,7 +152,7 @@ impl Mirror {
     /// Whether nothing is queued, running or dirty: what the fence waits for.
     pub fn drained(&self) -> bool {
         let st = self.state.lock().expect("mirror state");
-        st.queue.is_empty() && st.running == 0 && st.dirty.is_empty()
+        st.queue.is_empty() && st.running == 0 && st.dirty.is_empty() && st.forgotten == 0
     }
 
     /// Queue depth, age of the oldest queued key, and dirty keys.
@@ -156,8 +162,14 @@ impl Mirror {
         (st.queue.len(), lag, st.dirty.len())
     }
 
-    /// The last sync error, if any.
+    /// The last sync error, if any (a forgotten dirty key first: it needs an operator).
     pub fn last_error(&self) -> Option<String> {
+        let forgotten = self.state.lock().expect("mirror state").forgotten;
+        if forgotten > 0 {
+            return Some(format!(
+                "{forgotten} dirty key(s) beyond the limit of {DIRTY_LIMIT} were not remembered; run `cachemig verify --repair`"
+            ));
+        }
         self.last_error.lock().expect("mirror error").clone()
     }
 
@@ -218,17 +230,17 @@ impl Mirror {
     }
 
     async fn sync_once(&self, (dir, key): &Job) -> bool {
-        let (origin, dest) = match dir {
-            Direction::OldToNew => (&self.old, &self.new),
-            Direction::NewToOld => (&self.new, &self.old),
+        let (origin, dest, scripts) = match dir {
+            Direction::OldToNew => (&self.old, &self.new, &self.scripts[0]),
+            Direction::NewToOld => (&self.new, &self.old, &self.scripts[1]),
         };
-        let mut from = SlotConn::for_key(origin.clone(), key);
+        let from = SlotConn::for_key(origin.clone(), key);
         let mut to = SlotConn::for_key(dest.clone(), key);
         let options = SyncOptions {
             replace: true,
             recheck: true,
         };
-        match keysync::sync_key(&mut from, &mut to, key, options).await {
+        match keysync::sync_key(&from, &mut to, key, options, scripts).await {
             Ok(_) => {
                 self.metrics.mirror_ok.inc();
                 true
@@ -272,5 +284,7 @@ fn push(st: &mut State, job: Job, mut entry: Entry) {
 fn mark_dirty(st: &mut State, job: Job) {
     if st.dirty.len() < DIRTY_LIMIT {
         st.dirty.insert(job);
+    } else if !st.dirty.contains(&job) {
+        st.forgotten += 1;
     }
 }

@@ -6,18 +6,21 @@
 //! - [`call`]: a request resolved against the table, split per slot and merged back;
 //! - [`node`], [`backend`]: multiplexed connections to a node, and a side (standalone or cluster);
 //! - [`routing`]: the applied flag-file generation, hot-reloaded;
-//! - [`client`], [`local`]: one client connection (batches, routing, fence, mirror and shadow
-//!   hooks) and the commands the proxy answers itself;
+//! - [`client`], [`batch`], [`hooks`], [`local`]: one client connection, routing a batch of its
+//!   requests (segments, fence), the mirror and shadow hooks, and the commands the proxy answers
+//!   itself;
 //! - [`mirror`], [`keyconn`]: key-sync of written keys to the other side;
 //! - [`shadow`]: sampled, detached comparison of reads;
 //! - [`heartbeat`], [`metrics`], [`http`], [`hotkeys`]: reports (design §5);
 //! - [`server`]: wiring and the accept loop.
 
 pub mod backend;
+pub mod batch;
 pub mod call;
 pub mod client;
 pub mod command;
 pub mod heartbeat;
+pub mod hooks;
 pub mod hotkeys;
 pub mod http;
 pub mod keyconn;

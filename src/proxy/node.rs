@@ -25,6 +25,10 @@ use super::resp::{Reply, encode_request};
 const WRITE_CHUNK: usize = 256 * 1024;
 /// How long connecting (and authenticating) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// A node that owes a reply this long is taken for hung: the connection is dropped (its requests
+/// fail as "may or may not have been applied") and re-established. The proxy refuses blocking
+/// commands, so no legitimate request waits this long.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// A batch of requests and where its replies go.
 struct Job {
@@ -35,6 +39,7 @@ struct Job {
 
 /// Replies still owed to a job whose requests were written.
 struct Pending {
+    since: tokio::time::Instant,
     count: usize,
     replies: Vec<Reply>,
     reply: oneshot::Sender<Vec<Reply>>,
@@ -209,8 +214,14 @@ async fn serve(stream: TcpStream, jobs: &mut mpsc::UnboundedReceiver<Job>) -> Op
     let mut pending: VecDeque<Pending> = VecDeque::new();
     let mut out = BytesMut::with_capacity(WRITE_CHUNK);
     let mut inbuf = BytesMut::with_capacity(64 * 1024);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
+            _ = tick.tick() => {
+                if pending.front().is_some_and(|p| p.since.elapsed() > REPLY_TIMEOUT) {
+                    return Some(format!("no reply for {}s", REPLY_TIMEOUT.as_secs()));
+                }
+            }
             job = jobs.recv() => {
                 let job = job?;
                 queue(job, &mut out, &mut pending);
@@ -250,6 +261,7 @@ fn queue(job: Job, out: &mut BytesMut, pending: &mut VecDeque<Pending>) {
         return;
     }
     pending.push_back(Pending {
+        since: tokio::time::Instant::now(),
         count,
         replies: Vec::with_capacity(count),
         reply: job.reply,

@@ -11,9 +11,9 @@ use redis_protocol::resp2::types::BytesFrame;
 /// Largest bulk string a client may send, like Redis's default `proto-max-bulk-len`.
 pub const MAX_BULK: usize = 512 * 1024 * 1024;
 
-/// Most arguments one request may have (Redis refuses more than 1024 × 1024 × 1024; this cap
-/// keeps the argument vector of one request bounded).
-pub const MAX_ARGS: usize = 4 * 1024 * 1024;
+/// Most arguments one request may have (Redis allows more; this cap keeps the argument vector of
+/// one request, and the work of checking its headers, bounded).
+pub const MAX_ARGS: usize = 1024 * 1024;
 
 /// One client request: its arguments and the exact bytes it arrived as (forwarded unchanged when
 /// the request goes to one node as it is).
@@ -35,36 +35,63 @@ pub struct ProtocolError(pub String);
 ///
 /// `Ok(None)` means more bytes are needed. Empty arrays (`*0`) are skipped, as Redis does.
 pub fn next_request(buf: &mut BytesMut, max_bulk: usize) -> Result<Option<Request>, ProtocolError> {
-    loop {
-        if buf.is_empty() {
-            return Ok(None);
+    Framer::default().next(buf, max_bulk)
+}
+
+/// Splits requests off a connection's input buffer, remembering how many bytes the request at
+/// the front needs, so a large request arriving in many reads is checked once per read rather
+/// than decoded from the start each time.
+#[derive(Debug, Default)]
+pub struct Framer {
+    need: usize,
+}
+
+impl Framer {
+    /// Takes the next complete request off the front of `buf`; `Ok(None)` means more bytes are
+    /// needed.
+    pub fn next(&mut self, buf: &mut BytesMut, max_bulk: usize) -> Result<Option<Request>, ProtocolError> {
+        loop {
+            if buf.is_empty() || buf.len() < self.need {
+                return Ok(None);
+            }
+            match check_sizes(buf, max_bulk)? {
+                Some(end) if end <= buf.len() => self.need = 0,
+                Some(end) => {
+                    self.need = end;
+                    return Ok(None);
+                }
+                None => return Ok(None),
+            }
+            let Some((frame, _, raw)) =
+                decode_bytes_mut(buf).map_err(|e| ProtocolError(e.details().to_string()))?
+            else {
+                return Ok(None);
+            };
+            let BytesFrame::Array(items) = frame else {
+                return Err(ProtocolError("expected '*', got a reply-type frame".into()));
+            };
+            if items.is_empty() {
+                continue;
+            }
+            let args = items
+                .into_iter()
+                .map(|item| match item {
+                    BytesFrame::BulkString(b) => Ok(b),
+                    _ => Err(ProtocolError("expected '$' inside a request".into())),
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            return Ok(Some(Request { args, raw }));
         }
-        check_sizes(buf, max_bulk)?;
-        let Some((frame, _, raw)) =
-            decode_bytes_mut(buf).map_err(|e| ProtocolError(e.details().to_string()))?
-        else {
-            return Ok(None);
-        };
-        let BytesFrame::Array(items) = frame else {
-            return Err(ProtocolError("expected '*', got a reply-type frame".into()));
-        };
-        if items.is_empty() {
-            continue;
-        }
-        let args = items
-            .into_iter()
-            .map(|item| match item {
-                BytesFrame::BulkString(b) => Ok(b),
-                _ => Err(ProtocolError("expected '$' inside a request".into())),
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        return Ok(Some(Request { args, raw }));
     }
 }
 
 /// Reads the headers of the request at the front of `buf` (only lengths; the frame itself is
-/// decoded by `redis-protocol`) and refuses one that announces too much.
-pub fn check_sizes(buf: &[u8], max_bulk: usize) -> Result<(), ProtocolError> {
+/// decoded by `redis-protocol`) and refuses one that announces too much or holds anything but
+/// bulk strings (a nested array would make the decoder recurse once per level).
+///
+/// Returns the request's total length once every header is known (it may be more than `buf`
+/// holds), or `None` when a header is still incomplete.
+pub fn check_sizes(buf: &[u8], max_bulk: usize) -> Result<Option<usize>, ProtocolError> {
     if buf[0] != b'*' {
         return Err(ProtocolError(format!(
             "expected '*', got '{}' (inline commands are not supported; send RESP arrays)",
@@ -72,29 +99,35 @@ pub fn check_sizes(buf: &[u8], max_bulk: usize) -> Result<(), ProtocolError> {
         )));
     }
     let Some((count, mut pos)) = header(buf, 0)? else {
-        return Ok(());
+        return Ok(None);
     };
     if count > MAX_ARGS as i64 {
         return Err(ProtocolError(format!("invalid multibulk length {count}")));
     }
     for _ in 0..count.max(0) {
         if pos >= buf.len() {
-            return Ok(());
+            return Ok(None);
         }
         if buf[pos] != b'$' {
-            return Ok(()); // not a bulk: the decoder reports it precisely
+            return Err(ProtocolError(format!(
+                "expected '$', got '{}'",
+                (buf[pos] as char).escape_default()
+            )));
         }
         let Some((len, next)) = header(buf, pos)? else {
-            return Ok(());
+            return Ok(None);
         };
         if len > max_bulk as i64 {
             return Err(ProtocolError(format!(
                 "invalid bulk length {len} (the limit is {max_bulk} bytes)"
             )));
         }
-        pos = next + len.max(0) as usize + 2;
+        if len < 0 {
+            return Err(ProtocolError(format!("invalid bulk length {len}")));
+        }
+        pos = next + len as usize + 2;
     }
-    Ok(())
+    Ok(Some(pos))
 }
 
 /// Parses the `<type><integer>\r\n` header at `at`: the integer and the position after the CRLF.

@@ -34,6 +34,8 @@ pub struct Options {
 /// Hot-key window and table size.
 const HOT_WINDOW: Duration = Duration::from_secs(10);
 const HOT_CAPACITY: usize = 64;
+/// One keyed request in this many is counted (the count is scaled back up in reports).
+const HOT_SAMPLE: u64 = 8;
 
 impl ErrorSink for Metrics {
     fn backend_error(&self, _text: &str) {
@@ -83,7 +85,7 @@ pub async fn run(plan: Plan, options: Options) -> Result<()> {
         mirror,
         shadow: Shadow::new(metrics.clone()),
         metrics,
-        hot: HotKeys::new(HOT_CAPACITY, HOT_WINDOW),
+        hot: HotKeys::sampled(HOT_CAPACITY, HOT_WINDOW, HOT_SAMPLE),
         password: options.password.clone(),
         filter: plan.keys.clone(),
         sync_timeout: Duration::from_millis(plan.dual_write.sync_timeout_ms),

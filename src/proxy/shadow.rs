@@ -87,7 +87,7 @@ impl Shadow {
     /// counted as skipped).
     async fn compare(&self, call: &Call, primary: Reply, read: &Backend, shadow: &Backend) -> Option<bool> {
         let other = send(call, shadow).await;
-        if other.error_text().is_some_and(|e| e.contains("cachemig:")) {
+        if proxy_error(&other) {
             return None; // the proxy could not reach new: not a comparison
         }
         if equivalent(call, &primary.frame, &other.frame) {
@@ -95,6 +95,9 @@ impl Shadow {
         }
         tokio::time::sleep(RECHECK_AFTER).await;
         let (again, other) = futures::join!(send(call, read), send(call, shadow));
+        if [&again, &other].iter().any(|r| proxy_error(r)) {
+            return None;
+        }
         Some(equivalent(call, &again.frame, &other.frame))
     }
 
@@ -108,6 +111,11 @@ impl Shadow {
             );
         }
     }
+}
+
+/// An error the proxy made up (a backend unreachable), as opposed to a reply from Redis.
+fn proxy_error(reply: &Reply) -> bool {
+    reply.error_text().is_some_and(|e| e.contains("cachemig:"))
 }
 
 async fn send(call: &Call, backend: &Backend) -> Reply {
@@ -133,17 +141,24 @@ pub fn equivalent(call: &Call, a: &BytesFrame, b: &BytesFrame) -> bool {
     }
 }
 
-/// TTL replies agree within max(1 s, 1 %); negative values (-1 no expiry, -2 missing) exactly.
+/// TTL replies agree within a tolerance: the mirror restores relative TTLs, so the sides' expiry
+/// instants differ by the copy's latency. `TTL`/`PTTL`: max(1 s, 1 %); `EXPIRETIME`/
+/// `PEXPIRETIME` (absolute instants): 1 s. Negative values (-1 no expiry, -2 missing) must agree.
 fn ttl_close(name: &[u8], x: i64, y: i64) -> bool {
     if x < 0 || y < 0 {
         return x == y;
     }
-    let unit = if name.eq_ignore_ascii_case(b"PTTL") {
+    let is = |n: &[u8]| name.eq_ignore_ascii_case(n);
+    let unit = if is(b"PTTL") || is(b"PEXPIRETIME") {
         1000
     } else {
         1
     };
-    let tolerance = (x.max(y) / 100).max(unit);
+    let tolerance = if is(b"EXPIRETIME") || is(b"PEXPIRETIME") {
+        unit
+    } else {
+        (x.max(y) / 100).max(unit)
+    };
     (x - y).abs() <= tolerance
 }
 
@@ -174,5 +189,7 @@ mod tests {
         assert!(ttl_close(b"pttl", 100_000, 99_100));
         assert!(!ttl_close(b"PTTL", 100_000, 98_000));
         assert!(!ttl_close(b"TTL", -1, 5));
+        assert!(ttl_close(b"PEXPIRETIME", 1_700_000_000_000, 1_700_000_000_400));
+        assert!(ttl_close(b"EXPIRETIME", 1_700_000_000, 1_700_000_001));
     }
 }

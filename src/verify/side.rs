@@ -190,9 +190,10 @@ impl Writer {
             replace: true,
             recheck: true,
         };
+        let scripts = crate::keysync::ScriptSupport::default();
         match self {
-            Writer::Cluster(c) => crate::keysync::sync_key(origin, c, key, options).await,
-            Writer::Node(c) => crate::keysync::sync_key(origin, c, key, options).await,
+            Writer::Cluster(c) => crate::keysync::sync_key(&*origin, c, key, options, &scripts).await,
+            Writer::Node(c) => crate::keysync::sync_key(&*origin, c, key, options, &scripts).await,
         }
     }
 }

@@ -111,8 +111,8 @@ pub(super) static TABLE: &[Spec] = &[
     read("TYPE", 2, K1),
     read("TTL", 2, K1).drifts(),
     read("PTTL", 2, K1).drifts(),
-    read("EXPIRETIME", 2, K1),
-    read("PEXPIRETIME", 2, K1),
+    read("EXPIRETIME", 2, K1).drifts(),
+    read("PEXPIRETIME", 2, K1).drifts(),
     // The payload embeds encoding details that may legitimately differ between versions.
     read("DUMP", 2, K1).rand(),
     // ENCODING, FREQ, IDLETIME and USAGE describe one server's memory, not the data.
@@ -441,7 +441,7 @@ mod tests {
         );
         let flagged =
             |f: fn(&Spec) -> bool| -> Vec<&str> { TABLE.iter().filter(|s| f(s)).map(|s| s.name).collect() };
-        assert_eq!(flagged(|s| s.ttl), ["TTL", "PTTL"]);
+        assert_eq!(flagged(|s| s.ttl), ["TTL", "PTTL", "EXPIRETIME", "PEXPIRETIME"]);
         for name in "SMEMBERS SINTER SUNION SDIFF HGETALL HKEYS HVALS".split_whitespace() {
             assert!(get(name).unordered, "{name}");
         }

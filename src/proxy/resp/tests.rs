@@ -117,3 +117,24 @@ proptest! {
         let _ = requests_of(&wire[..cut.index(wire.len())]);
     }
 }
+
+#[test]
+fn nested_arrays_are_refused_before_the_decoder_recurses() {
+    let deep = b"*1\r\n".repeat(100_000);
+    let err = requests_of(&deep).unwrap_err();
+    assert!(err.0.contains("expected '$'"), "{err}");
+}
+
+#[test]
+fn a_large_request_arriving_in_pieces_is_framed_once_complete() {
+    let big = encode_request(&[&b"SET"[..], b"k", &vec![b'x'; 100_000]]);
+    let mut framer = Framer::default();
+    let mut buf = BytesMut::new();
+    for chunk in big.chunks(4096) {
+        assert!(framer.next(&mut buf, MAX_BULK).unwrap().is_none());
+        buf.extend_from_slice(chunk);
+    }
+    let request = framer.next(&mut buf, MAX_BULK).unwrap().unwrap();
+    assert_eq!(request.args[2].len(), 100_000);
+    assert!(buf.is_empty());
+}

@@ -1,0 +1,258 @@
+//! Routing one batch of a client's requests.
+//!
+//! The batch is routed with one snapshot of the applied generation, so a flag change applies at
+//! a request boundary. Consecutive requests for the same side form a *segment*, sent as one
+//! pipeline per node; a change of side ends the segment, so a read that follows a write on the
+//! other side sees that write (and its sync mirror). Replies go back in request order.
+//!
+//! The fence (design §4): a batch holding a write counts as *in flight* from before its routing
+//! snapshot until its keys are mirrored or queued, and a proxy acks a fence only with nothing in
+//! flight and an empty mirror. So no write taken under the old routing can land after the ack.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use futures::future::join_all;
+use tokio::time::Instant;
+
+use super::call::Call;
+use super::command::{self, Class};
+use super::hooks::{mirror, shadow};
+use super::local::{self, Session};
+use super::resp::{Reply, Request};
+use super::{Applied, Proxy};
+use crate::keys::RESERVED_PREFIX;
+use crate::phase::Side;
+
+/// How long the writes of one batch may be held by the fence before they are refused, unapplied.
+/// The CLI releases a fence within `max_write_pause` (5 s by default); this only bounds a fence
+/// left behind by a CLI that died mid-switch.
+pub const FENCE_HOLD_LIMIT: Duration = Duration::from_secs(30);
+/// Longest command name echoed back in an error.
+const ECHOED_NAME: usize = 64;
+
+/// Counts a batch with writes as in flight while it lives.
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl<'a> InFlight<'a> {
+    fn new(count: &'a AtomicUsize) -> InFlight<'a> {
+        count.fetch_add(1, Ordering::SeqCst);
+        InFlight(count)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// What to do with one request.
+enum Step {
+    /// Answered without a backend.
+    Reply(Reply),
+    /// Forwarded; `true` for a write.
+    Forward(Call, bool),
+}
+
+/// Requests for one side, in order, waiting to be sent together.
+#[derive(Default)]
+struct Segment {
+    side: Option<Side>,
+    items: Vec<(usize, Call, bool)>,
+}
+
+/// Routes and answers one batch; one reply per request, in order (fewer after a QUIT).
+pub async fn handle(proxy: &Arc<Proxy>, session: &mut Session, batch: Vec<Request>) -> Vec<Reply> {
+    let has_write = batch
+        .iter()
+        .any(|r| command::lookup(&r.args[0]).is_some_and(|spec| spec.class == Class::Write));
+    let mut in_flight = has_write.then(|| InFlight::new(&proxy.writes_in_flight));
+    let mut applied = proxy.applied();
+    let deadline = Instant::now() + FENCE_HOLD_LIMIT;
+    let mut refuse_writes = false;
+    let mut replies: Vec<Option<Reply>> = vec![None; batch.len()];
+    let mut segment = Segment::default();
+    let mut answered = batch.len();
+    for (i, request) in batch.into_iter().enumerate() {
+        match classify(proxy, session, request) {
+            Step::Reply(reply) => replies[i] = Some(reply),
+            Step::Forward(call, write) => {
+                if write && !refuse_writes && applied.routing.fence {
+                    flush(proxy, &applied, &mut segment, &mut replies).await;
+                    match unfenced(proxy, &mut in_flight, deadline).await {
+                        Some(now) => applied = now,
+                        None => refuse_writes = true,
+                    }
+                }
+                if write && refuse_writes {
+                    // Later writes of the batch are refused too: none may overtake a refused one.
+                    replies[i] = Some(Reply::error(format!(
+                        "TRYAGAIN cachemig: write held by the primary-switch fence for {}s and not applied; retry",
+                        FENCE_HOLD_LIMIT.as_secs()
+                    )));
+                    continue;
+                }
+                let side = side_for(&applied, &call, write);
+                if segment.side != Some(side) {
+                    flush(proxy, &applied, &mut segment, &mut replies).await;
+                    segment.side = Some(side);
+                }
+                segment.items.push((i, call, write));
+            }
+        }
+        if session.quit {
+            answered = i + 1;
+            break;
+        }
+    }
+    flush(proxy, &applied, &mut segment, &mut replies).await;
+    drop(in_flight);
+    replies
+        .into_iter()
+        .take(answered)
+        .map(|r| r.unwrap_or_else(|| Reply::error("ERR cachemig: internal error: request left unanswered")))
+        .collect()
+}
+
+/// Waits until the applied routing has no fence, not counting as in flight meanwhile; the routing
+/// then in force (snapshotted after the batch counts as in flight again), or `None` at `deadline`.
+async fn unfenced<'a>(
+    proxy: &'a Proxy,
+    in_flight: &mut Option<InFlight<'a>>,
+    deadline: Instant,
+) -> Option<Arc<Applied>> {
+    loop {
+        let applied = proxy.applied();
+        if !applied.routing.fence {
+            return Some(applied);
+        }
+        *in_flight = None;
+        proxy.metrics.held_writes.inc();
+        let mut rx = proxy.applied.clone();
+        let lifted = tokio::time::timeout_at(deadline, rx.wait_for(|a| !a.routing.fence)).await;
+        proxy.metrics.held_writes.dec();
+        *in_flight = Some(InFlight::new(&proxy.writes_in_flight));
+        if !matches!(lifted, Ok(Ok(_))) {
+            return None;
+        }
+    }
+}
+
+/// Looks the request up and answers what needs no backend.
+fn classify(proxy: &Proxy, session: &mut Session, request: Request) -> Step {
+    let Request { args, raw } = request;
+    let Some(spec) = command::lookup(&args[0]) else {
+        let shown = &args[0][..args[0].len().min(ECHOED_NAME)];
+        let name = String::from_utf8_lossy(shown).to_ascii_uppercase();
+        proxy.metrics.rejected.inc();
+        return Step::Reply(Reply::error(format!(
+            "ERR cachemig: {name} is unknown to the proxy; it is not forwarded"
+        )));
+    };
+    if !session.authed && !matches!(spec.name, "AUTH" | "HELLO" | "QUIT") {
+        return Step::Reply(Reply::error("NOAUTH Authentication required."));
+    }
+    if !spec.arity_ok(args.len()) {
+        return Step::Reply(Reply::error(format!(
+            "ERR wrong number of arguments for '{}' command",
+            spec.name.to_ascii_lowercase()
+        )));
+    }
+    match spec.class {
+        Class::Local => Step::Reply(local::answer(proxy, session, &args)),
+        Class::Reject(why) => {
+            proxy.metrics.rejected.inc();
+            Step::Reply(Reply::error(format!("ERR cachemig: {} {why}", spec.name)))
+        }
+        Class::Read | Class::Write => {
+            let keys = spec.key_indices(args.len(), &args);
+            if keys.iter().any(|&k| args[k].starts_with(RESERVED_PREFIX)) {
+                return Step::Reply(Reply::error(
+                    "ERR cachemig: keys under __cachemig: are reserved for the migration's own bookkeeping",
+                ));
+            }
+            let migrating = keys.iter().filter(|&&k| proxy.filter.matches(&args[k])).count();
+            if migrating != 0 && migrating != keys.len() {
+                return Step::Reply(Reply::error(format!(
+                    "ERR cachemig: {} mixes keys that migrate (the plan's [keys]) with keys that do not; send them in separate commands",
+                    spec.name
+                )));
+            }
+            if let Some(&first) = keys.first() {
+                proxy.hot.record(&args[first]);
+            }
+            let call = Call {
+                migrates: keys.is_empty() || migrating > 0,
+                args,
+                raw,
+                spec,
+                keys,
+            };
+            Step::Forward(call, spec.class == Class::Write)
+        }
+    }
+}
+
+/// The side a call goes to. Keys outside the plan's `[keys]` never migrate: they stay on old.
+fn side_for(applied: &Applied, call: &Call, write: bool) -> Side {
+    match (call.migrates, write) {
+        (false, _) => Side::Old,
+        (true, true) => applied.routing.write,
+        (true, false) => applied.routing.read,
+    }
+}
+
+/// Sends a segment, then mirrors its writes and starts its shadow reads.
+async fn flush(proxy: &Arc<Proxy>, applied: &Applied, segment: &mut Segment, replies: &mut [Option<Reply>]) {
+    let Some(side) = segment.side else {
+        return;
+    };
+    if segment.items.is_empty() {
+        return;
+    }
+    let backend = proxy.backend(side);
+    let mut units = Vec::new();
+    let mut shapes = Vec::new();
+    for (_, call, _) in &segment.items {
+        let (mut u, shape) = call.units(backend.is_cluster());
+        shapes.push((shape, u.len()));
+        units.append(&mut u);
+    }
+    let mut results = backend.send(units).await.into_iter();
+    let mut syncs = Vec::new();
+    let mut reads = Vec::new();
+    for ((i, call, write), (shape, n)) in segment.items.drain(..).zip(shapes) {
+        let reply = call.merge(&shape, results.by_ref().take(n).collect());
+        if side == Side::New {
+            proxy.metrics.new_requests.inc();
+            if reply.is_error() {
+                proxy.metrics.new_errors.inc();
+            }
+        }
+        // Even a write answered with an error may have changed the primary (a lost connection,
+        // one failed slot of a split DEL): key-sync is idempotent, so mirror it anyway.
+        if write {
+            if let Some(sync) = mirror(proxy, &applied.routing, side, &call) {
+                syncs.push((i, sync));
+            }
+        } else {
+            reads.push((i, call));
+        }
+        replies[i] = Some(reply);
+    }
+    for (i, ok) in join_all(syncs.into_iter().map(|(i, s)| async move { (i, s.await) })).await {
+        if !ok {
+            replies[i] = Some(Reply::error(
+                "ERR cachemig: the write was applied on old but could not be mirrored to new, which serves reads; the key is marked for repair. Do not retry a non-idempotent command blindly",
+            ));
+        }
+    }
+    // After the syncs: a read pipelined behind a write must not be compared before its mirror.
+    for (i, call) in reads {
+        if let Some(reply) = &replies[i] {
+            shadow(proxy, &applied.routing, side, &call, reply);
+        }
+    }
+}
