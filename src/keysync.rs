@@ -115,6 +115,18 @@ pub fn decode_snapshot(value: Value) -> RedisResult<Snapshot> {
 /// the four of MULTI/PTTL/DUMP/EXEC, which matters when the origin is the bottleneck.
 const SNAPSHOT_LUA: &str = "return {redis.call('PTTL', KEYS[1]), redis.call('DUMP', KEYS[1])}";
 
+/// [`SNAPSHOT_LUA`] with its SHA-1 computed once (the `redis` crate hashes on every `new`).
+static SNAPSHOT_SCRIPT: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(SNAPSHOT_LUA));
+
+/// The `EVALSHA` that reads `key`'s snapshot (its reply decodes with [`decode_snapshot`]); it
+/// fails with NOSCRIPT until the script is loaded, which [`read_many`] does.
+pub fn snapshot_evalsha(key: &[u8]) -> redis::Cmd {
+    let mut cmd = redis::cmd("EVALSHA");
+    cmd.arg(SNAPSHOT_SCRIPT.get_hash()).arg(1).arg(key);
+    cmd
+}
+
 /// Whether the origin runs the snapshot script; shared by every batch of a run.
 #[derive(Debug, Default)]
 pub struct ScriptSupport {
@@ -123,7 +135,8 @@ pub struct ScriptSupport {
 }
 
 impl ScriptSupport {
-    fn refused(&self) -> bool {
+    /// Whether the origin refused the snapshot script (MULTI/EXEC is used instead).
+    pub fn refused(&self) -> bool {
         self.refused.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
@@ -136,14 +149,10 @@ pub async fn read_many<C: ConnectionLike + Clone>(
     scripts: &ScriptSupport,
 ) -> RedisResult<Vec<Snapshot>> {
     if !scripts.refused() {
-        let script = redis::Script::new(SNAPSHOT_LUA);
         for _ in 0..2 {
             let mut pipe = redis::pipe();
             for key in keys {
-                pipe.cmd("EVALSHA")
-                    .arg(script.get_hash())
-                    .arg(1)
-                    .arg(key.as_slice());
+                pipe.add_command(snapshot_evalsha(key));
             }
             match pipe.query_async::<Vec<Value>>(&mut origin.clone()).await {
                 Ok(replies) => return replies.into_iter().map(decode_snapshot).collect(),
@@ -230,11 +239,27 @@ pub async fn sync_key<C: ConnectionLike + Clone>(
     options: SyncOptions,
     scripts: &ScriptSupport,
 ) -> RedisResult<Applied> {
+    sync_key_from(origin, dest, key, options, scripts, None).await
+}
+
+/// [`sync_key`], starting from `first` when the caller already read the origin (the proxy reads
+/// a written key in the same pipeline as the write, saving a round trip).
+pub async fn sync_key_from<C: ConnectionLike + Clone>(
+    origin: &C,
+    dest: &mut impl ConnectionLike,
+    key: &[u8],
+    options: SyncOptions,
+    scripts: &ScriptSupport,
+    first: Option<Snapshot>,
+) -> RedisResult<Applied> {
     let read_one = || async {
         let mut snapshots = read_many(origin, &[key.to_vec()], scripts).await?;
         Ok::<_, RedisError>(snapshots.pop().unwrap_or(Snapshot::Absent))
     };
-    let mut snapshot = read_one().await?;
+    let mut snapshot = match first {
+        Some(s) => s,
+        None => read_one().await?,
+    };
     for _ in 0..MAX_RECHECKS {
         let applied = write(dest, key, &snapshot, options.replace).await?;
         if !options.recheck || applied == Applied::KeptExisting {

@@ -18,7 +18,7 @@ use tokio::time::Instant;
 
 use super::call::Call;
 use super::command::{self, Class};
-use super::hooks::{mirror, shadow};
+use super::hooks::{mirror, seed_from, seed_request, shadow};
 use super::local::{self, Session};
 use super::resp::{Reply, Request};
 use super::{Applied, Proxy};
@@ -215,16 +215,34 @@ async fn flush(proxy: &Arc<Proxy>, applied: &Applied, segment: &mut Segment, rep
     let backend = proxy.backend(side);
     let mut units = Vec::new();
     let mut shapes = Vec::new();
-    for (_, call, _) in &segment.items {
+    for (_, call, write) in &segment.items {
         let (mut u, shape) = call.units(backend.is_cluster());
-        shapes.push((shape, u.len()));
+        let seed = (*write && u.len() == 1)
+            .then(|| seed_request(proxy, &applied.routing, side, call))
+            .flatten();
+        let seeded = seed.is_some();
+        if let Some(read) = seed {
+            u[0].raw.push(read);
+            u[0].count += 1;
+        }
+        shapes.push((shape, u.len(), seeded));
         units.append(&mut u);
     }
     let mut results = backend.send(units).await.into_iter();
     let mut syncs = Vec::new();
     let mut reads = Vec::new();
-    for ((i, call, write), (shape, n)) in segment.items.drain(..).zip(shapes) {
-        let reply = call.merge(&shape, results.by_ref().take(n).collect());
+    for ((i, call, write), (shape, n, seeded)) in segment.items.drain(..).zip(shapes) {
+        let mut parts: Vec<Vec<Reply>> = results.by_ref().take(n).collect();
+        let seed = if seeded {
+            parts
+                .first_mut()
+                .and_then(|p| p.pop())
+                .as_ref()
+                .and_then(seed_from)
+        } else {
+            None
+        };
+        let reply = call.merge(&shape, parts);
         if side == Side::New {
             proxy.metrics.new_requests.inc();
             if reply.is_error() {
@@ -234,7 +252,7 @@ async fn flush(proxy: &Arc<Proxy>, applied: &Applied, segment: &mut Segment, rep
         // Even a write answered with an error may have changed the primary (a lost connection,
         // one failed slot of a split DEL): key-sync is idempotent, so mirror it anyway.
         if write {
-            if let Some(sync) = mirror(proxy, &applied.routing, side, &call) {
+            if let Some(sync) = mirror(proxy, &applied.routing, side, &call, seed) {
                 syncs.push((i, sync));
             }
         } else {

@@ -12,6 +12,7 @@ use super::mirror::Direction;
 use super::resp::Reply;
 use super::shadow::Shadow;
 use crate::flags::FlagRouting;
+use crate::keysync::{self, Snapshot};
 use crate::phase::{MirrorMode, Side};
 
 /// A boxed wait for a sync mirror: `true` when the reply may be sent as it is.
@@ -22,15 +23,17 @@ pub type SyncWait = std::pin::Pin<Box<dyn std::future::Future<Output = bool> + S
 /// the client still gets the primary's reply (a retried INCR would apply twice), except after
 /// read-cutover, where new serves reads: there the sync is retried once and only then an error
 /// is returned.
-pub fn mirror(proxy: &Arc<Proxy>, routing: &FlagRouting, side: Side, call: &Call) -> Option<SyncWait> {
-    if !call.migrates || routing.mirror == MirrorMode::Off || side != routing.write {
-        return None;
-    }
-    let dir = match side {
-        Side::Old => Direction::OldToNew,
-        Side::New if proxy.reverse_mirror => Direction::NewToOld,
-        Side::New => return None,
-    };
+///
+/// `seed` is the origin's snapshot of a single-key write, read in the write's own pipeline (see
+/// [`seed_request`]).
+pub fn mirror(
+    proxy: &Arc<Proxy>,
+    routing: &FlagRouting,
+    side: Side,
+    call: &Call,
+    seed: Option<Snapshot>,
+) -> Option<SyncWait> {
+    let dir = direction(proxy, routing, side, call)?;
     let keys: Vec<Bytes> = call.keys().cloned().collect();
     if routing.mirror == MirrorMode::Async {
         for key in keys {
@@ -41,18 +44,55 @@ pub fn mirror(proxy: &Arc<Proxy>, routing: &FlagRouting, side: Side, call: &Call
     let proxy = proxy.clone();
     let retry = routing.read == side.other();
     Some(Box::pin(async move {
-        let syncs = keys.into_iter().map(|key| sync_one(&proxy, dir, key, retry));
+        let mut seed = seed;
+        let syncs = keys
+            .into_iter()
+            .map(|key| sync_one(&proxy, dir, key, retry, seed.take()));
         join_all(syncs).await.into_iter().all(|ok| ok)
     }))
 }
 
+/// Which way `call`'s keys are mirrored under `routing`, if at all.
+fn direction(proxy: &Proxy, routing: &FlagRouting, side: Side, call: &Call) -> Option<Direction> {
+    if !call.migrates || routing.mirror == MirrorMode::Off || side != routing.write {
+        return None;
+    }
+    match side {
+        Side::Old => Some(Direction::OldToNew),
+        Side::New if proxy.reverse_mirror => Some(Direction::NewToOld),
+        Side::New => None,
+    }
+}
+
+/// For a single-key write that will be sync-mirrored: the snapshot read to send right behind the
+/// write, in the same pipeline, so the sync starts from it and saves a round trip. The write's
+/// connection orders the two, so the snapshot shows the write (or something later).
+pub fn seed_request(proxy: &Proxy, routing: &FlagRouting, side: Side, call: &Call) -> Option<Bytes> {
+    let dir = direction(proxy, routing, side, call)?;
+    if routing.mirror != MirrorMode::Sync || call.keys.len() != 1 || !proxy.mirror.seeds(dir) {
+        return None;
+    }
+    let key = call.first_key()?;
+    Some(Bytes::from(keysync::snapshot_evalsha(key).get_packed_command()))
+}
+
+/// The seed from its reply; `None` (the sync reads for itself) on NOSCRIPT or any error.
+pub fn seed_from(reply: &Reply) -> Option<Snapshot> {
+    let value = redis::parse_redis_value(&reply.raw).ok()?;
+    keysync::decode_snapshot(value.extract_error().ok()?).ok()
+}
+
 /// One key's sync mirror; `false` only when the client must get an error (see [`mirror`]).
-async fn sync_one(proxy: &Proxy, dir: Direction, key: Bytes, retry: bool) -> bool {
-    if proxy.mirror.sync(dir, key.clone(), proxy.sync_timeout).await {
+async fn sync_one(proxy: &Proxy, dir: Direction, key: Bytes, retry: bool, seed: Option<Snapshot>) -> bool {
+    if proxy
+        .mirror
+        .sync(dir, key.clone(), proxy.sync_timeout, seed)
+        .await
+    {
         return true;
     }
     proxy.metrics.sync_mirror_failures.inc();
-    !retry || proxy.mirror.sync(dir, key, proxy.sync_timeout).await
+    !retry || proxy.mirror.sync(dir, key, proxy.sync_timeout, None).await
 }
 
 /// Starts a shadow read of `call` when the routing asks for one and the sample says so.

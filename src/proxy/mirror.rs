@@ -18,7 +18,7 @@ use tokio::sync::{Notify, oneshot};
 use super::backend::Backend;
 use super::keyconn::SlotConn;
 use super::metrics::Metrics;
-use crate::keysync::{self, ScriptSupport, SyncOptions};
+use crate::keysync::{self, ScriptSupport, Snapshot, SyncOptions};
 
 /// Concurrent key-syncs per proxy.
 pub const WORKERS: usize = 32;
@@ -28,13 +28,13 @@ pub const DIRTY_LIMIT: usize = 1_000_000;
 /// How often dirty keys are fed back into the queue.
 const REPAIR_EVERY: Duration = Duration::from_millis(500);
 
-/// Which way a key is copied.
+/// Which way a key is copied (the value indexes per-origin state).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Direction {
     /// old → new (phases 2–5).
-    OldToNew,
+    OldToNew = 0,
     /// new → old (the reverse mirror of write-stop).
-    NewToOld,
+    NewToOld = 1,
 }
 
 type Job = (Direction, Bytes);
@@ -50,6 +50,9 @@ struct Entry {
     waiters: Vec<oneshot::Sender<bool>>,
     /// Waiting for the sync after the running one.
     next_waiters: Vec<oneshot::Sender<bool>>,
+    /// The origin as read right after the write that queued this sync (same pipeline), so the
+    /// sync can skip its first read. Dropped as soon as a later write joins the entry.
+    seed: Option<Snapshot>,
 }
 
 #[derive(Default)]
@@ -107,6 +110,7 @@ impl Mirror {
             if entry.running && !entry.queued {
                 entry.again = true;
             }
+            entry.seed = None;
             return;
         }
         if st.queue.len() >= self.capacity {
@@ -123,7 +127,8 @@ impl Mirror {
 
     /// Syncs `key` and waits up to `timeout` for a sync that started after this call. `true`
     /// when it completed; `false` on failure or timeout (the key is then dirty or still queued).
-    pub async fn sync(&self, dir: Direction, key: Bytes, timeout: Duration) -> bool {
+    /// `seed` is the origin read right after the write, if the caller has it.
+    pub async fn sync(&self, dir: Direction, key: Bytes, timeout: Duration, seed: Option<Snapshot>) -> bool {
         let (tx, rx) = oneshot::channel();
         {
             let mut st = self.state.lock().expect("mirror state");
@@ -133,11 +138,15 @@ impl Mirror {
                     entry.again = true;
                     entry.next_waiters.push(tx);
                 }
-                Some(entry) => entry.waiters.push(tx),
+                Some(entry) => {
+                    entry.waiters.push(tx);
+                    entry.seed = None;
+                }
                 None => {
                     // Sync writes are bounded by the clients waiting on them: no capacity check.
                     let entry = Entry {
                         waiters: vec![tx],
+                        seed,
                         ..Entry::default()
                     };
                     push(&mut st, job, entry);
@@ -180,17 +189,17 @@ impl Mirror {
 
     async fn worker(self: Arc<Self>) {
         loop {
-            let Some((job, waiters)) = self.take() else {
+            let Some((job, waiters, seed)) = self.take() else {
                 self.work.notified().await;
                 continue;
             };
-            let ok = self.sync_once(&job).await;
+            let ok = self.sync_once(&job, seed).await;
             self.finish(job, waiters, ok);
         }
     }
 
-    /// The next queued key, marked running, with the waiters its sync satisfies.
-    fn take(&self) -> Option<(Job, Vec<oneshot::Sender<bool>>)> {
+    /// The next queued key, marked running, with the waiters its sync satisfies and its seed.
+    fn take(&self) -> Option<(Job, Vec<oneshot::Sender<bool>>, Option<Snapshot>)> {
         let mut st = self.state.lock().expect("mirror state");
         let (job, _queued_at) = st.queue.pop_front()?;
         st.running += 1;
@@ -198,11 +207,12 @@ impl Mirror {
         entry.queued = false;
         entry.running = true;
         let waiters = std::mem::take(&mut entry.waiters);
+        let seed = entry.seed.take();
         self.metrics
             .mirror_lag_seconds
             .set(st.queue.front().map_or(0.0, |(_, t)| t.elapsed().as_secs_f64()));
         self.gauges(&st);
-        Some((job, waiters))
+        Some((job, waiters, seed))
     }
 
     fn finish(&self, job: Job, waiters: Vec<oneshot::Sender<bool>>, ok: bool) {
@@ -229,18 +239,25 @@ impl Mirror {
         self.gauges(&st);
     }
 
-    async fn sync_once(&self, (dir, key): &Job) -> bool {
-        let (origin, dest, scripts) = match dir {
-            Direction::OldToNew => (&self.old, &self.new, &self.scripts[0]),
-            Direction::NewToOld => (&self.new, &self.old, &self.scripts[1]),
+    /// Whether writes mirrored in `dir` should carry a seed: not once the origin refused the
+    /// snapshot script (the extra EVALSHA would only fail).
+    pub fn seeds(&self, dir: Direction) -> bool {
+        !self.scripts[dir as usize].refused()
+    }
+
+    async fn sync_once(&self, (dir, key): &Job, seed: Option<Snapshot>) -> bool {
+        let (origin, dest) = match dir {
+            Direction::OldToNew => (&self.old, &self.new),
+            Direction::NewToOld => (&self.new, &self.old),
         };
+        let scripts = &self.scripts[*dir as usize];
         let from = SlotConn::for_key(origin.clone(), key);
         let mut to = SlotConn::for_key(dest.clone(), key);
         let options = SyncOptions {
             replace: true,
             recheck: true,
         };
-        match keysync::sync_key(&from, &mut to, key, options, scripts).await {
+        match keysync::sync_key_from(&from, &mut to, key, options, scripts, seed).await {
             Ok(_) => {
                 self.metrics.mirror_ok.inc();
                 true
