@@ -1,5 +1,6 @@
 //! `cachemig proxy PLAN [--listen ADDR] [--id ID] [--metrics ADDR]`.
 
+use std::io::IsTerminal;
 use std::path::Path;
 
 use crate::error::{EXIT_OK, Error, Result};
@@ -20,6 +21,7 @@ pub fn run(
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .try_init();
     let password = match &plan.proxies.password_env {
         Some(var) => Some(std::env::var(var).map_err(|_| {
