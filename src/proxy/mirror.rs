@@ -201,6 +201,9 @@ impl Mirror {
     /// The next queued key, marked running, with the waiters its sync satisfies and its seed.
     fn take(&self) -> Option<(Job, Vec<oneshot::Sender<bool>>, Option<Snapshot>)> {
         let mut st = self.state.lock().expect("mirror state");
+        if st.queue.is_empty() && !st.dirty.is_empty() {
+            self.refill(&mut st);
+        }
         let (job, _queued_at) = st.queue.pop_front()?;
         st.running += 1;
         let entry = st.entries.get_mut(&job).expect("queued keys have an entry");
@@ -272,23 +275,29 @@ impl Mirror {
         }
     }
 
-    /// Feeds dirty keys back into the queue while it has room.
+    /// Feeds dirty keys back into the queue while it has room (a backstop: workers also refill
+    /// from the dirty set whenever they empty the queue).
     async fn repair_loop(self: Arc<Self>) {
         loop {
             tokio::time::sleep(REPAIR_EVERY).await;
             let mut st = self.state.lock().expect("mirror state");
-            let room = self.capacity.saturating_sub(st.queue.len());
-            let picked: Vec<Job> = st.dirty.iter().take(room).cloned().collect();
-            for job in picked {
-                st.dirty.remove(&job);
-                if !st.entries.contains_key(&job) {
-                    push(&mut st, job, Entry::default());
-                }
-            }
-            self.gauges(&st);
+            self.refill(&mut st);
             drop(st);
             self.work.notify_waiters();
         }
+    }
+
+    /// Moves dirty keys into the queue, up to its capacity.
+    fn refill(&self, st: &mut State) {
+        let room = self.capacity.saturating_sub(st.queue.len());
+        let picked: Vec<Job> = st.dirty.iter().take(room).cloned().collect();
+        for job in picked {
+            st.dirty.remove(&job);
+            if !st.entries.contains_key(&job) {
+                push(st, job, Entry::default());
+            }
+        }
+        self.gauges(st);
     }
 }
 

@@ -1,0 +1,100 @@
+//! The mirror under pressure: a full queue marks keys dirty (counted) and they are repaired; a
+//! sync mirror that cannot finish never turns an applied write into an error, except after
+//! read-cutover, where new serves the reads.
+
+mod common;
+
+use std::time::Duration;
+
+use common::proxy::{ProxyProcess, set_phase};
+use common::sandbox::Sandbox;
+use common::wait_for;
+use redis::Commands;
+
+/// Pauses writes on every target master for `ms` milliseconds.
+fn pause_new_writes(sb: &Sandbox, ms: u64) {
+    for node in sb.target.masters() {
+        let _: () = node.query(&["CLIENT", "PAUSE", &ms.to_string(), "WRITE"]);
+    }
+}
+
+fn counter(proxy: &ProxyProcess, name: &str) -> u64 {
+    proxy.status()["counters_since_generation"][name]
+        .as_u64()
+        .unwrap()
+}
+
+#[test]
+fn a_full_async_queue_marks_keys_dirty_counts_them_and_repairs_them() {
+    let mut sb = Sandbox::start();
+    sb.set_plan_extra("[dual_write]\nqueue_capacity = 1\n");
+    let proxy = ProxyProcess::start(&sb, "p1");
+    set_phase(&sb.flag_path(), "async-dual-write", 1, false, 0.0);
+    proxy.wait_generation(1);
+    let mut pipe = redis::pipe();
+    for i in 0..500 {
+        pipe.set(format!("token:burst:{i}"), i).ignore();
+    }
+    let _: () = pipe.query(&mut proxy.conn()).unwrap();
+    assert!(counter(&proxy, "mirror_overflow") > 0, "{}", proxy.status());
+    wait_for("dirty keys repaired", Duration::from_secs(30), || {
+        let s = proxy.status();
+        s["mirror"]["dirty_keys"] == 0 && s["mirror"]["queue_depth"] == 0
+    });
+    let mut new = sb.target.cluster_conn();
+    for i in 0..500 {
+        let v: Option<i64> = new.get(format!("token:burst:{i}")).unwrap();
+        assert_eq!(v, Some(i), "token:burst:{i}");
+    }
+}
+
+#[test]
+fn a_sync_mirror_that_cannot_finish_keeps_the_primarys_reply_then_repairs_the_key() {
+    let sb = Sandbox::start();
+    let proxy = ProxyProcess::start(&sb, "p1");
+    set_phase(&sb.flag_path(), "sync-dual-write", 1, false, 0.0);
+    proxy.wait_generation(1);
+    let mut conn = proxy.conn();
+    pause_new_writes(&sb, 1500);
+    let n: i64 = conn.incr("token:count", 1).unwrap();
+    assert_eq!(n, 1, "the client gets old's reply although the mirror timed out");
+    assert_eq!(counter(&proxy, "sync_mirror_failures"), 1);
+    wait_for(
+        "the key is repaired after the pause",
+        Duration::from_secs(10),
+        || {
+            sb.target
+                .cluster_conn()
+                .get::<_, Option<i64>>("token:count")
+                .unwrap()
+                == Some(1)
+        },
+    );
+}
+
+#[test]
+fn after_read_cutover_a_sync_mirror_that_cannot_finish_is_retried_then_reported() {
+    let sb = Sandbox::start();
+    let proxy = ProxyProcess::start(&sb, "p1");
+    set_phase(&sb.flag_path(), "read-cutover", 1, false, 0.0);
+    proxy.wait_generation(1);
+    let mut conn = proxy.conn();
+    pause_new_writes(&sb, 1500);
+    let err = conn.set::<_, _, ()>("token:k", "v").unwrap_err();
+    assert!(
+        format!("{err:?}").contains("applied on old but could not be mirrored"),
+        "{err:?}"
+    );
+    let on_old: Option<String> = sb.source.conn().get("token:k").unwrap();
+    assert_eq!(on_old.as_deref(), Some("v"), "applied on the primary");
+    wait_for(
+        "the key is repaired after the pause",
+        Duration::from_secs(10),
+        || {
+            let v: Option<String> = sb.target.cluster_conn().get("token:k").unwrap();
+            v.as_deref() == Some("v")
+        },
+    );
+    let v: String = conn.get("token:k").unwrap();
+    assert_eq!(v, "v", "reads from new see it once repaired");
+}
