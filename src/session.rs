@@ -292,14 +292,20 @@ impl Session {
             toward: toward.to_string(),
             detail,
         };
+        self.commit(event)?;
+        Ok(self.expected_flag().expect("a fence follows a transition"))
+    }
+
+    /// Appends `event` at the next generation (the commit point), then rederives the state and
+    /// rewrites the state record and the flag file.
+    fn commit(&mut self, event: Event) -> Result<()> {
         self.journal.append(&actor(), self.state.generation + 1, event)?;
         self.state = State::from_journal(
             &self.plan.name,
             &Catalog::builtin().first().name,
             self.journal.entries(),
         );
-        self.write_derived()?;
-        Ok(self.expected_flag().expect("a fence follows a transition"))
+        self.write_derived()
     }
 
     /// Moves to `to` at a new, higher generation: journal first (the commit point), then the
@@ -312,13 +318,7 @@ impl Session {
             to: to.name.clone(),
             plan_sha256: self.plan.sha256.clone(),
         };
-        self.journal.append(&actor(), self.state.generation + 1, event)?;
-        self.state = State::from_journal(
-            &self.plan.name,
-            &Catalog::builtin().first().name,
-            self.journal.entries(),
-        );
-        self.write_derived()?;
+        self.commit(event)?;
         Ok(self.expected_flag().expect("a transition sets plan_sha256"))
     }
 }

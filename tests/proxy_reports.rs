@@ -48,6 +48,15 @@ fn gate(sb: &Sandbox, name: &str) -> (String, String) {
     )
 }
 
+/// The flag file is at `generation`, in `phase`, with `fence`.
+fn assert_flag(sb: &Sandbox, generation: u64, phase: &str, fence: bool) {
+    let flag = sb.flag().unwrap();
+    assert_eq!(
+        (flag.generation, flag.phase.as_str(), flag.routing.fence),
+        (generation, phase, fence)
+    );
+}
+
 fn fence_events(sb: &Sandbox) -> Vec<(u64, FenceStage)> {
     sb.journal_entries()
         .iter()
@@ -208,19 +217,11 @@ fn the_fence_switches_on_acks_both_ways() {
     sb.cachemig(&["advance", "--yes"])
         .assert_success()
         .assert_stdout_contains(&format!("fence generation {n} acked"));
-    let flag = sb.flag().unwrap();
-    assert_eq!(
-        (flag.generation, flag.phase.as_str(), flag.routing.fence),
-        (n + 1, "write-stop", false)
-    );
+    assert_flag(&sb, n + 1, "write-stop", false);
     assert_eq!(fence_events(&sb), vec![(n, FenceStage::Hold)]);
 
     sb.cachemig(&["rollback", "--yes"]).assert_success();
-    let flag = sb.flag().unwrap();
-    assert_eq!(
-        (flag.generation, flag.phase.as_str(), flag.routing.fence),
-        (n + 3, "read-cutover", false)
-    );
+    assert_flag(&sb, n + 3, "read-cutover", false);
     assert_eq!(
         fence_events(&sb),
         vec![(n, FenceStage::Hold), (n + 2, FenceStage::Hold)]
@@ -239,11 +240,7 @@ fn without_acks_the_fence_is_released_on_the_old_primary() {
         .assert_code(3)
         .assert_stderr_contains("fence")
         .assert_stderr_contains("p1 fence holding");
-    let flag = sb.flag().unwrap();
-    assert_eq!(
-        (flag.generation, flag.phase.as_str(), flag.routing.fence),
-        (n + 1, "read-cutover", false)
-    );
+    assert_flag(&sb, n + 1, "read-cutover", false);
     assert_eq!(
         fence_events(&sb),
         vec![(n, FenceStage::Hold), (n + 1, FenceStage::Release)]
@@ -261,11 +258,7 @@ fn without_acks_the_fence_is_released_on_the_old_primary() {
     sb.cachemig(&["rollback", "--yes"])
         .assert_code(1)
         .assert_stderr_contains("write-stop stays in force");
-    let flag = sb.flag().unwrap();
-    assert_eq!(
-        (flag.generation, flag.phase.as_str(), flag.routing.fence),
-        (m + 1, "write-stop", false)
-    );
+    assert_flag(&sb, m + 1, "write-stop", false);
 }
 
 #[test]
@@ -287,11 +280,7 @@ fn kill_9_mid_fence_then_repair_releases_without_switching() {
     sb.cachemig(&["status", "--repair"])
         .assert_success()
         .assert_stdout_contains("released at generation");
-    let flag = sb.flag().unwrap();
-    assert_eq!(
-        (flag.generation, flag.phase.as_str(), flag.routing.fence),
-        (n + 1, "read-cutover", false)
-    );
+    assert_flag(&sb, n + 1, "read-cutover", false);
     assert_eq!(
         fence_events(&sb),
         vec![(n, FenceStage::Hold), (n + 1, FenceStage::Release)]

@@ -30,6 +30,15 @@ enum Value {
 type Model = BTreeMap<String, (Value, bool)>;
 
 const KEYS_PER_WRITER: usize = 40;
+/// The phases after `planned`, in order.
+const FORWARD: [&str; 6] = [
+    "backfill",
+    "async-dual-write",
+    "sync-dual-write",
+    "shadow-read",
+    "read-cutover",
+    "write-stop",
+];
 const WRITERS: usize = 4;
 
 fn sandbox() -> Sandbox {
@@ -238,14 +247,7 @@ fn two_proxies_and_concurrent_writers_through_every_phase_lose_no_write() {
         }
     }
     let writers = Writers::start(&proxies, &seeded);
-    for phase in [
-        "backfill",
-        "async-dual-write",
-        "sync-dual-write",
-        "shadow-read",
-        "read-cutover",
-        "write-stop",
-    ] {
+    for phase in FORWARD {
         step_cli(&sb, &proxies, &["advance", "--yes"], phase);
     }
     step_cli(&sb, &proxies, &["rollback", "--yes"], "read-cutover");
@@ -281,13 +283,7 @@ fn a_proxy_that_stops_acking_makes_the_fence_release_writes_on_the_old_primary()
     let p1 = ProxyProcess::start(&sb, "p1");
     let p2 = ProxyProcess::start(&sb, "p2");
     let mut conn = p1.conn();
-    for phase in [
-        "backfill",
-        "async-dual-write",
-        "sync-dual-write",
-        "shadow-read",
-        "read-cutover",
-    ] {
+    for phase in &FORWARD[..5] {
         for i in 0..20 {
             let _: () = conn.set(format!("token:warm:{i}"), i).unwrap();
             let _: Option<String> = conn.get(format!("token:warm:{i}")).unwrap();

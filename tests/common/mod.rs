@@ -50,12 +50,40 @@ pub fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) 
     }
 }
 
+/// Spawns `redis-server` on `port` in `dir` with `args`; its output goes to `dir/redis.log`.
+fn spawn_server(port: u16, bus_port: Option<u16>, dir: &Path, args: &[String]) -> Child {
+    let mut cmd = Command::new("redis-server");
+    cmd.args([
+        "--port",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+    ])
+    .args(["--daemonize", "no", "--protected-mode", "no", "--dir"])
+    .arg(dir)
+    .args(args)
+    .current_dir(dir)
+    .stdin(Stdio::null())
+    .stdout(std::fs::File::create(dir.join("redis.log")).unwrap())
+    .stderr(Stdio::null());
+    if let Some(bus) = bus_port {
+        cmd.args(["--cluster-port", &bus.to_string()]);
+    }
+    cmd.spawn()
+        .expect("cannot run redis-server: is it installed (apt-get install redis-server)?")
+}
+
 /// One `redis-server` process; killed (and its directory removed) on drop.
 pub struct RedisServer {
     child: Child,
     port: u16,
     bus_port: Option<u16>,
     password: Option<String>,
+    args: Vec<String>,
     dir: tempfile::TempDir,
 }
 
@@ -97,53 +125,47 @@ impl RedisServer {
     fn try_start(args: &[&str], cluster: bool) -> Result<Self, String> {
         let dir = tempfile::tempdir().unwrap();
         let (port, bus_port) = (free_port(), cluster.then(free_port));
-        let log_path = dir.path().join("redis.log");
-        let mut cmd = Command::new("redis-server");
-        cmd.args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .args(["--daemonize", "no", "--protected-mode", "no", "--dir"])
-        .arg(dir.path())
-        .args(args)
-        .current_dir(dir.path())
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&log_path).unwrap())
-        .stderr(Stdio::null());
-        if let Some(bus) = bus_port {
-            cmd.args(["--cluster-port", &bus.to_string()]);
-        }
-        let child = cmd
-            .spawn()
-            .expect("cannot run redis-server: is it installed (apt-get install redis-server)?");
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
         let password = args
             .iter()
             .position(|a| *a == "--requirepass")
-            .and_then(|i| args.get(i + 1));
+            .and_then(|i| args.get(i + 1))
+            .cloned();
+        let child = spawn_server(port, bus_port, dir.path(), &args);
         let mut server = Self {
             child,
             port,
             bus_port,
-            password: password.map(|p| p.to_string()),
+            password,
+            args,
             dir,
         };
+        server.wait_ready()?;
+        Ok(server)
+    }
+
+    /// Starts the server again after [`RedisServer::kill`], on the same port, directory and
+    /// configuration (a backend that comes back).
+    pub fn restart(&mut self) {
+        self.kill();
+        self.child = spawn_server(self.port, self.bus_port, self.dir.path(), &self.args);
+        self.wait_ready()
+            .unwrap_or_else(|log| panic!("redis-server did not restart:\n{log}"));
+    }
+
+    /// Waits until this process (not a foreign one on the port) accepts commands.
+    fn wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
-            if server.child.try_wait().unwrap().is_some() {
-                return Err(server.log()); // Drop reaps it; the caller retries on a new port.
+            if self.child.try_wait().unwrap().is_some() {
+                return Err(self.log()); // Drop reaps it; the caller retries on a new port.
             }
             // Our own log line, so a foreign server that grabbed the port can't fool us.
-            if server.log().contains("Ready to accept connections") && server.raw_ping() {
-                return Ok(server);
+            if self.log().contains("Ready to accept connections") && self.raw_ping() {
+                return Ok(());
             }
             if Instant::now() > deadline {
-                return Err(format!("not ready after {START_TIMEOUT:?}\n{}", server.log()));
+                return Err(format!("not ready after {START_TIMEOUT:?}\n{}", self.log()));
             }
             std::thread::sleep(Duration::from_millis(10));
         }
