@@ -64,6 +64,28 @@ impl Snapshot {
         }
     }
 
+    /// The snapshot `elapsed` after it was read: its TTL shortened by that much, and gone if the
+    /// TTL ran out meanwhile (so a copy never outlives the origin by the time it waited).
+    pub fn aged(self, elapsed: std::time::Duration) -> Snapshot {
+        match self {
+            Snapshot::Present {
+                ttl_ms: Some(t),
+                payload,
+            } => {
+                let left = t.saturating_sub(elapsed.as_millis() as u64);
+                if left == 0 {
+                    Snapshot::Absent
+                } else {
+                    Snapshot::Present {
+                        ttl_ms: Some(left),
+                        payload,
+                    }
+                }
+            }
+            other => other,
+        }
+    }
+
     /// The payload size in bytes (0 when absent).
     pub fn size(&self) -> usize {
         match self {
@@ -127,6 +149,18 @@ pub fn snapshot_evalsha(key: &[u8]) -> redis::Cmd {
     cmd
 }
 
+/// Whether `e` says the origin will not run the snapshot script at all (an ACL without
+/// `@scripting`, `EVALSHA` renamed away, a NOSCRIPT right after loading it) rather than that
+/// this one attempt failed (a lost connection must not switch scripts off for the whole run).
+fn refuses_scripts(e: &RedisError) -> bool {
+    let text = e.to_string();
+    match e.code() {
+        Some("NOPERM" | "NOSCRIPT") => true,
+        Some("ERR") => text.contains("unknown command") || text.contains("scripting"),
+        _ => false,
+    }
+}
+
 /// Whether the origin runs the snapshot script; shared by every batch of a run.
 #[derive(Debug, Default)]
 pub struct ScriptSupport {
@@ -163,7 +197,7 @@ pub async fn read_many<C: ConnectionLike + Clone>(
                         .query_async::<String>(&mut origin.clone())
                         .await?;
                 }
-                Err(e) if matches!(e.code(), Some("NOPERM" | "ERR" | "NOSCRIPT")) => {
+                Err(e) if refuses_scripts(&e) => {
                     tracing::warn!("the origin refuses the snapshot script ({e}); using MULTI/EXEC");
                     scripts.refused.store(true, std::sync::atomic::Ordering::Relaxed);
                     break;
@@ -310,6 +344,18 @@ mod tests {
             Snapshot::Absent,
             "expired between PTTL and DUMP"
         );
+    }
+
+    #[test]
+    fn ageing_shortens_the_ttl_and_drops_what_expired() {
+        let with = |t| Snapshot::Present {
+            ttl_ms: t,
+            payload: vec![1],
+        };
+        let ms = std::time::Duration::from_millis;
+        assert_eq!(with(Some(100)).aged(ms(30)), with(Some(70)));
+        assert_eq!(with(Some(100)).aged(ms(100)), Snapshot::Absent);
+        assert_eq!(with(None).aged(ms(1000)), with(None));
     }
 
     #[test]

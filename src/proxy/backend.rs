@@ -178,13 +178,13 @@ enum Redirect {
     Refresh,
 }
 
-/// The first reply of a unit that is not final, if any.
+/// Whether a unit must be sent again, and where.
+///
+/// Only the first reply decides: when it is final, the unit's first request ran, and resending
+/// the unit would run it again (a unit may carry a write followed by a read of its key). A
+/// redirected later request then just stays an error for its caller.
 fn first_redirect(replies: &[Reply]) -> Redirect {
-    replies
-        .iter()
-        .map(redirect)
-        .find(|r| !matches!(r, Redirect::None))
-        .unwrap_or(Redirect::None)
+    replies.first().map_or(Redirect::None, redirect)
 }
 
 fn redirect(reply: &Reply) -> Redirect {
@@ -354,13 +354,32 @@ impl Cluster {
     }
 
     /// Sends `ASKING` then the unit to the node an `ASK` named (a slot being imported there).
+    ///
+    /// `ASKING` holds for one command only, so each request of the unit gets its own; a unit
+    /// whose bytes hold several requests in one piece (a packed pipeline) gets one, in front.
     async fn ask(&self, addr: &str, unit: &Unit) -> Vec<Reply> {
         let conn = self.conn(addr).await;
-        let mut raw = vec![encode_request(&["ASKING"])];
-        raw.extend(unit.raw.iter().cloned());
-        let mut replies = conn.send_counted(raw, unit.count + 1).await;
-        replies.remove(0);
-        replies
+        let asking = encode_request(&["ASKING"]);
+        let one_per_request = unit.raw.len() == unit.count;
+        let mut raw = Vec::with_capacity(unit.raw.len() * 2);
+        for (i, request) in unit.raw.iter().enumerate() {
+            if one_per_request || i == 0 {
+                raw.push(asking.clone());
+            }
+            raw.push(request.clone());
+        }
+        let askings = if one_per_request { unit.count } else { 1 };
+        let replies = conn.send_counted(raw, unit.count + askings).await;
+        strip_asking(replies, one_per_request)
+    }
+}
+
+/// The replies to the requests of an `ASK` resend, without those to the `ASKING`s.
+fn strip_asking(replies: Vec<Reply>, one_per_request: bool) -> Vec<Reply> {
+    if one_per_request {
+        replies.into_iter().skip(1).step_by(2).collect()
+    } else {
+        replies.into_iter().skip(1).collect()
     }
 }
 
@@ -383,5 +402,15 @@ mod tests {
         ));
         assert!(matches!(redirect(&Reply::error("ERR other")), Redirect::None));
         assert!(matches!(redirect(&Reply::ok()), Redirect::None));
+        let write_then_moved_read = [Reply::integer(1), Reply::error("MOVED 1 127.0.0.1:1")];
+        assert!(
+            matches!(first_redirect(&write_then_moved_read), Redirect::None),
+            "a unit whose write ran is never resent"
+        );
+        let replies = vec![Reply::ok(), Reply::integer(1), Reply::ok(), Reply::integer(2)];
+        assert_eq!(
+            strip_asking(replies, true),
+            vec![Reply::integer(1), Reply::integer(2)]
+        );
     }
 }

@@ -261,7 +261,8 @@ async fn flush(proxy: &Arc<Proxy>, applied: &Applied, segment: &mut Segment, rep
         replies[i] = Some(reply);
     }
     for (i, ok) in join_all(syncs.into_iter().map(|(i, s)| async move { (i, s.await) })).await {
-        if !ok {
+        // A write that failed on old keeps its own error: it may not have been applied at all.
+        if !ok && !replies[i].as_ref().is_some_and(Reply::is_error) {
             replies[i] = Some(Reply::error(
                 "ERR cachemig: the write was applied on old but could not be mirrored to new, which serves reads; the key is marked for repair. Do not retry a non-idempotent command blindly",
             ));

@@ -8,7 +8,7 @@
 //! A failed sync also marks the key dirty. Sync-mode waiters are woken only by a sync that started
 //! after their write.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -25,6 +25,8 @@ pub const WORKERS: usize = 32;
 /// Most dirty keys remembered; beyond this they are only counted, the mirror never reports itself
 /// drained again (so the fence cannot be acked) and `verify --repair` must run.
 pub const DIRTY_LIMIT: usize = 1_000_000;
+/// How long a key whose sync failed waits before it is tried again.
+const RETRY_AFTER: Duration = Duration::from_millis(500);
 /// How often dirty keys are fed back into the queue.
 const REPAIR_EVERY: Duration = Duration::from_millis(500);
 
@@ -52,7 +54,7 @@ struct Entry {
     next_waiters: Vec<oneshot::Sender<bool>>,
     /// The origin as read right after the write that queued this sync (same pipeline), so the
     /// sync can skip its first read. Dropped as soon as a later write joins the entry.
-    seed: Option<Snapshot>,
+    seed: Option<(Snapshot, Instant)>,
 }
 
 #[derive(Default)]
@@ -60,6 +62,10 @@ struct State {
     queue: VecDeque<(Job, Instant)>,
     entries: HashMap<Job, Entry>,
     dirty: HashSet<Job>,
+    /// When each dirty key may be tried again, in that order (a key whose sync failed waits
+    /// [`RETRY_AFTER`], so an unreachable side is not hammered); `u64` breaks ties.
+    due: BTreeMap<(Instant, u64), Job>,
+    seq: u64,
     running: usize,
     /// Dirty keys not remembered (beyond [`DIRTY_LIMIT`]): this proxy can no longer tell what it
     /// owes, so it never reports the mirror drained again; `verify --repair` must run.
@@ -115,7 +121,7 @@ impl Mirror {
         }
         if st.queue.len() >= self.capacity {
             self.metrics.mirror_overflow.inc();
-            mark_dirty(&mut st, job);
+            mark_dirty(&mut st, job, Duration::ZERO);
             self.gauges(&st);
             return;
         }
@@ -146,7 +152,7 @@ impl Mirror {
                     // Sync writes are bounded by the clients waiting on them: no capacity check.
                     let entry = Entry {
                         waiters: vec![tx],
-                        seed,
+                        seed: seed.map(|s| (s, Instant::now())),
                         ..Entry::default()
                     };
                     push(&mut st, job, entry);
@@ -201,7 +207,7 @@ impl Mirror {
     /// The next queued key, marked running, with the waiters its sync satisfies and its seed.
     fn take(&self) -> Option<(Job, Vec<oneshot::Sender<bool>>, Option<Snapshot>)> {
         let mut st = self.state.lock().expect("mirror state");
-        if st.queue.is_empty() && !st.dirty.is_empty() {
+        if st.queue.is_empty() && !st.due.is_empty() {
             self.refill(&mut st);
         }
         let (job, _queued_at) = st.queue.pop_front()?;
@@ -210,7 +216,7 @@ impl Mirror {
         entry.queued = false;
         entry.running = true;
         let waiters = std::mem::take(&mut entry.waiters);
-        let seed = entry.seed.take();
+        let seed = entry.seed.take().map(|(s, read_at)| s.aged(read_at.elapsed()));
         self.metrics
             .mirror_lag_seconds
             .set(st.queue.front().map_or(0.0, |(_, t)| t.elapsed().as_secs_f64()));
@@ -237,7 +243,7 @@ impl Mirror {
         }
         st.entries.remove(&job);
         if !ok {
-            mark_dirty(&mut st, job);
+            mark_dirty(&mut st, job, RETRY_AFTER);
         }
         self.gauges(&st);
     }
@@ -287,14 +293,21 @@ impl Mirror {
         }
     }
 
-    /// Moves dirty keys into the queue, up to its capacity.
+    /// Moves dirty keys that are due into the queue, up to its capacity.
     fn refill(&self, st: &mut State) {
-        let room = self.capacity.saturating_sub(st.queue.len());
-        let picked: Vec<Job> = st.dirty.iter().take(room).cloned().collect();
-        for job in picked {
-            st.dirty.remove(&job);
-            if !st.entries.contains_key(&job) {
+        let now = Instant::now();
+        let mut room = self.capacity.saturating_sub(st.queue.len());
+        while room > 0 {
+            let Some(entry) = st.due.first_entry() else {
+                break;
+            };
+            if entry.key().0 > now {
+                break;
+            }
+            let job = entry.remove();
+            if st.dirty.remove(&job) && !st.entries.contains_key(&job) {
                 push(st, job, Entry::default());
+                room -= 1;
             }
         }
         self.gauges(st);
@@ -307,10 +320,15 @@ fn push(st: &mut State, job: Job, mut entry: Entry) {
     st.entries.insert(job, entry);
 }
 
-fn mark_dirty(st: &mut State, job: Job) {
+fn mark_dirty(st: &mut State, job: Job, retry_after: Duration) {
+    if st.dirty.contains(&job) {
+        return;
+    }
     if st.dirty.len() < DIRTY_LIMIT {
-        st.dirty.insert(job);
-    } else if !st.dirty.contains(&job) {
+        st.dirty.insert(job.clone());
+        st.due.insert((Instant::now() + retry_after, st.seq), job);
+        st.seq += 1;
+    } else {
         st.forgotten += 1;
     }
 }

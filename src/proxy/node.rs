@@ -231,8 +231,12 @@ async fn serve(stream: TcpStream, jobs: &mut mpsc::UnboundedReceiver<Job>) -> Op
                         Err(_) => break,
                     }
                 }
-                if let Err(e) = wr.write_all(&out).await {
-                    return Some(e.to_string());
+                // Bounded too: a node that stops reading must not hold the writer for as long as
+                // TCP takes to give up.
+                match tokio::time::timeout(REPLY_TIMEOUT, wr.write_all(&out)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => return Some(e.to_string()),
+                    Err(_) => return Some(format!("write blocked for {}s", REPLY_TIMEOUT.as_secs())),
                 }
                 out.clear();
             }

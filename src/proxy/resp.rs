@@ -1,8 +1,8 @@
 //! RESP2 framing for the proxy: client requests in, replies out.
 //!
-//! Decoding uses the `redis-protocol` crate. Before it runs, [`check_sizes`] reads the length
-//! headers of the next frame so a client announcing a 2 GB bulk is refused at once instead of
-//! the proxy buffering until the bytes arrive (the crate has no size cap of its own).
+//! Decoding uses the `redis-protocol` crate. Before it runs, [`Framer`] reads the length headers
+//! of the next request so a client announcing a 2 GB bulk is refused at once instead of the proxy
+//! buffering until the bytes arrive (the crate has no size cap of its own).
 
 use bytes::{BufMut, Bytes, BytesMut};
 use redis_protocol::resp2::decode::decode_bytes_mut;
@@ -31,48 +31,65 @@ pub struct Request {
 #[error("Protocol error: {0}")]
 pub struct ProtocolError(pub String);
 
-/// Takes the next complete request off the front of `buf`.
+/// Takes the next complete request off the front of `buf` with a fresh [`Framer`] (a connection
+/// keeps its own, so a request arriving in pieces is scanned once).
 ///
 /// `Ok(None)` means more bytes are needed. Empty arrays (`*0`) are skipped, as Redis does.
 pub fn next_request(buf: &mut BytesMut, max_bulk: usize) -> Result<Option<Request>, ProtocolError> {
     Framer::default().next(buf, max_bulk)
 }
 
-/// Splits requests off a connection's input buffer, remembering how many bytes the request at
-/// the front needs, so a large request arriving in many reads is checked once per read rather
-/// than decoded from the start each time.
+/// Splits requests off a connection's input buffer.
+///
+/// The length headers of the request at the front are read first, by [`Framer`] itself and
+/// exactly as Redis reads them (so the proxy never forwards bytes a server would split
+/// differently), and refused when they announce too much or anything but bulk strings (a nested
+/// array would make the decoder recurse once per level). The scan resumes where it stopped, so a
+/// request arriving in many reads is read once. Only a complete request goes to the decoder.
 #[derive(Debug, Default)]
 pub struct Framer {
-    need: usize,
+    /// The headers read so far of the request at the front of the buffer.
+    scan: Option<Scan>,
 }
+
+/// Progress through the headers of one request.
+#[derive(Debug, Clone, Copy)]
+struct Scan {
+    /// Where the next bulk's header starts.
+    pos: usize,
+    /// Bulks whose header has not been read yet.
+    left: i64,
+}
+
+/// Largest request, all arguments together (Redis's `client-query-buffer-limit` default).
+pub const MAX_REQUEST: usize = 1024 * 1024 * 1024;
 
 impl Framer {
     /// Takes the next complete request off the front of `buf`; `Ok(None)` means more bytes are
-    /// needed.
+    /// needed. Empty and null arrays are skipped, as Redis does.
     pub fn next(&mut self, buf: &mut BytesMut, max_bulk: usize) -> Result<Option<Request>, ProtocolError> {
         loop {
-            if buf.is_empty() || buf.len() < self.need {
+            if buf.is_empty() {
                 return Ok(None);
             }
-            match check_sizes(buf, max_bulk)? {
-                Some(end) if end <= buf.len() => self.need = 0,
-                Some(end) => {
-                    self.need = end;
-                    return Ok(None);
+            let Some(end) = self.complete(buf, max_bulk)? else {
+                return Ok(None);
+            };
+            self.scan = None;
+            let decoded = decode_bytes_mut(buf).map_err(|e| ProtocolError(e.details().to_string()))?;
+            let (frame, raw) = match decoded {
+                Some((frame, amt, raw)) if amt == end => (frame, raw),
+                _ => {
+                    return Err(ProtocolError(
+                        "malformed request (its framing does not add up)".into(),
+                    ));
                 }
-                None => return Ok(None),
-            }
-            let Some((frame, _, raw)) =
-                decode_bytes_mut(buf).map_err(|e| ProtocolError(e.details().to_string()))?
-            else {
-                return Ok(None);
             };
-            let BytesFrame::Array(items) = frame else {
-                return Err(ProtocolError("expected '*', got a reply-type frame".into()));
+            let items = match frame {
+                BytesFrame::Array(items) if !items.is_empty() => items,
+                BytesFrame::Array(_) | BytesFrame::Null => continue,
+                _ => return Err(ProtocolError("expected '*', got a reply-type frame".into())),
             };
-            if items.is_empty() {
-                continue;
-            }
             let args = items
                 .into_iter()
                 .map(|item| match item {
@@ -83,55 +100,66 @@ impl Framer {
             return Ok(Some(Request { args, raw }));
         }
     }
+
+    /// The front request's total length once all of it is in `buf`.
+    fn complete(&mut self, buf: &[u8], max_bulk: usize) -> Result<Option<usize>, ProtocolError> {
+        let mut scan = match self.scan {
+            Some(scan) => scan,
+            None => {
+                if buf[0] != b'*' {
+                    return Err(ProtocolError(format!(
+                        "expected '*', got '{}' (inline commands are not supported; send RESP arrays)",
+                        (buf[0] as char).escape_default()
+                    )));
+                }
+                let Some((count, pos)) = header(buf, 0)? else {
+                    return Ok(None);
+                };
+                if count > MAX_ARGS as i64 {
+                    return Err(ProtocolError(format!("invalid multibulk length {count}")));
+                }
+                Scan {
+                    pos,
+                    left: count.max(0),
+                }
+            }
+        };
+        let outcome = scan_bulks(buf, &mut scan, max_bulk);
+        self.scan = Some(scan);
+        outcome?;
+        Ok((scan.left == 0 && scan.pos <= buf.len()).then_some(scan.pos))
+    }
 }
 
-/// Reads the headers of the request at the front of `buf` (only lengths; the frame itself is
-/// decoded by `redis-protocol`) and refuses one that announces too much or holds anything but
-/// bulk strings (a nested array would make the decoder recurse once per level).
-///
-/// Returns the request's total length once every header is known (it may be more than `buf`
-/// holds), or `None` when a header is still incomplete.
-pub fn check_sizes(buf: &[u8], max_bulk: usize) -> Result<Option<usize>, ProtocolError> {
-    if buf[0] != b'*' {
-        return Err(ProtocolError(format!(
-            "expected '*', got '{}' (inline commands are not supported; send RESP arrays)",
-            (buf[0] as char).escape_default()
-        )));
-    }
-    let Some((count, mut pos)) = header(buf, 0)? else {
-        return Ok(None);
-    };
-    if count > MAX_ARGS as i64 {
-        return Err(ProtocolError(format!("invalid multibulk length {count}")));
-    }
-    for _ in 0..count.max(0) {
-        if pos >= buf.len() {
-            return Ok(None);
-        }
-        if buf[pos] != b'$' {
+/// Reads bulk headers from where `scan` stopped, as far as `buf` goes.
+fn scan_bulks(buf: &[u8], scan: &mut Scan, max_bulk: usize) -> Result<(), ProtocolError> {
+    while scan.left > 0 && scan.pos < buf.len() {
+        if buf[scan.pos] != b'$' {
             return Err(ProtocolError(format!(
                 "expected '$', got '{}'",
-                (buf[pos] as char).escape_default()
+                (buf[scan.pos] as char).escape_default()
             )));
         }
-        let Some((len, next)) = header(buf, pos)? else {
-            return Ok(None);
+        let Some((len, next)) = header(buf, scan.pos)? else {
+            return Ok(());
         };
-        if len > max_bulk as i64 {
+        if len < 0 || len > max_bulk as i64 {
             return Err(ProtocolError(format!(
                 "invalid bulk length {len} (the limit is {max_bulk} bytes)"
             )));
         }
-        if len < 0 {
-            return Err(ProtocolError(format!("invalid bulk length {len}")));
+        scan.pos = next + len as usize + 2;
+        scan.left -= 1;
+        if scan.pos > MAX_REQUEST {
+            return Err(ProtocolError(format!("request larger than {MAX_REQUEST} bytes")));
         }
-        pos = next + len as usize + 2;
     }
-    Ok(Some(pos))
+    Ok(())
 }
 
-/// Parses the `<type><integer>\r\n` header at `at`: the integer and the position after the CRLF.
-/// `Ok(None)` when the line is not complete yet.
+/// Parses the `<type><integer>\r\n` header at `at` the way Redis does (`string2ll`: an optional
+/// `-`, then `0` or digits without a leading zero; nothing else): the integer and the position
+/// after the CRLF. `Ok(None)` when the line is not complete yet.
 fn header(buf: &[u8], at: usize) -> Result<Option<(i64, usize)>, ProtocolError> {
     const LONGEST: usize = 24;
     let line = &buf[at + 1..buf.len().min(at + 1 + LONGEST)];
@@ -142,13 +170,21 @@ fn header(buf: &[u8], at: usize) -> Result<Option<(i64, usize)>, ProtocolError> 
             Ok(None)
         };
     };
-    let text = std::str::from_utf8(&line[..end]).ok();
-    let n = text.and_then(|t| t.parse::<i64>().ok()).ok_or_else(|| {
-        ProtocolError(format!(
-            "invalid length {:?}",
-            String::from_utf8_lossy(&line[..end])
-        ))
-    })?;
+    match buf.get(at + 1 + end + 1) {
+        None => return Ok(None),
+        Some(b'\n') => {}
+        Some(_) => return Err(ProtocolError("expected CRLF after a length".into())),
+    }
+    let digits = &line[..end];
+    let unsigned = digits.strip_prefix(b"-").unwrap_or(digits);
+    let canonical = unsigned.iter().all(u8::is_ascii_digit)
+        && (unsigned == b"0" || unsigned.first().is_some_and(|&d| d != b'0'))
+        && !(digits.starts_with(b"-") && unsigned == b"0");
+    let n = std::str::from_utf8(digits)
+        .ok()
+        .filter(|_| canonical)
+        .and_then(|t| t.parse::<i64>().ok())
+        .ok_or_else(|| ProtocolError(format!("invalid length {:?}", String::from_utf8_lossy(digits))))?;
     Ok(Some((n, at + 1 + end + 2)))
 }
 

@@ -111,8 +111,12 @@ pub async fn run(plan: Plan, options: Options) -> Result<()> {
     accept(listener, proxy, watcher).await
 }
 
+/// How long a stopping proxy waits for its mirror to drain.
+const STOP_DRAIN: Duration = Duration::from_secs(10);
+
 async fn accept(listener: TcpListener, proxy: Arc<Proxy>, _watcher: FlagWatcher) -> Result<()> {
     static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {
         tokio::select! {
             conn = listener.accept() => match conn {
@@ -126,12 +130,28 @@ async fn accept(listener: TcpListener, proxy: Arc<Proxy>, _watcher: FlagWatcher)
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             },
-            _ = tokio::signal::ctrl_c() => {
-                eprintln!("cachemig proxy {}: stopping", proxy.id);
-                return Ok(());
-            }
+            _ = tokio::signal::ctrl_c() => return stop(&proxy).await,
+            _ = terminate.recv() => return stop(&proxy).await,
         }
     }
+}
+
+/// Stops accepting and lets the mirror drain (keys it has queued were written on the primary
+/// only); what cannot drain in [`STOP_DRAIN`] is reported, never dropped silently.
+async fn stop(proxy: &Proxy) -> Result<()> {
+    eprintln!("cachemig proxy {}: stopping; draining the mirror", proxy.id);
+    let deadline = tokio::time::Instant::now() + STOP_DRAIN;
+    while !proxy.mirror.drained() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (queued, _, dirty) = proxy.mirror.depth();
+    if queued + dirty > 0 {
+        anyhow::bail!(
+            "stopped with {queued} queued and {dirty} dirty key(s) not mirrored; run `cachemig verify --repair` before relying on the other side"
+        );
+    }
+    eprintln!("cachemig proxy {}: stopped", proxy.id);
+    Ok(())
 }
 
 /// Whether the source is a cluster (`cluster_enabled:1`).

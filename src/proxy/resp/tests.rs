@@ -138,3 +138,24 @@ fn a_large_request_arriving_in_pieces_is_framed_once_complete() {
     assert_eq!(request.args[2].len(), 100_000);
     assert!(buf.is_empty());
 }
+
+#[test]
+fn lengths_are_read_exactly_as_redis_reads_them() {
+    for bad in [
+        &b"*1\r\n$01\r\nk\r\n"[..],
+        b"*1\r\n$+1\r\nk\r\n",
+        b"*01\r\n$1\r\nk\r\n",
+        b"*1\r\n$-0\r\n",
+        b"*1\r\n$1\rAk\r\n",
+        b"*1\r\n$ 1\r\nk\r\n",
+    ] {
+        assert!(requests_of(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+    }
+    // A null array is skipped, as Redis does; what follows still decodes.
+    assert_eq!(requests_of(b"*-1\r\n*1\r\n$4\r\nPING\r\n").unwrap().len(), 1);
+    // Like Redis, the two bytes after a bulk's data are skipped unchecked: both frame it alike.
+    assert_eq!(
+        requests_of(b"*1\r\n$1\r\nkXY").unwrap(),
+        vec![vec![Bytes::from("k")]]
+    );
+}
