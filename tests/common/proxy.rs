@@ -30,10 +30,21 @@ impl ProxyProcess {
 
     /// Same, with extra environment variables.
     pub fn start_with_env(sandbox: &Sandbox, id: &str, env: &[(&str, &str)]) -> ProxyProcess {
+        let mut all: Vec<(&str, &str)> = sandbox
+            .env()
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        all.extend_from_slice(env);
+        ProxyProcess::start_on(sandbox.plan(), id, &all)
+    }
+
+    /// `cachemig proxy` on any plan, with environment variables `env`.
+    pub fn start_on(plan: &Path, id: &str, env: &[(&str, &str)]) -> ProxyProcess {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("proxy.log");
         let (port, metrics_port) = (free_port(), free_port());
-        let mut cmd = Cachemig::new().arg("proxy").arg(sandbox.plan()).args([
+        let mut cmd = Cachemig::new().arg("proxy").arg(plan).args([
             "--listen",
             &format!("127.0.0.1:{port}"),
             "--id",
@@ -41,12 +52,7 @@ impl ProxyProcess {
             "--metrics",
             &format!("127.0.0.1:{metrics_port}"),
         ]);
-        for (k, v) in sandbox
-            .env()
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .chain(env.iter().copied())
-        {
+        for (k, v) in env {
             cmd = cmd.env(k, v);
         }
         let child = cmd.spawn_logged(&log);
