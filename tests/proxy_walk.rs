@@ -30,15 +30,6 @@ enum Value {
 type Model = BTreeMap<String, (Value, bool)>;
 
 const KEYS_PER_WRITER: usize = 40;
-/// The phases after `planned`, in order.
-const FORWARD: [&str; 6] = [
-    "backfill",
-    "async-dual-write",
-    "sync-dual-write",
-    "shadow-read",
-    "read-cutover",
-    "write-stop",
-];
 const WRITERS: usize = 4;
 
 fn sandbox() -> Sandbox {
@@ -247,11 +238,29 @@ fn two_proxies_and_concurrent_writers_through_every_phase_lose_no_write() {
         }
     }
     let writers = Writers::start(&proxies, &seeded);
-    for phase in FORWARD {
-        step_cli(&sb, &proxies, &["advance", "--yes"], phase);
+    // Forward through every phase, with a step back (and forward again) at every pair whose
+    // routing differs most: the dual-write modes, the read switch and the fenced write switch.
+    // Re-entering sync-dual-write needs a fresh catch-up, which `resume` runs after a rollback.
+    let (advance, rollback, resume): (&[&str], &[&str], &[&str]) =
+        (&["advance", "--yes"], &["rollback", "--yes"], &["resume"]);
+    let walk = [
+        (advance, "backfill"),
+        (advance, "async-dual-write"),
+        (advance, "sync-dual-write"),
+        (rollback, "async-dual-write"),
+        (resume, "async-dual-write"),
+        (advance, "sync-dual-write"),
+        (advance, "shadow-read"),
+        (advance, "read-cutover"),
+        (rollback, "shadow-read"),
+        (advance, "read-cutover"),
+        (advance, "write-stop"),
+        (rollback, "read-cutover"),
+        (advance, "write-stop"),
+    ];
+    for (args, phase) in walk {
+        step_cli(&sb, &proxies, args, phase);
     }
-    step_cli(&sb, &proxies, &["rollback", "--yes"], "read-cutover");
-    step_cli(&sb, &proxies, &["advance", "--yes"], "write-stop");
     std::thread::sleep(Duration::from_millis(500));
     let (model, ops) = writers.finish();
     assert!(ops > 1000, "the writers were busy: {ops} ops");
@@ -283,7 +292,13 @@ fn a_proxy_that_stops_acking_makes_the_fence_release_writes_on_the_old_primary()
     let p1 = ProxyProcess::start(&sb, "p1");
     let p2 = ProxyProcess::start(&sb, "p2");
     let mut conn = p1.conn();
-    for phase in &FORWARD[..5] {
+    for phase in [
+        "backfill",
+        "async-dual-write",
+        "sync-dual-write",
+        "shadow-read",
+        "read-cutover",
+    ] {
         for i in 0..20 {
             let _: () = conn.set(format!("token:warm:{i}"), i).unwrap();
             let _: Option<String> = conn.get(format!("token:warm:{i}")).unwrap();
