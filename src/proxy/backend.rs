@@ -26,9 +26,12 @@ pub const ATTEMPTS: u32 = 6;
 /// key, any node will do).
 #[derive(Debug, Clone)]
 pub struct Unit {
-    /// Encoded requests.
-    pub raw: Vec<Bytes>,
-    /// How many replies they produce.
+    /// One encoded request, or a packed pipeline of several (`count` says how many).
+    pub raw: Bytes,
+    /// One more request sent right behind `raw`, in the same batch (a read of the key a write
+    /// just changed); counted in `count`.
+    pub then: Option<Bytes>,
+    /// How many replies `raw` and `then` produce.
     pub count: usize,
     /// The slot of their keys on a cluster.
     pub slot: Option<u16>,
@@ -38,10 +41,16 @@ impl Unit {
     /// One request.
     pub fn one(raw: Bytes, slot: Option<u16>) -> Unit {
         Unit {
-            raw: vec![raw],
+            raw,
+            then: None,
             count: 1,
             slot,
         }
+    }
+
+    /// The encoded requests, in order.
+    fn requests(self) -> impl Iterator<Item = Bytes> {
+        std::iter::once(self.raw).chain(self.then)
     }
 }
 
@@ -104,8 +113,9 @@ impl Backend {
         matches!(self.kind, Kind::Cluster(_))
     }
 
-    /// Sends every unit and returns their replies, unit by unit, in order.
-    pub async fn send(&self, units: Vec<Unit>) -> Vec<Vec<Reply>> {
+    /// Sends every unit and returns all their replies in one vector, unit by unit, in order
+    /// (`count` replies per unit).
+    pub async fn send(&self, units: Vec<Unit>) -> Vec<Reply> {
         match &self.kind {
             Kind::Node(conn) => send_node(conn, units).await,
             Kind::Cluster(cluster) => cluster.send(units).await,
@@ -115,23 +125,15 @@ impl Backend {
     /// Sends one request for `slot` and returns its reply.
     pub async fn request(&self, raw: Bytes, slot: Option<u16>) -> Reply {
         let mut replies = self.send(vec![Unit::one(raw, slot)]).await;
-        replies
-            .pop()
-            .and_then(|mut r| r.pop())
-            .unwrap_or_else(|| Reply::error("ERR cachemig: no reply"))
+        replies.pop().unwrap_or_else(|| Reply::error("ERR cachemig: no reply"))
     }
 }
 
 /// A standalone node gets every unit in one batch.
-async fn send_node(conn: &NodeConn, units: Vec<Unit>) -> Vec<Vec<Reply>> {
-    let counts: Vec<usize> = units.iter().map(|u| u.count).collect();
-    let total = counts.iter().sum();
-    let raw = units.into_iter().flat_map(|u| u.raw).collect();
-    let mut replies = conn.send_counted(raw, total).await.into_iter();
-    counts
-        .into_iter()
-        .map(|n| replies.by_ref().take(n).collect())
-        .collect()
+async fn send_node(conn: &NodeConn, units: Vec<Unit>) -> Vec<Reply> {
+    let total = units.iter().map(|u| u.count).sum();
+    let raw = units.into_iter().flat_map(Unit::requests).collect();
+    conn.send_counted(raw, total).await
 }
 
 /// Which master serves each slot.
@@ -272,7 +274,7 @@ impl Cluster {
     }
 
     /// Sends units grouped per master, then resends the redirected ones.
-    async fn send(&self, units: Vec<Unit>) -> Vec<Vec<Reply>> {
+    async fn send(&self, units: Vec<Unit>) -> Vec<Reply> {
         let mut replies: Vec<Vec<Reply>> = vec![Vec::new(); units.len()];
         let mut todo: Vec<usize> = (0..units.len()).collect();
         for attempt in 1..=ATTEMPTS {
@@ -316,7 +318,7 @@ impl Cluster {
             }
             todo = again;
         }
-        replies
+        replies.into_iter().flatten().collect()
     }
 
     /// One round: the units in `todo`, one batch per master, all masters at once.
@@ -341,10 +343,13 @@ impl Cluster {
             let conn = map.nodes[node].clone();
             let chosen: Vec<Unit> = members.iter().map(|&i| units[i].clone()).collect();
             async move {
+                let counts: Vec<usize> = chosen.iter().map(|u| u.count).collect();
+                let mut replies = send_node(&conn, chosen).await.into_iter();
                 members
                     .into_iter()
-                    .zip(send_node(&conn, chosen).await)
-                    .collect::<Vec<_>>()
+                    .zip(counts)
+                    .map(|(i, n)| (i, replies.by_ref().take(n).collect()))
+                    .collect::<Vec<(usize, Vec<Reply>)>>()
             }
         });
         for batch in join_all(batches).await {
@@ -360,13 +365,14 @@ impl Cluster {
     async fn ask(&self, addr: &str, unit: &Unit) -> Vec<Reply> {
         let conn = self.conn(addr).await;
         let asking = encode_request(&["ASKING"]);
-        let one_per_request = unit.raw.len() == unit.count;
-        let mut raw = Vec::with_capacity(unit.raw.len() * 2);
-        for (i, request) in unit.raw.iter().enumerate() {
+        let requests: Vec<Bytes> = unit.clone().requests().collect();
+        let one_per_request = requests.len() == unit.count;
+        let mut raw = Vec::with_capacity(requests.len() * 2);
+        for (i, request) in requests.into_iter().enumerate() {
             if one_per_request || i == 0 {
                 raw.push(asking.clone());
             }
-            raw.push(request.clone());
+            raw.push(request);
         }
         let askings = if one_per_request { unit.count } else { 1 };
         let replies = conn.send_counted(raw, unit.count + askings).await;

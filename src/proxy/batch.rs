@@ -222,27 +222,23 @@ async fn flush(proxy: &Arc<Proxy>, applied: &Applied, segment: &mut Segment, rep
             .flatten();
         let seeded = seed.is_some();
         if let Some(read) = seed {
-            u[0].raw.push(read);
+            u[0].then = Some(read);
             u[0].count += 1;
         }
-        shapes.push((shape, u.len(), seeded));
+        shapes.push((shape, seeded));
         units.append(&mut u);
     }
     let mut results = backend.send(units).await.into_iter();
     let mut syncs = Vec::new();
     let mut reads = Vec::new();
-    for ((i, call, write), (shape, n, seeded)) in segment.items.drain(..).zip(shapes) {
-        let mut parts: Vec<Vec<Reply>> = results.by_ref().take(n).collect();
+    for ((i, call, write), (shape, seeded)) in segment.items.drain(..).zip(shapes) {
+        let reply = call.merge(&shape, &mut results);
+        // A seeded call is one unit: its second reply is the seed.
         let seed = if seeded {
-            parts
-                .first_mut()
-                .and_then(|p| p.pop())
-                .as_ref()
-                .and_then(seed_from)
+            results.next().as_ref().and_then(seed_from)
         } else {
             None
         };
-        let reply = call.merge(&shape, parts);
         if side == Side::New {
             proxy.metrics.new_requests.inc();
             if reply.is_error() {

@@ -86,20 +86,21 @@ impl Call {
         (units, Shape::Split(groups.into_iter().map(|(_, m)| m).collect()))
     }
 
-    /// The client's reply from the units' replies.
-    pub fn merge(&self, shape: &Shape, mut parts: Vec<Vec<Reply>>) -> Reply {
+    /// The client's reply, taken from `replies` (one per unit of `shape`, in order).
+    pub fn merge(&self, shape: &Shape, replies: &mut impl Iterator<Item = Reply>) -> Reply {
+        let missing = || Reply::error("ERR cachemig: no reply");
         let Shape::Split(groups) = shape else {
-            return parts
-                .pop()
-                .and_then(|mut r| r.pop())
-                .unwrap_or_else(|| Reply::error("ERR cachemig: no reply"));
+            return replies.next().unwrap_or_else(missing);
         };
-        let replies: Vec<Reply> = parts.into_iter().filter_map(|mut r| r.pop()).collect();
+        let replies: Vec<Reply> = replies.take(groups.len()).collect();
+        if replies.len() < groups.len() {
+            return missing();
+        }
         if let Some(err) = replies.iter().find(|r| r.is_error()) {
             return err.clone();
         }
         match self.spec.merge {
-            Merge::Sum => Reply::integer(replies.iter().map(|r| integer(&r.frame)).sum()),
+            Merge::Sum => Reply::integer(replies.iter().map(|r| integer(&r.frame())).sum()),
             Merge::AllOk => Reply::ok(),
             Merge::Array => merge_arrays(self.keys.len(), groups, replies),
             Merge::None => Reply::error("ERR cachemig: internal error: merge of an unsplit command"),
@@ -118,7 +119,7 @@ fn integer(frame: &BytesFrame) -> i64 {
 fn merge_arrays(len: usize, groups: &[Vec<usize>], replies: Vec<Reply>) -> Reply {
     let mut out = vec![BytesFrame::Null; len];
     for (members, reply) in groups.iter().zip(replies) {
-        let BytesFrame::Array(items) = reply.frame else {
+        let BytesFrame::Array(items) = reply.frame() else {
             return Reply::error("ERR cachemig: a node answered a split MGET with a non-array");
         };
         for (&ordinal, item) in members.iter().zip(items) {

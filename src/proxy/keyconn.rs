@@ -55,11 +55,12 @@ impl ConnectionLike for SlotConn {
     ) -> RedisFuture<'a, Vec<Value>> {
         Box::pin(async move {
             let unit = Unit {
-                raw: vec![Bytes::from(pipeline.get_packed_pipeline())],
+                raw: Bytes::from(pipeline.get_packed_pipeline()),
+                then: None,
                 count: offset + count,
                 slot: self.slot,
             };
-            let replies = self.backend.send(vec![unit]).await.pop().unwrap_or_default();
+            let replies = self.backend.send(vec![unit]).await;
             replies.iter().skip(offset).map(value).collect()
         })
     }

@@ -5,7 +5,7 @@
 //! buffering until the bytes arrive (the crate has no size cap of its own).
 
 use bytes::{BufMut, Bytes, BytesMut};
-use redis_protocol::resp2::decode::decode_bytes_mut;
+use redis_protocol::resp2::decode::{decode_bytes, decode_bytes_mut, decode_range};
 use redis_protocol::resp2::types::BytesFrame;
 
 /// Largest bulk string a client may send, like Redis's default `proto-max-bulk-len`.
@@ -188,23 +188,33 @@ fn header(buf: &[u8], at: usize) -> Result<Option<(i64, usize)>, ProtocolError> 
     Ok(Some((n, at + 1 + end + 2)))
 }
 
-/// A reply from a backend: the decoded frame (to inspect or merge) and its wire bytes (to forward
-/// unchanged).
+/// A reply from a backend, as its exact wire bytes (forwarded unchanged). Most replies are only
+/// forwarded, so the frame is decoded on demand ([`Reply::frame`]), not for every reply.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reply {
-    /// The decoded reply.
-    pub frame: BytesFrame,
-    /// Its exact wire bytes.
+    /// Its exact wire bytes: one complete RESP2 frame.
     pub raw: Bytes,
 }
 
 impl Reply {
     /// Takes the next complete reply off the front of `buf`; `Ok(None)` means more bytes are needed.
+    /// Only the frame's extent is worked out here.
     pub fn decode(buf: &mut BytesMut) -> Result<Option<Reply>, ProtocolError> {
-        match decode_bytes_mut(buf) {
-            Ok(Some((frame, _, raw))) => Ok(Some(Reply { frame, raw })),
+        match decode_range(buf) {
+            Ok(Some((_, amt))) => Ok(Some(Reply {
+                raw: buf.split_to(amt).freeze(),
+            })),
             Ok(None) => Ok(None),
             Err(e) => Err(ProtocolError(e.details().to_string())),
+        }
+    }
+
+    /// The decoded frame (for merging split replies and comparing shadow reads).
+    pub fn frame(&self) -> BytesFrame {
+        match decode_bytes(&self.raw) {
+            Ok(Some((frame, _))) => frame,
+            // `raw` always holds one complete frame (from `decode` or `from_frame`).
+            _ => BytesFrame::Error("ERR cachemig: undecodable reply".into()),
         }
     }
 
@@ -213,10 +223,7 @@ impl Reply {
         let mut buf = BytesMut::new();
         // Encoding into a growing buffer cannot run out of room; the frame types are plain RESP2.
         let _ = redis_protocol::resp2::encode::extend_encode(&mut buf, &frame, false);
-        Reply {
-            frame,
-            raw: buf.freeze(),
-        }
+        Reply { raw: buf.freeze() }
     }
 
     /// An error reply; `text` is the whole line after `-` (e.g. `ERR cachemig: ...`). CR and LF
@@ -245,17 +252,18 @@ impl Reply {
         Reply::from_frame(BytesFrame::Integer(n))
     }
 
-    /// The error text when this is an error reply.
+    /// The error text when this is an error reply (the line after `-`).
     pub fn error_text(&self) -> Option<&str> {
-        match &self.frame {
-            BytesFrame::Error(s) => Some(s),
-            _ => None,
+        if !self.is_error() {
+            return None;
         }
+        let line = self.raw.get(1..self.raw.len().saturating_sub(2))?;
+        std::str::from_utf8(line).ok()
     }
 
     /// Whether this is an error reply.
     pub fn is_error(&self) -> bool {
-        matches!(self.frame, BytesFrame::Error(_))
+        self.raw.first() == Some(&b'-')
     }
 }
 

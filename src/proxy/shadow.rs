@@ -90,7 +90,7 @@ impl Shadow {
         if proxy_error(&other) {
             return None; // the proxy could not reach new: not a comparison
         }
-        if equivalent(call, &primary.frame, &other.frame) {
+        if equivalent(call, &primary.frame(), &other.frame()) {
             return Some(true);
         }
         tokio::time::sleep(RECHECK_AFTER).await;
@@ -98,7 +98,7 @@ impl Shadow {
         if [&again, &other].iter().any(|r| proxy_error(r)) {
             return None;
         }
-        Some(equivalent(call, &again.frame, &other.frame))
+        Some(equivalent(call, &again.frame(), &other.frame()))
     }
 
     fn log(&self, call: &Call) {
@@ -120,7 +120,7 @@ fn proxy_error(reply: &Reply) -> bool {
 
 async fn send(call: &Call, backend: &Backend) -> Reply {
     let (units, shape) = call.units(backend.is_cluster());
-    call.merge(&shape, backend.send(units).await)
+    call.merge(&shape, &mut backend.send(units).await.into_iter())
 }
 
 /// Whether two replies to `call` mean the same.
