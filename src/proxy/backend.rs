@@ -125,7 +125,9 @@ impl Backend {
     /// Sends one request for `slot` and returns its reply.
     pub async fn request(&self, raw: Bytes, slot: Option<u16>) -> Reply {
         let mut replies = self.send(vec![Unit::one(raw, slot)]).await;
-        replies.pop().unwrap_or_else(|| Reply::error("ERR cachemig: no reply"))
+        replies
+            .pop()
+            .unwrap_or_else(|| Reply::error("ERR cachemig: no reply"))
     }
 }
 
