@@ -221,6 +221,21 @@ fn clients_must_auth_with_the_password_the_plan_names_and_it_is_never_shown() {
     let client = redis::Client::open(format!("redis://:{SECRET}@127.0.0.1:{}/", proxy.port)).unwrap();
     let v: i64 = client.get_connection().unwrap().get("token:a").unwrap();
     assert_eq!(v, 1, "a client with the password in its URL works");
+    // Before AUTH only small requests are read (as in Redis); AUTH lifts that for what follows,
+    // even in the same write.
+    let mut s = raw(&proxy);
+    let mut wire = format!("*2\r\n$4\r\nAUTH\r\n${}\r\n{SECRET}\r\n", SECRET.len()).into_bytes();
+    wire.extend_from_slice(b"*3\r\n$3\r\nSET\r\n$9\r\ntoken:big\r\n$20000\r\n");
+    wire.extend_from_slice(&[b'x'; 20_000]);
+    wire.extend_from_slice(b"\r\n");
+    s.write_all(&wire).unwrap();
+    let mut got = [0u8; 10];
+    s.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"+OK\r\n+OK\r\n");
+    let stranger = raw(&proxy);
+    (&stranger).write_all(b"*2\r\n$4\r\nAUTH\r\n$20000\r\n").unwrap();
+    let refused = read_to_close(stranger);
+    assert!(refused.contains("invalid bulk length 20000"), "{refused}");
     let mut hello = proxy.conn();
     redis::cmd("HELLO")
         .arg(2)

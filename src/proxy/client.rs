@@ -12,7 +12,7 @@ use tokio::net::TcpStream;
 use super::Proxy;
 use super::batch::handle;
 use super::local::Session;
-use super::resp::{Framer, MAX_BULK, Reply};
+use super::resp::{Framer, Limits, Reply};
 
 /// Most requests handled as one batch (the rest of a long pipeline waits for the next round).
 const MAX_BATCH: usize = 512;
@@ -40,8 +40,16 @@ async fn run(proxy: &Arc<Proxy>, stream: TcpStream, id: u64) -> std::io::Result<
     loop {
         let mut batch = Vec::new();
         let mut fatal = None;
-        while batch.len() < MAX_BATCH {
-            match framer.next(&mut inbuf, MAX_BULK) {
+        // Until it authenticates, a client's requests are taken one at a time, so an AUTH takes
+        // effect (and lifts the small limits) before the next request is read, as in Redis.
+        let most = if session.authed { MAX_BATCH } else { 1 };
+        while batch.len() < most {
+            let limits = if session.authed {
+                Limits::AUTHENTICATED
+            } else {
+                Limits::UNAUTHENTICATED
+            };
+            match framer.next(&mut inbuf, limits) {
                 Ok(Some(request)) => batch.push(request),
                 Ok(None) => break,
                 Err(e) => {

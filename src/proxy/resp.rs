@@ -36,7 +36,11 @@ pub struct ProtocolError(pub String);
 ///
 /// `Ok(None)` means more bytes are needed. Empty arrays (`*0`) are skipped, as Redis does.
 pub fn next_request(buf: &mut BytesMut, max_bulk: usize) -> Result<Option<Request>, ProtocolError> {
-    Framer::default().next(buf, max_bulk)
+    let limits = Limits {
+        max_bulk,
+        max_args: MAX_ARGS,
+    };
+    Framer::default().next(buf, limits)
 }
 
 /// Splits requests off a connection's input buffer.
@@ -61,18 +65,41 @@ struct Scan {
     left: i64,
 }
 
+/// How much one request may announce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest bulk string.
+    pub max_bulk: usize,
+    /// Most arguments.
+    pub max_args: usize,
+}
+
+impl Limits {
+    /// For an authenticated client (or when no password is required).
+    pub const AUTHENTICATED: Limits = Limits {
+        max_bulk: MAX_BULK,
+        max_args: MAX_ARGS,
+    };
+    /// Before AUTH, what Redis allows an unauthenticated client: enough for AUTH and HELLO, too
+    /// little to make the proxy buffer much for a stranger.
+    pub const UNAUTHENTICATED: Limits = Limits {
+        max_bulk: 16 * 1024,
+        max_args: 10,
+    };
+}
+
 /// Largest request, all arguments together (Redis's `client-query-buffer-limit` default).
 pub const MAX_REQUEST: usize = 1024 * 1024 * 1024;
 
 impl Framer {
     /// Takes the next complete request off the front of `buf`; `Ok(None)` means more bytes are
     /// needed. Empty and null arrays are skipped, as Redis does.
-    pub fn next(&mut self, buf: &mut BytesMut, max_bulk: usize) -> Result<Option<Request>, ProtocolError> {
+    pub fn next(&mut self, buf: &mut BytesMut, limits: Limits) -> Result<Option<Request>, ProtocolError> {
         loop {
             if buf.is_empty() {
                 return Ok(None);
             }
-            let Some(end) = self.complete(buf, max_bulk)? else {
+            let Some(end) = self.complete(buf, limits)? else {
                 return Ok(None);
             };
             self.scan = None;
@@ -102,7 +129,7 @@ impl Framer {
     }
 
     /// The front request's total length once all of it is in `buf`.
-    fn complete(&mut self, buf: &[u8], max_bulk: usize) -> Result<Option<usize>, ProtocolError> {
+    fn complete(&mut self, buf: &[u8], limits: Limits) -> Result<Option<usize>, ProtocolError> {
         let mut scan = match self.scan {
             Some(scan) => scan,
             None => {
@@ -115,7 +142,7 @@ impl Framer {
                 let Some((count, pos)) = header(buf, 0)? else {
                     return Ok(None);
                 };
-                if count > MAX_ARGS as i64 {
+                if count > limits.max_args as i64 {
                     return Err(ProtocolError(format!("invalid multibulk length {count}")));
                 }
                 Scan {
@@ -124,7 +151,7 @@ impl Framer {
                 }
             }
         };
-        let outcome = scan_bulks(buf, &mut scan, max_bulk);
+        let outcome = scan_bulks(buf, &mut scan, limits.max_bulk);
         self.scan = Some(scan);
         outcome?;
         Ok((scan.left == 0 && scan.pos <= buf.len()).then_some(scan.pos))

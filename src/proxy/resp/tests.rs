@@ -131,12 +131,26 @@ fn a_large_request_arriving_in_pieces_is_framed_once_complete() {
     let mut framer = Framer::default();
     let mut buf = BytesMut::new();
     for chunk in big.chunks(4096) {
-        assert!(framer.next(&mut buf, MAX_BULK).unwrap().is_none());
+        assert!(framer.next(&mut buf, Limits::AUTHENTICATED).unwrap().is_none());
         buf.extend_from_slice(chunk);
     }
-    let request = framer.next(&mut buf, MAX_BULK).unwrap().unwrap();
+    let request = framer.next(&mut buf, Limits::AUTHENTICATED).unwrap().unwrap();
     assert_eq!(request.args[2].len(), 100_000);
     assert!(buf.is_empty());
+}
+
+#[test]
+fn before_auth_only_small_requests_are_read() {
+    let mut framer = Framer::default();
+    let auth = encode_request(&["AUTH", "secret"]);
+    let mut buf = BytesMut::from(&auth[..]);
+    assert!(framer.next(&mut buf, Limits::UNAUTHENTICATED).unwrap().is_some());
+    let big = encode_request(&[&b"AUTH"[..], &vec![b'x'; 20_000]]);
+    let mut buf = BytesMut::from(&big[..]);
+    assert!(framer.next(&mut buf, Limits::UNAUTHENTICATED).is_err());
+    let many: Vec<&str> = vec!["x"; 11];
+    let mut buf = BytesMut::from(&encode_request(&many)[..]);
+    assert!(Framer::default().next(&mut buf, Limits::UNAUTHENTICATED).is_err());
 }
 
 #[test]
