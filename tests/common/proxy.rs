@@ -152,7 +152,7 @@ pub fn set_phase(flag_path: &Path, phase: &str, generation: u64, fence: bool, ra
     let spec = Catalog::builtin().get(phase).expect("a catalog phase");
     let shadow = ShadowRead {
         sample_rate: rate,
-        timeout_ms: 1000,
+        timeout_ms: 5000,
     };
     let flag = FlagFile::new("sandbox", generation, spec, shadow, "test", fence);
     std::fs::create_dir_all(flag_path.parent().unwrap()).unwrap();
