@@ -39,7 +39,7 @@ fn a_full_async_queue_marks_keys_dirty_counts_them_and_repairs_them() {
     assert!(counter(&proxy, "mirror_overflow") > 0, "{}", proxy.status());
     wait_for("dirty keys repaired", Duration::from_secs(30), || {
         let s = proxy.status();
-        s["mirror"]["dirty_keys"] == 0 && s["mirror"]["queue_depth"] == 0
+        s["mirror"]["drained"] == true
     });
     let mut new = sb.target.cluster_conn();
     for i in 0..500 {

@@ -268,7 +268,7 @@ fn two_proxies_and_concurrent_writers_through_every_phase_lose_no_write() {
     for p in proxies {
         wait_for("reverse mirror drained", Duration::from_secs(10), || {
             let s = p.status();
-            s["mirror"]["queue_depth"] == 0 && s["mirror"]["dirty_keys"] == 0
+            s["mirror"]["drained"] == true
         });
     }
     let mut new = sb.target.cluster_conn();

@@ -122,6 +122,7 @@ impl Exporter for Proxy {
             "counters_total": totals(&self.metrics),
             "mirror": {
                 "queue_depth": report.mirror_queue_depth,
+                "drained": self.mirror.drained(),
                 "lag_ms": report.mirror_lag_ms,
                 "dirty_keys": report.dirty_keys,
                 "last_error": report.last_error,
