@@ -67,3 +67,30 @@ fn every_phase_routes_as_the_catalog_says() {
     }
     assert!(proxy.log().contains("applied generation 7"), "{}", proxy.log());
 }
+
+#[test]
+fn cachemig_status_shows_the_live_proxy_and_its_hot_keys() {
+    let sb = Sandbox::start();
+    let proxy = ProxyProcess::start(&sb, "p1");
+    let mut conn = proxy.conn();
+    for _ in 0..400 {
+        let _: Option<String> = conn.get("token:hot").unwrap();
+    }
+    for i in 0..40 {
+        let _: Option<String> = conn.get(format!("token:cold:{i}")).unwrap();
+    }
+    wait_for("a report with the hot key", Duration::from_secs(10), || {
+        let json = sb.cachemig(&["status", "--format", "json"]).json();
+        json["proxies"]["hot_keys"]
+            .as_array()
+            .and_then(|keys| keys.first())
+            .is_some_and(|top| top["key"] == "token:hot")
+    });
+    let json = sb.cachemig(&["status", "--format", "json"]).json();
+    let report = &json["proxies"]["reports"][0];
+    assert_eq!(report["id"], "p1", "{json}");
+    assert_eq!(report["live"], true, "{json}");
+    sb.cachemig(&["status"])
+        .assert_success()
+        .assert_stdout_contains("token:hot");
+}
