@@ -65,53 +65,56 @@ struct Segment {
 
 /// Routes and answers one batch; one reply per request, in order (fewer after a QUIT).
 pub async fn handle(proxy: &Arc<Proxy>, session: &mut Session, batch: Vec<Request>) -> Vec<Reply> {
-    let has_write = batch
-        .iter()
-        .any(|r| command::lookup(&r.args[0]).is_some_and(|spec| spec.class == Class::Write));
+    // Classifying needs no routing, so it comes first: each command is looked up once, and the
+    // batch knows whether it writes before it takes its routing snapshot.
+    let mut steps = Vec::with_capacity(batch.len());
+    for request in batch {
+        steps.push(classify(proxy, session, request));
+        if session.quit {
+            break; // nothing after QUIT is answered
+        }
+    }
+    let has_write = steps.iter().any(|s| matches!(s, Step::Forward(_, true)));
     let mut in_flight = has_write.then(|| InFlight::new(&proxy.writes_in_flight));
     let mut applied = proxy.applied();
     let deadline = Instant::now() + FENCE_HOLD_LIMIT;
     let mut refuse_writes = false;
-    let mut replies: Vec<Option<Reply>> = vec![None; batch.len()];
+    let mut replies: Vec<Option<Reply>> = vec![None; steps.len()];
     let mut segment = Segment::default();
-    let mut answered = batch.len();
-    for (i, request) in batch.into_iter().enumerate() {
-        match classify(proxy, session, request) {
-            Step::Reply(reply) => replies[i] = Some(reply),
-            Step::Forward(call, write) => {
-                if write && !refuse_writes && applied.routing.fence {
-                    flush(proxy, &applied, &mut segment, &mut replies).await;
-                    match unfenced(proxy, &mut in_flight, deadline).await {
-                        Some(now) => applied = now,
-                        None => refuse_writes = true,
-                    }
-                }
-                if write && refuse_writes {
-                    // Later writes of the batch are refused too: none may overtake a refused one.
-                    replies[i] = Some(Reply::error(format!(
-                        "TRYAGAIN cachemig: write held by the primary-switch fence for {}s and not applied; retry",
-                        FENCE_HOLD_LIMIT.as_secs()
-                    )));
-                    continue;
-                }
-                let side = side_for(&applied, &call, write);
-                if segment.side != Some(side) {
-                    flush(proxy, &applied, &mut segment, &mut replies).await;
-                    segment.side = Some(side);
-                }
-                segment.items.push((i, call, write));
+    for (i, step) in steps.into_iter().enumerate() {
+        let (call, write) = match step {
+            Step::Reply(reply) => {
+                replies[i] = Some(reply);
+                continue;
+            }
+            Step::Forward(call, write) => (call, write),
+        };
+        if write && !refuse_writes && applied.routing.fence {
+            flush(proxy, &applied, &mut segment, &mut replies).await;
+            match unfenced(proxy, &mut in_flight, deadline).await {
+                Some(now) => applied = now,
+                None => refuse_writes = true,
             }
         }
-        if session.quit {
-            answered = i + 1;
-            break;
+        if write && refuse_writes {
+            // Later writes of the batch are refused too: none may overtake a refused one.
+            replies[i] = Some(Reply::error(format!(
+                "TRYAGAIN cachemig: write held by the primary-switch fence for {}s and not applied; retry",
+                FENCE_HOLD_LIMIT.as_secs()
+            )));
+            continue;
         }
+        let side = side_for(&applied, &call, write);
+        if segment.side != Some(side) {
+            flush(proxy, &applied, &mut segment, &mut replies).await;
+            segment.side = Some(side);
+        }
+        segment.items.push((i, call, write));
     }
     flush(proxy, &applied, &mut segment, &mut replies).await;
     drop(in_flight);
     replies
         .into_iter()
-        .take(answered)
         .map(|r| r.unwrap_or_else(|| Reply::error("ERR cachemig: internal error: request left unanswered")))
         .collect()
 }
