@@ -14,7 +14,7 @@ use bytes::Bytes;
 use futures::future::join_all;
 use tokio::sync::{Mutex, RwLock};
 
-use super::node::{ErrorSink, NodeConn};
+use super::node::{ErrorSink, IN_DOUBT, NOT_SENT, NodeConn};
 use super::resp::{Reply, encode_request};
 use crate::cluster::{SLOTS, parse_slots};
 use crate::endpoint::Endpoint;
@@ -202,8 +202,8 @@ fn redirect(reply: &Reply) -> Redirect {
             .nth(1)
             .map_or(Redirect::None, |a| Redirect::Ask(a.to_string())),
         Some("TRYAGAIN" | "CLUSTERDOWN" | "LOADING") => Redirect::Wait,
-        Some("ERR") if text.starts_with("ERR cachemig:") && text.contains(" unreachable") => Redirect::Wait,
-        Some("ERR") if text.starts_with("ERR cachemig:") && text.contains(" lost") => Redirect::Refresh,
+        _ if text.starts_with(NOT_SENT) => Redirect::Wait,
+        _ if text.starts_with(IN_DOUBT) => Redirect::Refresh,
         _ => Redirect::None,
     }
 }
@@ -409,6 +409,10 @@ mod tests {
             Redirect::Wait
         ));
         assert!(matches!(redirect(&Reply::error("ERR other")), Redirect::None));
+        let unsent = Reply::error(format!("{NOT_SENT} new 127.0.0.1:1 unreachable"));
+        assert!(matches!(redirect(&unsent), Redirect::Wait));
+        let in_doubt = Reply::error(format!("{IN_DOUBT} connection lost"));
+        assert!(matches!(redirect(&in_doubt), Redirect::Refresh));
         assert!(matches!(redirect(&Reply::ok()), Redirect::None));
         let write_then_moved_read = [Reply::integer(1), Reply::error("MOVED 1 127.0.0.1:1")];
         assert!(

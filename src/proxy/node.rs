@@ -104,11 +104,12 @@ impl NodeConn {
             })
             .is_err()
         {
-            return failed(count, "the proxy is shutting down");
+            return failed(count, NOT_SENT, "the proxy is shutting down");
         }
         rx.await.unwrap_or_else(|_| {
             failed(
                 count,
+                IN_DOUBT,
                 &format!(
                     "connection to {} lost; the command may or may not have been applied",
                     self.addr
@@ -118,9 +119,17 @@ impl NodeConn {
     }
 }
 
-/// `count` copies of a proxy error reply.
-fn failed(count: usize, why: &str) -> Vec<Reply> {
-    vec![Reply::error(format!("ERR cachemig: {why}")); count]
+/// How a request failed that never got a reply from its node: the error begins with one of
+/// these, so callers can tell what is safe to resend.
+///
+/// The request was never written (the node is unreachable): resending it is safe.
+pub const NOT_SENT: &str = "ERR cachemig: not sent:";
+/// The connection broke with the request in flight: it may or may not have been applied.
+pub const IN_DOUBT: &str = "ERR cachemig: in doubt:";
+
+/// `count` copies of a proxy error reply of `kind` ([`NOT_SENT`] or [`IN_DOUBT`]).
+fn failed(count: usize, kind: &str, why: &str) -> Vec<Reply> {
+    vec![Reply::error(format!("{kind} {why}")); count]
 }
 
 /// The task that owns the socket.
@@ -155,7 +164,7 @@ impl Task {
                         tokio::select! {
                             _ = tokio::time::sleep_until(deadline) => break,
                             job = jobs.recv() => match job {
-                                Some(job) => { let _ = job.reply.send(failed(job.count, &why)); }
+                                Some(job) => { let _ = job.reply.send(failed(job.count, NOT_SENT, &why)); }
                                 None => return,
                             },
                         }
