@@ -254,7 +254,7 @@ async fn flush(proxy: &Arc<Proxy>, applied: &Applied, segment: &mut Segment, rep
             if let Some(sync) = mirror(proxy, &applied.routing, side, &call, seed) {
                 syncs.push((i, sync));
             }
-        } else {
+        } else if applied.routing.shadow_read.is_some() {
             reads.push((i, call));
         }
         replies[i] = Some(reply);
