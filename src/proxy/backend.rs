@@ -14,8 +14,8 @@ use bytes::Bytes;
 use futures::future::join_all;
 use tokio::sync::{Mutex, RwLock};
 
-use super::node::{ErrorSink, IN_DOUBT, NOT_SENT, NodeConn};
-use super::resp::{Reply, encode_request};
+use super::node::{ErrorSink, IN_DOUBT, Login, NOT_SENT, NodeConn, REPLY_TIMEOUT};
+use super::resp::{Proto, Reply, encode_request};
 use crate::cluster::{SLOTS, parse_slots};
 use crate::endpoint::Endpoint;
 
@@ -58,11 +58,40 @@ impl Unit {
 pub struct Backend {
     label: &'static str,
     kind: Kind,
+    /// How connections to this side introduce themselves (RESP2, shared).
+    login: Login,
+    errors: Arc<dyn ErrorSink>,
 }
 
 enum Kind {
-    Node(NodeConn),
+    Node(Node),
     Cluster(Box<Cluster>),
+}
+
+/// The shared connections to one node, one per protocol (index [`Proto::index`]): a RESP3
+/// client's requests go to the RESP3 one, so its replies pass through unchanged.
+#[derive(Clone)]
+struct Node([NodeConn; 2]);
+
+impl Node {
+    fn spawn(label: &'static str, addr: &str, login: &Login, errors: &Arc<dyn ErrorSink>) -> Node {
+        let one = |proto| {
+            let login = Login {
+                proto,
+                ..login.clone()
+            };
+            NodeConn::spawn(label, addr, login, errors.clone())
+        };
+        Node([one(Proto::Resp2), one(Proto::Resp3)])
+    }
+
+    fn conn(&self, proto: Proto) -> &NodeConn {
+        &self.0[proto.index()]
+    }
+
+    fn addr(&self) -> &str {
+        self.0[0].addr()
+    }
 }
 
 impl Backend {
@@ -72,8 +101,19 @@ impl Backend {
         endpoint: &Endpoint,
         cluster: bool,
         errors: Arc<dyn ErrorSink>,
+        name: &str,
     ) -> Result<Backend> {
-        let password = endpoint.password()?;
+        let first = endpoint.urls.first().context("no URL")?;
+        let login = Login {
+            user: Some(first.username())
+                .filter(|u| !u.is_empty())
+                .map(str::to_string),
+            password: endpoint.password()?,
+            db: first.path().trim_start_matches('/').parse().unwrap_or(0),
+            proto: Proto::Resp2,
+            name: Some(name.to_string()),
+            hung_after: Some(REPLY_TIMEOUT),
+        };
         let seeds = endpoint
             .urls
             .iter()
@@ -89,8 +129,8 @@ impl Backend {
             let cluster = Cluster {
                 label,
                 seeds,
-                password,
-                errors,
+                login: login.clone(),
+                errors: errors.clone(),
                 map: RwLock::new(Arc::new(SlotMap::empty())),
                 conns: Mutex::new(HashMap::new()),
                 refreshing: Mutex::new(()),
@@ -98,9 +138,14 @@ impl Backend {
             cluster.refresh(Instant::now()).await?;
             Kind::Cluster(Box::new(cluster))
         } else {
-            Kind::Node(NodeConn::spawn(label, &seeds[0], password, errors))
+            Kind::Node(Node::spawn(label, &seeds[0], &login, &errors))
         };
-        Ok(Backend { label, kind })
+        Ok(Backend {
+            label,
+            kind,
+            login,
+            errors,
+        })
     }
 
     /// "old" or "new".
@@ -116,9 +161,40 @@ impl Backend {
     /// Sends every unit and returns all their replies in one vector, unit by unit, in order
     /// (`count` replies per unit).
     pub async fn send(&self, units: Vec<Unit>) -> Vec<Reply> {
+        self.send_as(units, Proto::Resp2).await
+    }
+
+    /// The same on the connections that speak `proto`.
+    pub async fn send_as(&self, units: Vec<Unit>, proto: Proto) -> Vec<Reply> {
         match &self.kind {
-            Kind::Node(conn) => send_node(conn, units).await,
-            Kind::Cluster(cluster) => cluster.send(units).await,
+            Kind::Node(node) => send_node(node.conn(proto), units).await,
+            Kind::Cluster(cluster) => cluster.send(units, proto).await,
+        }
+    }
+
+    /// A connection of its own to the node serving `slot`, for state a shared connection cannot
+    /// hold (WATCH) or waits it must not impose on others (blocking commands). It closes when
+    /// the last handle is dropped.
+    pub async fn dedicated(&self, slot: Option<u16>, proto: Proto) -> NodeConn {
+        let addr = match &self.kind {
+            Kind::Node(node) => node.addr().to_string(),
+            Kind::Cluster(cluster) => cluster.owner(slot).await,
+        };
+        let login = Login {
+            proto,
+            hung_after: None,
+            ..self.login.clone()
+        };
+        NodeConn::spawn(self.label, &addr, login, self.errors.clone())
+    }
+
+    /// Reloads a cluster's slot map (after a redirection seen outside [`Backend::send`]).
+    pub async fn refresh_map(&self) {
+        if let Kind::Cluster(cluster) = &self.kind {
+            let seen = cluster.map.read().await.loaded_at;
+            if let Err(e) = cluster.refresh(seen).await {
+                self.errors.backend_error(&format!("{e:#}"));
+            }
         }
     }
 
@@ -141,7 +217,7 @@ async fn send_node(conn: &NodeConn, units: Vec<Unit>) -> Vec<Reply> {
 /// Which master serves each slot.
 struct SlotMap {
     owner: Vec<Option<u16>>,
-    nodes: Vec<NodeConn>,
+    nodes: Vec<Node>,
     loaded_at: Instant,
 }
 
@@ -158,11 +234,11 @@ impl SlotMap {
 struct Cluster {
     label: &'static str,
     seeds: Vec<String>,
-    password: Option<String>,
+    login: Login,
     errors: Arc<dyn ErrorSink>,
     map: RwLock<Arc<SlotMap>>,
     /// Every node ever talked to, by address: connections outlive slot-map refreshes.
-    conns: Mutex<HashMap<String, NodeConn>>,
+    conns: Mutex<HashMap<String, Node>>,
     refreshing: Mutex<()>,
 }
 
@@ -209,12 +285,20 @@ fn redirect(reply: &Reply) -> Redirect {
 }
 
 impl Cluster {
-    async fn conn(&self, addr: &str) -> NodeConn {
+    async fn conn(&self, addr: &str) -> Node {
         let mut conns = self.conns.lock().await;
         conns
             .entry(addr.to_string())
-            .or_insert_with(|| NodeConn::spawn(self.label, addr, self.password.clone(), self.errors.clone()))
+            .or_insert_with(|| Node::spawn(self.label, addr, &self.login, &self.errors))
             .clone()
+    }
+
+    /// The address of the master serving `slot` (any master for `None`).
+    async fn owner(&self, slot: Option<u16>) -> String {
+        let map = self.map.read().await.clone();
+        let node = slot.map_or(Some(0), |s| map.owner[usize::from(s)]);
+        node.and_then(|n| map.nodes.get(usize::from(n)))
+            .map_or_else(|| self.seeds[0].clone(), |n| n.addr().to_string())
     }
 
     /// Reloads the slot map from any node that answers, unless another task did since `seen`.
@@ -236,6 +320,7 @@ impl Cluster {
         for addr in candidates {
             let conn = self.conn(&addr).await;
             let reply = conn
+                .conn(Proto::Resp2)
                 .send(vec![encode_request(&["CLUSTER", "SLOTS"])])
                 .await
                 .remove(0);
@@ -276,18 +361,18 @@ impl Cluster {
     }
 
     /// Sends units grouped per master, then resends the redirected ones.
-    async fn send(&self, units: Vec<Unit>) -> Vec<Reply> {
+    async fn send(&self, units: Vec<Unit>, proto: Proto) -> Vec<Reply> {
         let mut replies: Vec<Vec<Reply>> = vec![Vec::new(); units.len()];
         let mut todo: Vec<usize> = (0..units.len()).collect();
         for attempt in 1..=ATTEMPTS {
             let map = self.map.read().await.clone();
-            let results = self.round(&map, &units, &todo).await;
+            let results = self.round(&map, &units, &todo, proto).await;
             let mut again = Vec::new();
             let (mut moved, mut wait, mut stale) = (false, false, false);
             for (i, mut got) in results {
                 let mut what = first_redirect(&got);
                 if let Redirect::Ask(addr) = what {
-                    got = self.ask(&addr, &units[i]).await;
+                    got = self.ask(&addr, &units[i], proto).await;
                     what = first_redirect(&got);
                 }
                 replies[i] = got;
@@ -324,7 +409,13 @@ impl Cluster {
     }
 
     /// One round: the units in `todo`, one batch per master, all masters at once.
-    async fn round(&self, map: &SlotMap, units: &[Unit], todo: &[usize]) -> Vec<(usize, Vec<Reply>)> {
+    async fn round(
+        &self,
+        map: &SlotMap,
+        units: &[Unit],
+        todo: &[usize],
+        proto: Proto,
+    ) -> Vec<(usize, Vec<Reply>)> {
         let mut by_node: HashMap<usize, Vec<usize>> = HashMap::new();
         let mut out = Vec::new();
         for &i in todo {
@@ -342,7 +433,7 @@ impl Cluster {
             }
         }
         let batches = by_node.into_iter().map(|(node, members)| {
-            let conn = map.nodes[node].clone();
+            let conn = map.nodes[node].conn(proto).clone();
             let chosen: Vec<Unit> = members.iter().map(|&i| units[i].clone()).collect();
             async move {
                 let counts: Vec<usize> = chosen.iter().map(|u| u.count).collect();
@@ -364,8 +455,9 @@ impl Cluster {
     ///
     /// `ASKING` holds for one command only, so each request of the unit gets its own; a unit
     /// whose bytes hold several requests in one piece (a packed pipeline) gets one, in front.
-    async fn ask(&self, addr: &str, unit: &Unit) -> Vec<Reply> {
-        let conn = self.conn(addr).await;
+    async fn ask(&self, addr: &str, unit: &Unit, proto: Proto) -> Vec<Reply> {
+        let node = self.conn(addr).await;
+        let conn = node.conn(proto);
         let asking = encode_request(&["ASKING"]);
         let requests: Vec<Bytes> = unit.clone().requests().collect();
         let one_per_request = requests.len() == unit.count;

@@ -13,14 +13,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use futures::future::join_all;
+use bytes::Bytes;
 use tokio::time::Instant;
 
 use super::call::Call;
 use super::command::{self, Class};
-use super::hooks::{mirror, seed_from, seed_request, shadow};
+use super::hooks::{NOT_MIRRORED, mirror, seed_from, seed_request, settle, shadow};
 use super::local::{self, Session};
-use super::resp::{Reply, Request};
+use super::resp::{Proto, Reply, Request};
+use super::tx::{self, TxStep};
 use super::{Applied, Proxy};
 use crate::keys::RESERVED_PREFIX;
 use crate::phase::Side;
@@ -54,6 +55,18 @@ enum Step {
     Reply(Reply),
     /// Forwarded; `true` for a write.
     Forward(Call, bool),
+    /// A transaction's work ([`tx`]), done alone, after what precedes it was sent.
+    Tx(TxStep),
+}
+
+impl Step {
+    fn writes(&self) -> bool {
+        match self {
+            Step::Reply(_) => false,
+            Step::Forward(_, write) => *write,
+            Step::Tx(step) => step.writes(),
+        }
+    }
 }
 
 /// Requests for one side, in order, waiting to be sent together.
@@ -69,12 +82,13 @@ pub async fn handle(proxy: &Arc<Proxy>, session: &mut Session, batch: Vec<Reques
     // batch knows whether it writes before it takes its routing snapshot.
     let mut steps = Vec::with_capacity(batch.len());
     for request in batch {
-        steps.push(classify(proxy, session, request));
+        steps.push(classify(proxy, session, request).await);
         if session.quit {
             break; // nothing after QUIT is answered
         }
     }
-    let has_write = steps.iter().any(|s| matches!(s, Step::Forward(_, true)));
+    let proto = session.proto;
+    let has_write = steps.iter().any(Step::writes);
     let mut in_flight = has_write.then(|| InFlight::new(&proxy.writes_in_flight));
     let mut applied = proxy.applied();
     let deadline = Instant::now() + FENCE_HOLD_LIMIT;
@@ -82,15 +96,13 @@ pub async fn handle(proxy: &Arc<Proxy>, session: &mut Session, batch: Vec<Reques
     let mut replies: Vec<Option<Reply>> = vec![None; steps.len()];
     let mut segment = Segment::default();
     for (i, step) in steps.into_iter().enumerate() {
-        let (call, write) = match step {
-            Step::Reply(reply) => {
-                replies[i] = Some(reply);
-                continue;
-            }
-            Step::Forward(call, write) => (call, write),
-        };
+        let write = step.writes();
+        if let Step::Reply(reply) = step {
+            replies[i] = Some(reply);
+            continue;
+        }
         if write && !refuse_writes && applied.routing.fence {
-            flush(proxy, &applied, &mut segment, &mut replies).await;
+            flush(proxy, &applied, &mut segment, &mut replies, proto).await;
             match unfenced(proxy, &mut in_flight, deadline).await {
                 Some(now) => applied = now,
                 None => refuse_writes = true,
@@ -104,14 +116,23 @@ pub async fn handle(proxy: &Arc<Proxy>, session: &mut Session, batch: Vec<Reques
             )));
             continue;
         }
+        let call = match step {
+            Step::Forward(call, _) => call,
+            Step::Tx(step) => {
+                flush(proxy, &applied, &mut segment, &mut replies, proto).await;
+                replies[i] = Some(tx::run(proxy, &applied, proto, step).await);
+                continue;
+            }
+            Step::Reply(_) => unreachable!("answered above"),
+        };
         let side = side_for(&applied, &call, write);
         if segment.side != Some(side) {
-            flush(proxy, &applied, &mut segment, &mut replies).await;
+            flush(proxy, &applied, &mut segment, &mut replies, proto).await;
             segment.side = Some(side);
         }
         segment.items.push((i, call, write));
     }
-    flush(proxy, &applied, &mut segment, &mut replies).await;
+    flush(proxy, &applied, &mut segment, &mut replies, proto).await;
     drop(in_flight);
     replies
         .into_iter()
@@ -143,59 +164,107 @@ async fn unfenced<'a>(
     }
 }
 
-/// Looks the request up and answers what needs no backend.
-fn classify(proxy: &Proxy, session: &mut Session, request: Request) -> Step {
+/// Looks the request up and answers what needs no backend; inside `MULTI`, queues it.
+async fn classify(proxy: &Proxy, session: &mut Session, request: Request) -> Step {
     let Request { args, raw } = request;
     let Some(spec) = command::lookup(&args[0]) else {
         let shown = &args[0][..args[0].len().min(ECHOED_NAME)];
         let name = String::from_utf8_lossy(shown).to_ascii_uppercase();
         proxy.metrics.rejected.inc();
-        return Step::Reply(Reply::error(format!(
+        let refusal = Reply::error(format!(
             "ERR cachemig: {name} is unknown to the proxy; it is not forwarded"
-        )));
+        ));
+        return queued_or(proxy, session, Err(refusal));
     };
     if !session.authed && !matches!(spec.name, "AUTH" | "HELLO" | "QUIT") {
         return Step::Reply(Reply::error("NOAUTH Authentication required."));
     }
     if !spec.arity_ok(args.len()) {
-        return Step::Reply(Reply::error(format!(
+        let refusal = Reply::error(format!(
             "ERR wrong number of arguments for '{}' command",
             spec.name.to_ascii_lowercase()
-        )));
+        ));
+        return queued_or(proxy, session, Err(refusal));
     }
+    proxy.scripts.learn_from(spec, &args);
     match spec.class {
-        Class::Local => Step::Reply(local::answer(proxy, session, &args)),
+        Class::Transaction => {
+            let watched = resolve(proxy, spec, args, raw);
+            match tx::command(proxy, session, spec.name, watched).await {
+                tx::Outcome::Reply(reply) => Step::Reply(reply),
+                tx::Outcome::Step(step) => Step::Tx(step),
+            }
+        }
+        // QUIT and RESET act at once even inside MULTI, as in Redis.
+        Class::Local if session.multi.is_none() || matches!(spec.name, "QUIT" | "RESET") => {
+            Step::Reply(local::answer(proxy, session, &args))
+        }
+        // The server answers these the same way inside a transaction.
+        Class::Local if matches!(spec.name, "PING" | "ECHO") => {
+            queued_or(proxy, session, resolve(proxy, spec, args, raw))
+        }
+        Class::Local => {
+            let refusal = Reply::error(format!(
+                "ERR cachemig: {} cannot be queued in a transaction through the proxy",
+                spec.name
+            ));
+            queued_or(proxy, session, Err(refusal))
+        }
         Class::Reject(why) => {
             proxy.metrics.rejected.inc();
-            Step::Reply(Reply::error(format!("ERR cachemig: {} {why}", spec.name)))
+            let refusal = Reply::error(format!("ERR cachemig: {} {why}", spec.name));
+            queued_or(proxy, session, Err(refusal))
         }
         Class::Read | Class::Write => {
-            let keys = spec.key_indices(args.len(), &args);
-            if keys.iter().any(|&k| args[k].starts_with(RESERVED_PREFIX)) {
-                return Step::Reply(Reply::error(
-                    "ERR cachemig: keys under __cachemig: are reserved for the migration's own bookkeeping",
-                ));
+            let resolved = resolve(proxy, spec, args, raw);
+            if session.multi.is_some() {
+                return queued_or(proxy, session, resolved);
             }
-            let migrating = keys.iter().filter(|&&k| proxy.filter.matches(&args[k])).count();
-            if migrating != 0 && migrating != keys.len() {
-                return Step::Reply(Reply::error(format!(
-                    "ERR cachemig: {} mixes keys that migrate (the plan's [keys]) with keys that do not; send them in separate commands",
-                    spec.name
-                )));
+            match resolved {
+                Ok(call) => Step::Forward(call, spec.class == Class::Write),
+                Err(refusal) => Step::Reply(refusal),
             }
-            if let Some(&first) = keys.first() {
-                proxy.hot.record(&args[first]);
-            }
-            let call = Call {
-                migrates: keys.is_empty() || migrating > 0,
-                args,
-                raw,
-                spec,
-                keys,
-            };
-            Step::Forward(call, spec.class == Class::Write)
         }
     }
+}
+
+/// Inside `MULTI`: queued (or refused, flagging the transaction). Outside: the refusal as it is.
+fn queued_or(proxy: &Proxy, session: &mut Session, resolved: Result<Call, Reply>) -> Step {
+    match (session.multi.is_some(), resolved) {
+        (true, resolved) => Step::Reply(tx::enqueue(proxy, session, resolved)),
+        (false, Err(refusal)) => Step::Reply(refusal),
+        (false, Ok(_)) => Step::Reply(Reply::error(
+            "ERR cachemig: internal error: nothing to queue into",
+        )),
+    }
+}
+
+/// A request as a call: its keys found, and refused when they are reserved or mix keys that
+/// migrate with keys that do not.
+fn resolve(proxy: &Proxy, spec: &'static command::Spec, args: Vec<Bytes>, raw: Bytes) -> Result<Call, Reply> {
+    let keys = spec.key_indices(args.len(), &args);
+    if keys.iter().any(|&k| args[k].starts_with(RESERVED_PREFIX)) {
+        return Err(Reply::error(
+            "ERR cachemig: keys under __cachemig: are reserved for the migration's own bookkeeping",
+        ));
+    }
+    let migrating = keys.iter().filter(|&&k| proxy.filter.matches(&args[k])).count();
+    if migrating != 0 && migrating != keys.len() {
+        return Err(Reply::error(format!(
+            "ERR cachemig: {} mixes keys that migrate (the plan's [keys]) with keys that do not; send them in separate commands",
+            spec.name
+        )));
+    }
+    if let Some(&first) = keys.first() {
+        proxy.hot.record(&args[first]);
+    }
+    Ok(Call {
+        migrates: keys.is_empty() || migrating > 0,
+        args,
+        raw,
+        spec,
+        keys,
+    })
 }
 
 /// The side a call goes to. Keys outside the plan's `[keys]` never migrate: they stay on old.
@@ -208,7 +277,13 @@ fn side_for(applied: &Applied, call: &Call, write: bool) -> Side {
 }
 
 /// Sends a segment, then mirrors its writes and starts its shadow reads.
-async fn flush(proxy: &Arc<Proxy>, applied: &Applied, segment: &mut Segment, replies: &mut [Option<Reply>]) {
+async fn flush(
+    proxy: &Arc<Proxy>,
+    applied: &Applied,
+    segment: &mut Segment,
+    replies: &mut [Option<Reply>],
+    proto: Proto,
+) {
     let Some(side) = segment.side else {
         return;
     };
@@ -231,17 +306,18 @@ async fn flush(proxy: &Arc<Proxy>, applied: &Applied, segment: &mut Segment, rep
         shapes.push((shape, seeded));
         units.append(&mut u);
     }
-    let mut results = backend.send(units).await.into_iter();
+    let mut results = backend.send_as(units, proto).await.into_iter();
     let mut syncs = Vec::new();
     let mut reads = Vec::new();
     for ((i, call, write), (shape, seeded)) in segment.items.drain(..).zip(shapes) {
-        let reply = call.merge(&shape, &mut results);
+        let reply = call.merge(&shape, &mut results, proto);
         // A seeded call is one unit: its second reply is the seed.
         let seed = if seeded {
             results.next().as_ref().and_then(seed_from)
         } else {
             None
         };
+        let reply = proxy.scripts.retry_noscript(&backend, proto, &call, reply).await;
         if side == Side::New {
             proxy.metrics.new_requests.inc();
             if reply.is_error() {
@@ -259,18 +335,16 @@ async fn flush(proxy: &Arc<Proxy>, applied: &Applied, segment: &mut Segment, rep
         }
         replies[i] = Some(reply);
     }
-    for (i, ok) in join_all(syncs.into_iter().map(|(i, s)| async move { (i, s.await) })).await {
+    for (i, ok) in settle(syncs).await {
         // A write that failed on old keeps its own error: it may not have been applied at all.
         if !ok && !replies[i].as_ref().is_some_and(Reply::is_error) {
-            replies[i] = Some(Reply::error(
-                "ERR cachemig: the write was applied on old but could not be mirrored to new, which serves reads; the key is marked for repair. Do not retry a non-idempotent command blindly",
-            ));
+            replies[i] = Some(Reply::error(NOT_MIRRORED));
         }
     }
     // After the syncs: a read pipelined behind a write must not be compared before its mirror.
     for (i, call) in reads {
         if let Some(reply) = &replies[i] {
-            shadow(proxy, &applied.routing, side, &call, reply);
+            shadow(proxy, &applied.routing, side, &call, reply, proto);
         }
     }
 }

@@ -7,7 +7,7 @@ use redis_protocol::resp2::types::BytesFrame;
 
 use super::backend::Unit;
 use super::command::{Merge, Spec};
-use super::resp::{Reply, encode_request};
+use super::resp::{Proto, Reply, encode_request};
 use crate::cluster::key_slot;
 
 /// A request the proxy forwards.
@@ -86,8 +86,8 @@ impl Call {
         (units, Shape::Split(groups.into_iter().map(|(_, m)| m).collect()))
     }
 
-    /// The client's reply, taken from `replies` (one per unit of `shape`, in order).
-    pub fn merge(&self, shape: &Shape, replies: &mut impl Iterator<Item = Reply>) -> Reply {
+    /// The client's reply, taken from `replies` (one per unit of `shape`, in order, in `proto`).
+    pub fn merge(&self, shape: &Shape, replies: &mut impl Iterator<Item = Reply>, proto: Proto) -> Reply {
         let missing = || Reply::error("ERR cachemig: no reply");
         let Shape::Split(groups) = shape else {
             return replies.next().unwrap_or_else(missing);
@@ -102,7 +102,7 @@ impl Call {
         match self.spec.merge {
             Merge::Sum => Reply::integer(replies.iter().map(|r| integer(&r.frame())).sum()),
             Merge::AllOk => Reply::ok(),
-            Merge::Array => merge_arrays(self.keys.len(), groups, replies),
+            Merge::Array => merge_arrays(self.keys.len(), groups, replies, proto),
             Merge::None => Reply::error("ERR cachemig: internal error: merge of an unsplit command"),
         }
     }
@@ -115,16 +115,16 @@ fn integer(frame: &BytesFrame) -> i64 {
     }
 }
 
-/// Puts each unit's array elements back at their keys' positions.
-fn merge_arrays(len: usize, groups: &[Vec<usize>], replies: Vec<Reply>) -> Reply {
-    let mut out = vec![BytesFrame::Null; len];
+/// Puts each unit's array elements back at their keys' positions, as the nodes sent them.
+fn merge_arrays(len: usize, groups: &[Vec<usize>], replies: Vec<Reply>, proto: Proto) -> Reply {
+    let mut out = vec![Reply::null(proto); len];
     for (members, reply) in groups.iter().zip(replies) {
-        let BytesFrame::Array(items) = reply.frame() else {
+        let Some(items) = reply.elements(proto) else {
             return Reply::error("ERR cachemig: a node answered a split MGET with a non-array");
         };
         for (&ordinal, item) in members.iter().zip(items) {
             out[ordinal] = item;
         }
     }
-    Reply::from_frame(BytesFrame::Array(out))
+    Reply::array(out)
 }

@@ -28,6 +28,7 @@ pub async fn serve(proxy: Arc<Proxy>, stream: TcpStream, id: u64) {
 
 async fn run(proxy: &Arc<Proxy>, stream: TcpStream, id: u64) -> std::io::Result<()> {
     stream.set_nodelay(true)?;
+    let local_addr = stream.local_addr().ok();
     let (mut rd, mut wr) = stream.into_split();
     let mut inbuf = BytesMut::with_capacity(16 * 1024);
     let mut out = BytesMut::with_capacity(16 * 1024);
@@ -35,6 +36,7 @@ async fn run(proxy: &Arc<Proxy>, stream: TcpStream, id: u64) -> std::io::Result<
     let mut session = Session {
         authed: proxy.password.is_none(),
         id,
+        local_addr,
         ..Session::default()
     };
     loop {

@@ -9,7 +9,7 @@ use futures::future::join_all;
 use super::Proxy;
 use super::call::Call;
 use super::mirror::Direction;
-use super::resp::Reply;
+use super::resp::{Proto, Reply};
 use super::shadow::Shadow;
 use crate::flags::FlagRouting;
 use crate::keysync::{self, Snapshot};
@@ -51,6 +51,15 @@ pub fn mirror(
         join_all(syncs).await.into_iter().all(|ok| ok)
     }))
 }
+
+/// Waits for sync mirrors: `(index, ok)` for each, in any order.
+pub async fn settle(syncs: Vec<(usize, SyncWait)>) -> Vec<(usize, bool)> {
+    join_all(syncs.into_iter().map(|(i, s)| async move { (i, s.await) })).await
+}
+
+/// What the client gets for a write applied on old that could not be mirrored to new while new
+/// serves reads.
+pub const NOT_MIRRORED: &str = "ERR cachemig: the write was applied on old but could not be mirrored to new, which serves reads; the key is marked for repair. Do not retry a non-idempotent command blindly";
 
 /// Which way `call`'s keys are mirrored under `routing`, if at all.
 fn direction(proxy: &Proxy, routing: &FlagRouting, side: Side, call: &Call) -> Option<Direction> {
@@ -96,7 +105,15 @@ async fn sync_one(proxy: &Proxy, dir: Direction, key: Bytes, retry: bool, seed: 
 }
 
 /// Starts a shadow read of `call` when the routing asks for one and the sample says so.
-pub fn shadow(proxy: &Arc<Proxy>, routing: &FlagRouting, side: Side, call: &Call, reply: &Reply) {
+/// Comparisons are made in RESP2; a RESP3 client's reply is read again for them.
+pub fn shadow(
+    proxy: &Arc<Proxy>,
+    routing: &FlagRouting,
+    side: Side,
+    call: &Call,
+    reply: &Reply,
+    proto: Proto,
+) {
     let Some(settings) = routing.shadow_read else {
         return;
     };
@@ -106,7 +123,7 @@ pub fn shadow(proxy: &Arc<Proxy>, routing: &FlagRouting, side: Side, call: &Call
     if Shadow::sampled(call, settings.sample_rate) {
         proxy.shadow.spawn(
             call.clone(),
-            reply.clone(),
+            (proto == Proto::Resp2).then(|| reply.clone()),
             proxy.backend(side),
             proxy.backend(side.other()),
             Duration::from_millis(settings.timeout_ms),

@@ -1,13 +1,15 @@
 //! Commands the proxy answers itself: connection handshake and housekeeping.
 
+use std::net::SocketAddr;
+
 use bytes::Bytes;
-use redis_protocol::resp2::types::BytesFrame;
 
-use super::Proxy;
-use super::resp::Reply;
+use super::resp::{Proto, Reply};
+use super::tx::{Multi, Watch};
+use super::{Proxy, cluster_view};
 
-/// Per-connection state the local commands change.
-#[derive(Debug, Default)]
+/// Per-connection state.
+#[derive(Default)]
 pub struct Session {
     /// Whether the client authenticated (or no password is required).
     pub authed: bool,
@@ -17,6 +19,14 @@ pub struct Session {
     pub name: Option<Bytes>,
     /// A number for CLIENT ID.
     pub id: u64,
+    /// The protocol the client chose with HELLO.
+    pub proto: Proto,
+    /// The transaction being queued, between MULTI and EXEC.
+    pub multi: Option<Multi>,
+    /// The keys WATCHed, on the connection that watches them.
+    pub watch: Option<Watch>,
+    /// The proxy address this client connected to (what CLUSTER SLOTS announces).
+    pub local_addr: Option<SocketAddr>,
 }
 
 /// Answers a local command.
@@ -28,12 +38,12 @@ pub fn answer(proxy: &Proxy, session: &mut Session, args: &[Bytes]) -> Reply {
     };
     match name.as_str() {
         "PING" => match args.get(1) {
-            Some(msg) => bulk(msg.clone()),
+            Some(msg) => Reply::bulk(msg.clone()),
             None => Reply::simple("PONG"),
         },
         "ECHO" => args
             .get(1)
-            .map_or_else(|| wrong_args("echo"), |m| bulk(m.clone())),
+            .map_or_else(|| wrong_args("echo"), |m| Reply::bulk(m.clone())),
         "QUIT" => {
             session.quit = true;
             Reply::ok()
@@ -48,13 +58,24 @@ pub fn answer(proxy: &Proxy, session: &mut Session, args: &[Bytes]) -> Reply {
             None => wrong_args("select"),
         },
         "CLIENT" => client(session, arg(1).as_deref(), args),
-        "INFO" => info(proxy),
+        "INFO" => info(proxy, session.proto),
+        "RESET" => reset(proxy, session),
+        "CLUSTER" => cluster_view::answer(proxy, session, args),
+        // A cluster client's per-connection switches: the proxy is one node owning every slot.
+        "READONLY" | "READWRITE" | "ASKING" => Reply::ok(),
         other => Reply::error(format!("ERR cachemig: {other} is not served by the proxy")),
     }
 }
 
-fn bulk(b: Bytes) -> Reply {
-    Reply::from_frame(BytesFrame::BulkString(b))
+/// RESET: back to a fresh connection's state (RESP2, no transaction, no name), as Redis does.
+fn reset(proxy: &Proxy, session: &mut Session) -> Reply {
+    *session = Session {
+        authed: proxy.password.is_none(),
+        id: session.id,
+        local_addr: session.local_addr,
+        ..Session::default()
+    };
+    Reply::simple("RESET")
 }
 
 fn wrong_args(cmd: &str) -> Reply {
@@ -87,20 +108,20 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// HELLO [protover [AUTH user pass] [SETNAME name]]: RESP2 only.
+/// HELLO [protover [AUTH user pass] [SETNAME name]]: switches the connection to RESP2 or RESP3
+/// and answers with the fields Redis answers with.
 fn hello(proxy: &Proxy, session: &mut Session, args: &[Bytes]) -> Reply {
-    if let Some(v) = args.get(1) {
-        match v.as_ref() {
-            b"2" => {}
-            b"3" => {
-                return Reply::error(
-                    "NOPROTO cachemig: the proxy speaks RESP2 only; use HELLO 2 or no HELLO (RESP3 is not supported)",
-                );
-            }
-            _ => return Reply::error("NOPROTO unsupported protocol version"),
+    let proto = match args.get(1).map(|v| v.as_ref()) {
+        None => session.proto,
+        Some(b"2") => Proto::Resp2,
+        Some(b"3") => Proto::Resp3,
+        Some(v) if v.iter().all(u8::is_ascii_digit) => {
+            return Reply::error("NOPROTO unsupported protocol version");
         }
-    }
+        Some(_) => return Reply::error("ERR Protocol version is not an integer or out of range"),
+    };
     let mut i = 2;
+    let mut name = None;
     while i < args.len() {
         let word = String::from_utf8_lossy(&args[i]).to_ascii_uppercase();
         match word.as_str() {
@@ -112,7 +133,7 @@ fn hello(proxy: &Proxy, session: &mut Session, args: &[Bytes]) -> Reply {
                 i += 3;
             }
             "SETNAME" if i + 1 < args.len() => {
-                session.name = Some(args[i + 1].clone());
+                name = Some(args[i + 1].clone());
                 i += 2;
             }
             _ => return Reply::error(format!("ERR Syntax error in HELLO option '{word}'")),
@@ -123,47 +144,76 @@ fn hello(proxy: &Proxy, session: &mut Session, args: &[Bytes]) -> Reply {
             "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time",
         );
     }
-    let pairs: Vec<(&str, BytesFrame)> = vec![
-        ("server", text("cachemig")),
-        ("version", text(env!("CARGO_PKG_VERSION"))),
-        ("proto", BytesFrame::Integer(2)),
-        ("id", BytesFrame::Integer(session.id as i64)),
-        ("mode", text("proxy")),
-        ("role", text("master")),
-        ("modules", BytesFrame::Array(Vec::new())),
-    ];
-    let items = pairs.into_iter().flat_map(|(k, v)| [text(k), v]).collect();
-    Reply::from_frame(BytesFrame::Array(items))
+    if name.is_some() {
+        session.name = name;
+    }
+    session.proto = proto;
+    let text = |s: &str| Reply::bulk(Bytes::copy_from_slice(s.as_bytes()));
+    Reply::map(
+        proto,
+        [
+            (text("server"), text("redis")),
+            (text("version"), text(&proxy.server_version)),
+            (text("proto"), Reply::integer(proto.version())),
+            (text("id"), Reply::integer(session.id as i64)),
+            (text("mode"), text("standalone")),
+            (text("role"), text("master")),
+            (text("modules"), Reply::array([])),
+        ],
+    )
 }
 
-fn text(s: &str) -> BytesFrame {
-    BytesFrame::BulkString(Bytes::copy_from_slice(s.as_bytes()))
-}
-
+/// CLIENT subcommands: the connection's own state lives in the proxy.
 fn client(session: &mut Session, sub: Option<&str>, args: &[Bytes]) -> Reply {
     match sub {
         Some("SETNAME") if args.len() == 3 => {
-            session.name = Some(args[2].clone());
+            if args[2].iter().any(|&b| b <= b' ' || b > b'~') {
+                return Reply::error(
+                    "ERR Client names cannot contain spaces, newlines or special characters.",
+                );
+            }
+            session.name = Some(args[2].clone()).filter(|n| !n.is_empty());
             Reply::ok()
         }
-        Some("SETINFO") => Reply::ok(),
+        Some("SETINFO") if args.len() == 4 => Reply::ok(),
         Some("GETNAME") => session
             .name
             .clone()
-            .map_or_else(|| Reply::from_frame(BytesFrame::Null), bulk),
+            .map_or_else(|| Reply::null(session.proto), Reply::bulk),
         Some("ID") => Reply::integer(session.id as i64),
-        Some(other) => Reply::error(format!(
-            "ERR cachemig: CLIENT {other} is not supported by the proxy"
+        Some("NO-EVICT" | "NO-TOUCH") => match args.get(2).map(|a| a.to_ascii_uppercase()) {
+            Some(v) if v == b"ON" || v == b"OFF" => Reply::ok(),
+            _ => Reply::error("ERR syntax error"),
+        },
+        // Invalidation messages would come from whichever side serves reads and stop at every
+        // switch; refused clearly instead (RESP3 clients treat it as "no client-side caching").
+        Some("TRACKING" | "CACHING" | "GETREDIR" | "TRACKINGINFO") => Reply::error(format!(
+            "ERR cachemig: CLIENT {} is not supported by the proxy (no client-side caching through it)",
+            sub.unwrap_or_default()
+        )),
+        Some("LIST" | "INFO" | "KILL" | "PAUSE" | "UNPAUSE" | "UNBLOCK" | "REPLY") => Reply::error(format!(
+            "ERR cachemig: CLIENT {} is not supported by the proxy",
+            sub.unwrap_or_default()
+        )),
+        // As Redis 7.0 answers a subcommand it does not know (e.g. MAINT_NOTIFICATIONS).
+        Some(_) => Reply::error(format!(
+            "ERR unknown subcommand '{}'. Try CLIENT HELP.",
+            String::from_utf8_lossy(&args[1])
+                .chars()
+                .take(128)
+                .collect::<String>()
         )),
         None => wrong_args("client"),
     }
 }
 
-/// INFO: the proxy's own view, so a client poking at it sees where it is.
-fn info(proxy: &Proxy) -> Reply {
+/// INFO: the proxy's own view, so a client poking at it sees where it is (with the fields that
+/// client libraries read: the server version, `loading`, `redis_mode`).
+fn info(proxy: &Proxy, proto: Proto) -> Reply {
     let applied = proxy.applied();
     let body = format!(
-        "# Proxy\r\nserver:cachemig\r\nversion:{}\r\nproxy_id:{}\r\nmigration:{}\r\ngeneration:{}\r\nphase:{}\r\nread:{}\r\nwrite:{}\r\nmirror:{}\r\nfence:{}\r\n",
+        "# Server\r\nredis_version:{}\r\nredis_mode:standalone\r\nloading:0\r\n\r\n# Proxy\r\nserver:cachemig\r\nversion:{}\r\nproxy_id:{}\r\nmigration:{}\r\ngeneration:{}\r\nphase:{}\r\nread:{}\r\nwrite:{}\r\nmirror:{}\r\nfence:{}\r\n",
+        proxy.server_version,
         env!("CARGO_PKG_VERSION"),
         proxy.id,
         proxy.migration,
@@ -174,7 +224,7 @@ fn info(proxy: &Proxy) -> Reply {
         applied.routing.mirror,
         applied.routing.fence,
     );
-    bulk(Bytes::from(body))
+    Reply::verbatim(proto, &body)
 }
 
 #[cfg(test)]

@@ -9,6 +9,8 @@
 //! - [`client`], [`batch`], [`hooks`], [`local`]: one client connection, routing a batch of its
 //!   requests (segments, fence), the mirror and shadow hooks, and the commands the proxy answers
 //!   itself;
+//! - [`tx`], [`scripts`], [`cluster_view`]: transactions, Lua scripts, and the one-node cluster
+//!   a cluster client sees;
 //! - [`mirror`], [`keyconn`]: key-sync of written keys to the other side;
 //! - [`shadow`]: sampled, detached comparison of reads;
 //! - [`heartbeat`], [`metrics`], [`http`], [`hotkeys`]: reports (design §5);
@@ -18,6 +20,7 @@ pub mod backend;
 pub mod batch;
 pub mod call;
 pub mod client;
+pub mod cluster_view;
 pub mod command;
 pub mod heartbeat;
 pub mod hooks;
@@ -30,8 +33,10 @@ pub mod mirror;
 pub mod node;
 pub mod resp;
 pub mod routing;
+pub mod scripts;
 pub mod server;
 pub mod shadow;
+pub mod tx;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
@@ -78,6 +83,10 @@ pub struct Proxy {
     pub reverse_mirror: bool,
     /// Write segments sent but not yet mirrored: the fence is acknowledged only at zero.
     pub writes_in_flight: AtomicUsize,
+    /// Script bodies seen, for answering NOSCRIPT.
+    pub scripts: scripts::Scripts,
+    /// The old server's version, which HELLO and INFO report (clients check it for features).
+    pub server_version: String,
 }
 
 impl Proxy {

@@ -19,16 +19,56 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
-use super::resp::{Reply, encode_request};
+use super::resp::{Proto, Reply, encode_request};
 
 /// Largest write buffer assembled from queued batches before it is flushed.
 const WRITE_CHUNK: usize = 256 * 1024;
 /// How long connecting (and authenticating) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-/// A node that owes a reply this long is taken for hung: the connection is dropped (its requests
-/// fail as "may or may not have been applied") and re-established. The proxy refuses blocking
-/// commands, so no legitimate request waits this long.
-const REPLY_TIMEOUT: Duration = Duration::from_secs(15);
+/// A node that owes a reply this long on a shared connection is taken for hung: the connection
+/// is dropped (its requests fail as "may or may not have been applied") and re-established.
+/// Blocking commands never use a shared connection (see [`Login::hung_after`]), so no
+/// legitimate request waits this long on one.
+pub const REPLY_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// How a connection introduces itself to its node, and how long a reply may take.
+#[derive(Debug, Clone, Default)]
+pub struct Login {
+    /// The ACL user (`AUTH user pass`); `None` is the default user.
+    pub user: Option<String>,
+    /// The password, if the node wants one. Never printed.
+    pub password: Option<String>,
+    /// The database to `SELECT` (the source URL's path); 0 needs no SELECT.
+    pub db: u32,
+    /// The protocol of the connection: RESP3 connections open with `HELLO 3`.
+    pub proto: Proto,
+    /// `CLIENT SETNAME`, so operators (and the bypass check) can tell the proxy's connections.
+    pub name: Option<String>,
+    /// A reply owed this long means a hung node; `None` for a connection that carries blocking
+    /// commands, which may wait as long as their client asked.
+    pub hung_after: Option<Duration>,
+}
+
+impl Login {
+    /// The requests that open a connection, in order.
+    fn handshake(&self) -> Vec<Bytes> {
+        let mut out = Vec::new();
+        let user = self.user.as_deref().unwrap_or("default");
+        match (self.proto, &self.password) {
+            (Proto::Resp3, Some(p)) => out.push(encode_request(&["HELLO", "3", "AUTH", user, p])),
+            (Proto::Resp3, None) => out.push(encode_request(&["HELLO", "3"])),
+            (Proto::Resp2, Some(p)) => out.push(encode_request(&["AUTH", user, p])),
+            (Proto::Resp2, None) => {}
+        }
+        if self.db != 0 {
+            out.push(encode_request(&["SELECT", &self.db.to_string()]));
+        }
+        if let Some(name) = &self.name {
+            out.push(encode_request(&["CLIENT", "SETNAME", name]));
+        }
+        out
+    }
+}
 
 /// A batch of requests and where its replies go.
 struct Job {
@@ -59,18 +99,14 @@ pub struct NodeConn {
 }
 
 impl NodeConn {
-    /// Starts the connection task for `addr` (`host:port`). `label` names the side in errors.
-    pub fn spawn(
-        label: &'static str,
-        addr: &str,
-        password: Option<String>,
-        errors: Arc<dyn ErrorSink>,
-    ) -> NodeConn {
+    /// Starts the connection task for `addr` (`host:port`), introducing itself with `login`.
+    /// `label` names the side in errors.
+    pub fn spawn(label: &'static str, addr: &str, login: Login, errors: Arc<dyn ErrorSink>) -> NodeConn {
         let (tx, rx) = mpsc::unbounded_channel();
         let task = Task {
             label,
             addr: addr.to_string(),
-            password,
+            login,
             errors,
         };
         tokio::spawn(task.run(rx));
@@ -136,7 +172,7 @@ fn failed(count: usize, kind: &str, why: &str) -> Vec<Reply> {
 struct Task {
     label: &'static str,
     addr: String,
-    password: Option<String>,
+    login: Login,
     errors: Arc<dyn ErrorSink>,
 }
 
@@ -147,7 +183,7 @@ impl Task {
             match self.connect().await {
                 Ok(stream) => {
                     attempt = 0;
-                    let why = serve(stream, &mut jobs).await;
+                    let why = serve(stream, &mut jobs, &self.login).await;
                     match why {
                         None => return, // every handle is gone
                         Some(e) => self.report(&format!("connection lost: {e}")),
@@ -183,9 +219,7 @@ impl Task {
         let connect = async {
             let mut stream = TcpStream::connect(&self.addr).await?;
             stream.set_nodelay(true)?;
-            if let Some(password) = &self.password {
-                authenticate(&mut stream, password).await?;
-            }
+            introduce(&mut stream, &self.login).await?;
             Ok(stream)
         };
         tokio::time::timeout(CONNECT_TIMEOUT, connect)
@@ -194,21 +228,32 @@ impl Task {
     }
 }
 
-/// Sends AUTH and checks the reply. The password never appears in an error.
-async fn authenticate(stream: &mut TcpStream, password: &str) -> std::io::Result<()> {
-    stream.write_all(&encode_request(&["AUTH", password])).await?;
-    let mut buf = BytesMut::with_capacity(256);
-    loop {
+/// Sends the handshake and checks the replies. The password never appears in an error; a
+/// refused `CLIENT SETNAME` (an ACL without CLIENT) is no reason to fail.
+async fn introduce(stream: &mut TcpStream, login: &Login) -> std::io::Result<()> {
+    let requests = login.handshake();
+    if requests.is_empty() {
+        return Ok(());
+    }
+    stream.write_all(&requests.concat()).await?;
+    let mut buf = BytesMut::with_capacity(1024);
+    let mut answered = 0;
+    while answered < requests.len() {
         if stream.read_buf(&mut buf).await? == 0 {
-            return Err(std::io::Error::other("closed during AUTH"));
+            return Err(std::io::Error::other("closed during the handshake"));
         }
-        if let Some(reply) = Reply::decode(&mut buf).map_err(std::io::Error::other)? {
-            return match reply.error_text() {
-                None => Ok(()),
-                Some(e) => Err(std::io::Error::other(format!("AUTH refused: {e}"))),
-            };
+        while let Some(reply) = Reply::decode_as(&mut buf, login.proto).map_err(std::io::Error::other)? {
+            let naming = login.name.is_some() && answered + 1 == requests.len();
+            answered += 1;
+            match reply.error_text() {
+                Some(e) if !naming => {
+                    return Err(std::io::Error::other(format!("handshake refused: {e}")));
+                }
+                _ => {}
+            }
         }
     }
+    Ok(())
 }
 
 /// Back-off before reconnect attempt `n`: 100 ms doubling up to 2 s.
@@ -218,7 +263,7 @@ fn backoff(n: u32) -> Duration {
 
 /// Runs one established connection until it breaks (`Some(why)`) or every handle is dropped
 /// (`None`). Pending jobs are failed by dropping their senders.
-async fn serve(stream: TcpStream, jobs: &mut mpsc::UnboundedReceiver<Job>) -> Option<String> {
+async fn serve(stream: TcpStream, jobs: &mut mpsc::UnboundedReceiver<Job>, login: &Login) -> Option<String> {
     let (mut rd, mut wr) = stream.into_split();
     let mut pending: VecDeque<Pending> = VecDeque::new();
     let mut out = BytesMut::with_capacity(WRITE_CHUNK);
@@ -227,8 +272,10 @@ async fn serve(stream: TcpStream, jobs: &mut mpsc::UnboundedReceiver<Job>) -> Op
     loop {
         tokio::select! {
             _ = tick.tick() => {
-                if pending.front().is_some_and(|p| p.since.elapsed() > REPLY_TIMEOUT) {
-                    return Some(format!("no reply for {}s", REPLY_TIMEOUT.as_secs()));
+                if let Some(limit) = login.hung_after
+                    && pending.front().is_some_and(|p| p.since.elapsed() > limit)
+                {
+                    return Some(format!("no reply for {}s", limit.as_secs()));
                 }
             }
             job = jobs.recv() => {
@@ -255,7 +302,7 @@ async fn serve(stream: TcpStream, jobs: &mut mpsc::UnboundedReceiver<Job>) -> Op
                     Err(e) => return Some(e.to_string()),
                     Ok(_) => {}
                 }
-                if let Err(e) = deliver(&mut inbuf, &mut pending) {
+                if let Err(e) = deliver(&mut inbuf, &mut pending, login.proto) {
                     return Some(e);
                 }
             }
@@ -282,8 +329,14 @@ fn queue(job: Job, out: &mut BytesMut, pending: &mut VecDeque<Pending>) {
 }
 
 /// Hands every complete reply in `inbuf` to the oldest pending job.
-fn deliver(inbuf: &mut BytesMut, pending: &mut VecDeque<Pending>) -> Result<(), String> {
-    while let Some(reply) = Reply::decode(inbuf).map_err(|e| e.to_string())? {
+///
+/// A RESP3 push frame is not an answer: shared connections never subscribe or track, so one is
+/// dropped rather than allowed to shift every later reply by one.
+fn deliver(inbuf: &mut BytesMut, pending: &mut VecDeque<Pending>, proto: Proto) -> Result<(), String> {
+    while let Some(reply) = Reply::decode_as(inbuf, proto).map_err(|e| e.to_string())? {
+        if reply.is_push() {
+            continue;
+        }
         let Some(front) = pending.front_mut() else {
             return Err("a reply nobody asked for (protocol out of step)".into());
         };

@@ -5,7 +5,7 @@
 //! buffering until the bytes arrive (the crate has no size cap of its own).
 
 use bytes::{BufMut, Bytes, BytesMut};
-use redis_protocol::resp2::decode::{decode_bytes, decode_bytes_mut, decode_range};
+use redis_protocol::resp2::decode::decode_bytes_mut;
 use redis_protocol::resp2::types::BytesFrame;
 
 /// Largest bulk string a client may send, like Redis's default `proto-max-bulk-len`.
@@ -215,85 +215,6 @@ fn header(buf: &[u8], at: usize) -> Result<Option<(i64, usize)>, ProtocolError> 
     Ok(Some((n, at + 1 + end + 2)))
 }
 
-/// A reply from a backend, as its exact wire bytes (forwarded unchanged). Most replies are only
-/// forwarded, so the frame is decoded on demand ([`Reply::frame`]), not for every reply.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Reply {
-    /// Its exact wire bytes: one complete RESP2 frame.
-    pub raw: Bytes,
-}
-
-impl Reply {
-    /// Takes the next complete reply off the front of `buf`; `Ok(None)` means more bytes are needed.
-    /// Only the frame's extent is worked out here.
-    pub fn decode(buf: &mut BytesMut) -> Result<Option<Reply>, ProtocolError> {
-        match decode_range(buf) {
-            Ok(Some((_, amt))) => Ok(Some(Reply {
-                raw: buf.split_to(amt).freeze(),
-            })),
-            Ok(None) => Ok(None),
-            Err(e) => Err(ProtocolError(e.details().to_string())),
-        }
-    }
-
-    /// The decoded frame (for merging split replies and comparing shadow reads).
-    pub fn frame(&self) -> BytesFrame {
-        match decode_bytes(&self.raw) {
-            Ok(Some((frame, _))) => frame,
-            // `raw` always holds one complete frame (from `decode` or `from_frame`).
-            _ => BytesFrame::Error("ERR cachemig: undecodable reply".into()),
-        }
-    }
-
-    /// A reply built by the proxy.
-    pub fn from_frame(frame: BytesFrame) -> Reply {
-        let mut buf = BytesMut::new();
-        // Encoding into a growing buffer cannot run out of room; the frame types are plain RESP2.
-        let _ = redis_protocol::resp2::encode::extend_encode(&mut buf, &frame, false);
-        Reply { raw: buf.freeze() }
-    }
-
-    /// An error reply; `text` is the whole line after `-` (e.g. `ERR cachemig: ...`). CR and LF
-    /// in it are replaced so the reply stays one line.
-    pub fn error(text: impl AsRef<str>) -> Reply {
-        let clean: String = text
-            .as_ref()
-            .chars()
-            .map(|c| if c == '\r' || c == '\n' { ' ' } else { c })
-            .collect();
-        Reply::from_frame(BytesFrame::Error(clean.into()))
-    }
-
-    /// `+OK`.
-    pub fn ok() -> Reply {
-        Reply::simple("OK")
-    }
-
-    /// A simple-string reply.
-    pub fn simple(text: &str) -> Reply {
-        Reply::from_frame(BytesFrame::SimpleString(Bytes::copy_from_slice(text.as_bytes())))
-    }
-
-    /// An integer reply.
-    pub fn integer(n: i64) -> Reply {
-        Reply::from_frame(BytesFrame::Integer(n))
-    }
-
-    /// The error text when this is an error reply (the line after `-`).
-    pub fn error_text(&self) -> Option<&str> {
-        if !self.is_error() {
-            return None;
-        }
-        let line = self.raw.get(1..self.raw.len().saturating_sub(2))?;
-        std::str::from_utf8(line).ok()
-    }
-
-    /// Whether this is an error reply.
-    pub fn is_error(&self) -> bool {
-        self.raw.first() == Some(&b'-')
-    }
-}
-
 /// Encodes `args` as a RESP2 request.
 pub fn encode_request<A: AsRef<[u8]>>(args: &[A]) -> Bytes {
     let mut buf = BytesMut::with_capacity(16 + args.iter().map(|a| a.as_ref().len() + 16).sum::<usize>());
@@ -310,6 +231,10 @@ pub fn encode_request<A: AsRef<[u8]>>(args: &[A]) -> Bytes {
     }
     buf.freeze()
 }
+
+mod reply;
+
+pub use reply::{Proto, Reply};
 
 #[cfg(test)]
 mod tests;

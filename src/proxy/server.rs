@@ -55,9 +55,14 @@ pub async fn run(plan: Plan, options: Options) -> Result<()> {
         .unwrap_or_else(|| format!("{}:{}", hostname(), local.port()));
     let metrics = Arc::new(Metrics::new(&id, &plan.name));
     let errors: Arc<dyn ErrorSink> = metrics.clone();
-    let source_is_cluster = is_cluster(&plan).await?;
-    let old = Arc::new(Backend::connect("old", &plan.source, source_is_cluster, errors.clone()).await?);
-    let new = Arc::new(Backend::connect("new", &plan.target, true, errors).await?);
+    let (source_is_cluster, server_version) = inspect_source(&plan).await?;
+    let name = format!(
+        "cachemig-proxy:{}",
+        id.replace(|c: char| !c.is_ascii_graphic(), "_")
+    );
+    let old =
+        Arc::new(Backend::connect("old", &plan.source, source_is_cluster, errors.clone(), &name).await?);
+    let new = Arc::new(Backend::connect("new", &plan.target, true, errors, &name).await?);
     let router = Router::connect(&plan.target).await?;
     let watcher = FlagWatcher::start(
         plan.flag_file.clone(),
@@ -91,6 +96,8 @@ pub async fn run(plan: Plan, options: Options) -> Result<()> {
         sync_timeout: Duration::from_millis(plan.dual_write.sync_timeout_ms),
         reverse_mirror: plan.dual_write.reverse_mirror,
         writes_in_flight: AtomicUsize::new(0),
+        scripts: Default::default(),
+        server_version,
     });
     tokio::spawn(heartbeat::run(proxy.clone(), router));
     if let Some(addr) = &options.metrics {
@@ -154,12 +161,19 @@ async fn stop(proxy: &Proxy) -> Result<()> {
     Ok(())
 }
 
-/// Whether the source is a cluster (`cluster_enabled:1`).
-async fn is_cluster(plan: &Plan) -> Result<bool> {
+/// Whether the source is a cluster (`cluster_enabled:1`), and its version.
+async fn inspect_source(plan: &Plan) -> Result<(bool, String)> {
     let url = plan.source.urls.first().context("the source has no URL")?;
     let mut conn = plan.source.connect_node(url).await?;
     let info: String = redis::cmd("INFO").arg("cluster").query_async(&mut conn).await?;
-    Ok(info.lines().any(|l| l.trim() == "cluster_enabled:1"))
+    let cluster = info.lines().any(|l| l.trim() == "cluster_enabled:1");
+    let info: String = redis::cmd("INFO").arg("server").query_async(&mut conn).await?;
+    let version = info
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("redis_version:"))
+        .unwrap_or("7.0.0")
+        .to_string();
+    Ok((cluster, version))
 }
 
 fn hostname() -> String {

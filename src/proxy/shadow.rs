@@ -18,7 +18,7 @@ use tokio::sync::Semaphore;
 use super::backend::Backend;
 use super::call::Call;
 use super::metrics::Metrics;
-use super::resp::Reply;
+use super::resp::{Proto, Reply};
 
 /// Shadow reads running at once, at most.
 pub const CONCURRENCY: usize = 64;
@@ -50,11 +50,12 @@ impl Shadow {
     }
 
     /// Compares `primary` (what the client got from `read`) with the same call on `shadow`, in
-    /// the background.
+    /// the background. Comparisons are made in RESP2: a RESP3 client's reply is `None` and the
+    /// read side is read again for the comparison.
     pub fn spawn(
         self: &Arc<Self>,
         call: Call,
-        primary: Reply,
+        primary: Option<Reply>,
         read: Arc<Backend>,
         shadow: Arc<Backend>,
         timeout: Duration,
@@ -85,8 +86,21 @@ impl Shadow {
 
     /// `Some(equal)`, or `None` when the shadow side could not be reached (not a mismatch; it is
     /// counted as skipped).
-    async fn compare(&self, call: &Call, primary: Reply, read: &Backend, shadow: &Backend) -> Option<bool> {
+    async fn compare(
+        &self,
+        call: &Call,
+        primary: Option<Reply>,
+        read: &Backend,
+        shadow: &Backend,
+    ) -> Option<bool> {
+        let primary = match primary {
+            Some(reply) => reply,
+            None => send(call, read).await,
+        };
         let other = send(call, shadow).await;
+        if proxy_error(&primary) {
+            return None;
+        }
         if proxy_error(&other) {
             return None; // the proxy could not reach new: not a comparison
         }
@@ -120,7 +134,7 @@ fn proxy_error(reply: &Reply) -> bool {
 
 async fn send(call: &Call, backend: &Backend) -> Reply {
     let (units, shape) = call.units(backend.is_cluster());
-    call.merge(&shape, &mut backend.send(units).await.into_iter())
+    call.merge(&shape, &mut backend.send(units).await.into_iter(), Proto::Resp2)
 }
 
 /// Whether two replies to `call` mean the same.

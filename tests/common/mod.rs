@@ -3,6 +3,7 @@
 //! ports in temporary directories (killed on drop), and the real `cachemig` binary.
 
 mod cluster;
+pub mod compare;
 pub mod proxy;
 pub mod reports;
 pub mod sandbox;

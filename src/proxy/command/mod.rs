@@ -22,8 +22,10 @@ pub enum Class {
     Read,
     /// Changes data: applied on the write side, then its keys are mirrored.
     Write,
-    /// Answered by the proxy itself (PING, ECHO, QUIT, AUTH, HELLO, SELECT, CLIENT, COMMAND, INFO...).
+    /// Answered by the proxy itself (PING, ECHO, QUIT, AUTH, HELLO, SELECT, CLIENT, INFO, CLUSTER...).
     Local,
+    /// MULTI, EXEC, DISCARD, WATCH, UNWATCH: the proxy queues transactions itself.
+    Transaction,
     /// Refused with `-ERR cachemig: <CMD> <reason>`; the &'static str is the reason.
     Reject(&'static str),
 }

@@ -24,6 +24,9 @@ const fn write(name: &'static str, arity: i32, keys: KeySpec) -> Spec {
 const fn local(name: &'static str, arity: i32) -> Spec {
     spec(name, Class::Local, arity, KeySpec::None)
 }
+const fn tx(name: &'static str, arity: i32) -> Spec {
+    spec(name, Class::Transaction, arity, KeySpec::None)
+}
 // Rejected commands never reach a server, so their keys are not described.
 const fn reject(name: &'static str, arity: i32, why: &'static str) -> Spec {
     spec(name, Class::Reject(why), arity, KeySpec::None)
@@ -62,14 +65,18 @@ impl Spec {
         self.unordered = true;
         self
     }
+    const fn keys(mut self, keys: KeySpec) -> Self {
+        self.keys = keys;
+        self
+    }
     const fn drifts(mut self) -> Self {
         self.ttl = true;
         self
     }
 }
 
-const TX: &str = "transactions are not supported by the proxy yet";
-const SCRIPTS: &str = "scripts are not supported by the proxy: their written keys cannot be mirrored";
+const FUNCTIONS: &str =
+    "functions are not supported by the proxy yet (their libraries are not copied to new); use EVAL/EVALSHA";
 const BLOCKING: &str = "blocking commands are not supported by the proxy";
 const SUBSCRIBE: &str = "the subscribe family is not supported by the proxy; connect to a server directly";
 const BYPASS: &str = "would bypass the migration's key mirroring";
@@ -263,26 +270,31 @@ pub(super) static TABLE: &[Spec] = &[
     local("HELLO", -1),
     local("SELECT", 2),
     local("CLIENT", -2),
-    local("COMMAND", -1),
     local("INFO", -1),
-    reject(
-        "RESET",
-        1,
-        "would reset connection state the proxy keeps; reconnect instead",
-    ),
-    reject("MULTI", 1, TX),
-    reject("EXEC", 1, TX),
-    reject("DISCARD", 1, TX),
-    reject("WATCH", -2, TX),
-    reject("UNWATCH", 1, TX),
-    reject("EVAL", -3, SCRIPTS),
-    reject("EVALSHA", -3, SCRIPTS),
-    reject("EVAL_RO", -3, SCRIPTS),
-    reject("EVALSHA_RO", -3, SCRIPTS),
-    reject("FCALL", -3, SCRIPTS),
-    reject("FCALL_RO", -3, SCRIPTS),
-    reject("SCRIPT", -2, SCRIPTS),
-    reject("FUNCTION", -2, SCRIPTS),
+    local("RESET", 1),
+    // A cluster client sees the proxy as a one-node cluster (proxy::cluster_view).
+    local("CLUSTER", -2),
+    local("ASKING", 1),
+    local("READONLY", 1),
+    local("READWRITE", 1),
+    // The servers' own table: key positions as Redis reports them.
+    read("COMMAND", -1, NO).rand(),
+    // Transactions are queued by the proxy and run whole on the write primary (proxy::tx).
+    tx("MULTI", 1),
+    tx("EXEC", 1),
+    tx("DISCARD", 1),
+    tx("WATCH", -2).keys(ALL),
+    tx("UNWATCH", 1),
+    // Scripts run on the write primary; their declared keys are mirrored (proxy::scripts).
+    write("EVAL", -3, nk(2)),
+    write("EVALSHA", -3, nk(2)),
+    read("EVAL_RO", -3, nk(2)).rand(),
+    read("EVALSHA_RO", -3, nk(2)).rand(),
+    // SCRIPT LOAD compiles on a server (and reports syntax errors); the body is remembered.
+    read("SCRIPT", -2, NO).rand(),
+    reject("FCALL", -3, FUNCTIONS),
+    reject("FCALL_RO", -3, FUNCTIONS),
+    reject("FUNCTION", -2, FUNCTIONS),
     reject("BLPOP", -3, BLOCKING),
     reject("BRPOP", -3, BLOCKING),
     reject("BLMOVE", 6, BLOCKING),
@@ -332,10 +344,6 @@ pub(super) static TABLE: &[Spec] = &[
     reject("LASTSAVE", 1, ADMIN),
     reject("REPLICAOF", 3, ADMIN),
     reject("SLAVEOF", 3, ADMIN),
-    reject("CLUSTER", -2, ADMIN),
-    reject("ASKING", 1, ADMIN),
-    reject("READONLY", 1, ADMIN),
-    reject("READWRITE", 1, ADMIN),
     reject("SYNC", 1, ADMIN),
     reject("PSYNC", -3, ADMIN),
     reject("REPLCONF", -1, ADMIN),

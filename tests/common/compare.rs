@@ -1,0 +1,54 @@
+//! Old and new compared key by key, by type (not by DUMP payload, whose encoding may differ).
+
+use super::sandbox::Sandbox;
+
+/// A key's value in a form that compares equal when the data is equal: its type, its content
+/// (members of unordered types sorted) and whether it has a TTL; `None` when it does not exist.
+pub fn canonical(conn: &mut dyn redis::ConnectionLike, key: &str) -> Option<String> {
+    let kind: String = redis::cmd("TYPE").arg(key).query(conn).unwrap();
+    let q = |conn: &mut dyn redis::ConnectionLike, args: &[&str]| -> Vec<String> {
+        let mut cmd = redis::cmd(args[0]);
+        for a in &args[1..] {
+            cmd.arg(*a);
+        }
+        cmd.query(conn).unwrap()
+    };
+    let mut content = match kind.as_str() {
+        "none" => return None,
+        "string" => vec![redis::cmd("GET").arg(key).query::<String>(conn).unwrap()],
+        "list" => q(conn, &["LRANGE", key, "0", "-1"]),
+        "hash" => q(conn, &["HGETALL", key])
+            .chunks(2)
+            .map(|p| p.join("="))
+            .collect(),
+        "set" => q(conn, &["SMEMBERS", key]),
+        "zset" => q(conn, &["ZRANGE", key, "0", "-1", "WITHSCORES"]),
+        "stream" => vec![format!(
+            "{:?}",
+            redis::cmd("XRANGE")
+                .arg(key)
+                .arg("-")
+                .arg("+")
+                .query::<redis::Value>(conn)
+                .unwrap()
+        )],
+        other => vec![format!("<{other}>")],
+    };
+    if matches!(kind.as_str(), "hash" | "set") {
+        content.sort();
+    }
+    let ttl: i64 = redis::cmd("PTTL").arg(key).query(conn).unwrap();
+    Some(format!("{kind}:{content:?} ttl:{}", ttl > 0))
+}
+
+/// The keys whose value differs between the sandbox's old and new, with both values.
+pub fn differences(sb: &Sandbox, keys: &[String]) -> Vec<String> {
+    let mut old = sb.source.conn();
+    let mut new = sb.target.cluster_conn();
+    keys.iter()
+        .filter_map(|k| {
+            let (a, b) = (canonical(&mut old, k), canonical(&mut new, k));
+            (a != b).then(|| format!("{k}: old {a:?}, new {b:?}"))
+        })
+        .collect()
+}

@@ -1,0 +1,259 @@
+//! What applications send, through the proxy (issue 8): transactions, WATCH, Lua scripts across
+//! the cutover, RESP3 clients and cluster clients. Every test ends with old and new compared key
+//! by key.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use common::compare::differences;
+use common::proxy::{ProxyProcess, set_phase};
+use common::sandbox::Sandbox;
+use redis::Commands;
+
+/// Puts `phase` in force at `generation` and waits until the proxy applied it.
+fn phase(sb: &Sandbox, proxy: &ProxyProcess, name: &str, generation: u64) {
+    set_phase(&sb.flag_path(), name, generation, false, 0.0);
+    proxy.wait_generation(generation);
+}
+
+/// Sends raw RESP and reads until `want` replies' worth of bytes stop arriving (the proxy
+/// answers a pipeline in one write, so a short quiet period ends it).
+fn exchange(stream: &mut TcpStream, request: &[u8], expect_end: &[u8]) -> String {
+    stream.write_all(request).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.ends_with(expect_end) {
+        let n = stream.read(&mut buf).expect("a reply within the read timeout");
+        assert!(n > 0, "closed; got {:?}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+fn raw(proxy: &ProxyProcess) -> TcpStream {
+    let s = TcpStream::connect(("127.0.0.1", proxy.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s
+}
+
+fn resp(words: &[&str]) -> Vec<u8> {
+    let mut out = format!("*{}\r\n", words.len()).into_bytes();
+    for w in words {
+        out.extend_from_slice(format!("${}\r\n{w}\r\n", w.len()).as_bytes());
+    }
+    out
+}
+
+#[test]
+fn issue_8_a_refused_command_inside_multi_aborts_the_transaction_and_nothing_runs() {
+    let sb = Sandbox::start();
+    let proxy = ProxyProcess::start(&sb, "p1");
+    let mut s = raw(&proxy);
+    let mut req = resp(&["MULTI"]);
+    req.extend(resp(&["INCR", "token:tx"]));
+    req.extend(resp(&["FCALL", "f", "0"])); // refused by the proxy
+    req.extend(resp(&["NOSUCHCOMMAND"])); // unknown
+    req.extend(resp(&["INCR", "token:tx"]));
+    req.extend(resp(&["EXEC"]));
+    let got = exchange(&mut s, &req, b"errors.\r\n");
+    let lines: Vec<&str> = got.split("\r\n").filter(|l| !l.is_empty()).collect();
+    assert_eq!(lines[0], "+OK");
+    assert_eq!(lines[1], "+QUEUED");
+    assert!(lines[2].starts_with("-ERR cachemig: FCALL"), "{got}");
+    assert!(lines[3].starts_with("-ERR cachemig: NOSUCHCOMMAND"), "{got}");
+    assert_eq!(lines[4], "+QUEUED");
+    assert_eq!(
+        lines[5],
+        "-EXECABORT Transaction discarded because of previous errors."
+    );
+    let old: Option<i64> = sb.source.conn().get("token:tx").unwrap();
+    assert_eq!(
+        old, None,
+        "an aborted transaction must not run any of its commands"
+    );
+    // The connection is usable and out of MULTI afterwards.
+    let got = exchange(&mut s, &resp(&["INCR", "token:tx"]), b"\r\n");
+    assert_eq!(got, ":1\r\n");
+}
+
+#[test]
+fn transactions_run_whole_on_the_primary_and_are_mirrored_in_every_phase() {
+    let sb = Sandbox::start();
+    let proxy = ProxyProcess::start(&sb, "p1");
+    let mut conn = proxy.conn();
+    let mut keys = Vec::new();
+    for (generation, name) in [
+        (1, "planned"),
+        (2, "sync-dual-write"),
+        (3, "read-cutover"),
+        (4, "write-stop"),
+    ] {
+        phase(&sb, &proxy, name, generation);
+        // One hash tag: on a cluster primary a transaction's keys must share a slot.
+        let (counter, list) = (
+            format!("token:{{t{generation}}}:n"),
+            format!("token:{{t{generation}}}:l"),
+        );
+        let (n, len): (i64, i64) = redis::pipe()
+            .atomic()
+            .incr(&counter, 5)
+            .ignore()
+            .incr(&counter, 1)
+            .rpush(&list, "a")
+            .query(&mut conn)
+            .unwrap();
+        assert_eq!((n, len), (6, 1), "{name}");
+        keys.extend([counter, list]);
+        // Keys of two slots in one transaction: refused as Redis Cluster refuses them once the
+        // primary is the cluster, and run as one transaction while it is old.
+        let mixed: redis::RedisResult<(i64, i64)> = redis::pipe()
+            .atomic()
+            .incr(format!("token:a{generation}"), 1)
+            .incr(format!("token:b{generation}"), 1)
+            .query(&mut conn);
+        if name == "write-stop" {
+            let e = mixed.unwrap_err().to_string().to_ascii_uppercase();
+            assert!(e.contains("CROSSSLOT"), "{e}");
+        } else {
+            assert_eq!(mixed.unwrap(), (1, 1), "{name}");
+            keys.extend([format!("token:a{generation}"), format!("token:b{generation}")]);
+        }
+    }
+    // planned does not mirror; from sync-dual-write on every phase does.
+    let diffs = differences(&sb, &keys[4..]);
+    assert!(diffs.is_empty(), "{diffs:#?}");
+    let new: Option<i64> = sb.target.cluster_conn().get("token:{t1}:n").unwrap();
+    assert_eq!(new, None, "planned mirrors nothing");
+}
+
+#[test]
+fn watch_aborts_on_a_concurrent_change_and_a_retry_loop_converges() {
+    let sb = Sandbox::start();
+    let proxy = ProxyProcess::start(&sb, "p1");
+    phase(&sb, &proxy, "sync-dual-write", 1);
+    let (mut a, mut b) = (proxy.conn(), proxy.conn());
+    let key = "token:watched";
+    let _: () = a.set(key, 10).unwrap();
+    // A change by another client between WATCH and EXEC aborts the transaction (null reply).
+    let _: () = redis::cmd("WATCH").arg(key).query(&mut a).unwrap();
+    let _: i64 = b.incr(key, 1).unwrap();
+    let aborted: Option<(i64,)> = redis::pipe().atomic().incr(key, 100).query(&mut a).unwrap();
+    assert_eq!(aborted, None, "EXEC must fail after a watched key changed");
+    // The classic optimistic loop, against a competing writer, loses no increment.
+    let writer = std::thread::spawn(move || {
+        for _ in 0..50 {
+            let _: i64 = b.incr(key, 1).unwrap();
+        }
+    });
+    for _ in 0..50 {
+        let () = redis::transaction(&mut a, &[key], |conn, pipe| {
+            let v: i64 = conn.get(key)?;
+            pipe.set(key, v + 1).ignore().query(conn)
+        })
+        .unwrap();
+    }
+    writer.join().unwrap();
+    let v: i64 = a.get(key).unwrap();
+    assert_eq!(v, 10 + 1 + 50 + 50);
+    let diffs = differences(&sb, &[key.to_string()]);
+    assert!(diffs.is_empty(), "{diffs:#?}");
+}
+
+#[test]
+fn evalsha_keeps_working_across_the_primary_switch_and_script_writes_are_mirrored() {
+    let sb = Sandbox::start();
+    let proxy = ProxyProcess::start(&sb, "p1");
+    phase(&sb, &proxy, "sync-dual-write", 1);
+    let mut conn = proxy.conn();
+    let script = redis::Script::new("return redis.call('INCRBY', KEYS[1], ARGV[1])");
+    let n: i64 = script.key("token:lua").arg(5).invoke(&mut conn).unwrap();
+    assert_eq!(n, 5);
+    // A syntax error is the server's, as it would be without the proxy.
+    let bad: redis::RedisResult<String> = redis::cmd("SCRIPT").arg("LOAD").arg("return (").query(&mut conn);
+    assert!(bad.is_err());
+    phase(&sb, &proxy, "read-cutover", 2);
+    phase(&sb, &proxy, "write-stop", 3);
+    // The script was loaded on old only; on new a bare EVALSHA is answered by the proxy's retry.
+    let n: i64 = redis::cmd("EVALSHA")
+        .arg(script.get_hash())
+        .arg(1)
+        .arg("token:lua")
+        .arg(2)
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(n, 7);
+    let on_new: i64 = sb.target.cluster_conn().get("token:lua").unwrap();
+    assert_eq!(on_new, 7, "write-stop writes new");
+    phase(&sb, &proxy, "read-cutover", 4);
+    let diffs = differences(&sb, &["token:lua".to_string()]);
+    assert!(diffs.is_empty(), "{diffs:#?}");
+}
+
+#[test]
+fn resp3_clients_get_resp3_replies_from_either_side() {
+    let sb = Sandbox::start();
+    let proxy = ProxyProcess::start(&sb, "p1");
+    let mut s = raw(&proxy);
+    let hello = exchange(&mut s, &resp(&["HELLO", "3"]), b"*0\r\n");
+    assert!(
+        hello.starts_with("%7\r\n$6\r\nserver\r\n$5\r\nredis\r\n"),
+        "{hello}"
+    );
+    assert!(hello.contains("$5\r\nproto\r\n:3\r\n"), "{hello}");
+    let mut req = resp(&["HSET", "token:h", "f", "v"]);
+    req.extend(resp(&["HGETALL", "token:h"]));
+    req.extend(resp(&["GET", "token:missing"]));
+    req.extend(resp(&["ZADD", "token:z", "1.5", "m"]));
+    req.extend(resp(&["ZSCORE", "token:z", "m"]));
+    let expected = ":1\r\n%1\r\n$1\r\nf\r\n$1\r\nv\r\n_\r\n:1\r\n,1.5\r\n";
+    assert_eq!(exchange(&mut s, &req, b",1.5\r\n"), expected, "from old");
+    for (generation, name) in [(1, "sync-dual-write"), (2, "read-cutover")] {
+        phase(&sb, &proxy, name, generation);
+    }
+    // From new (a cluster), a split MGET keeps RESP3 nulls in place.
+    let mut req = resp(&["HGETALL", "token:h"]);
+    req.extend(resp(&["MGET", "token:a", "token:h2", "token:b"]));
+    let got = exchange(&mut s, &req, b"_\r\n_\r\n_\r\n");
+    assert_eq!(
+        got, "%0\r\n*3\r\n_\r\n_\r\n_\r\n",
+        "token:h was not mirrored (planned)"
+    );
+    let mut c = proxy.conn(); // RESP2 on the same proxy keeps RESP2
+    let v: Option<String> = c.get("token:missing").unwrap();
+    assert_eq!(v, None);
+    let mut s2 = raw(&proxy);
+    assert_eq!(
+        exchange(&mut s2, &resp(&["GET", "token:missing"]), b"\r\n"),
+        "$-1\r\n"
+    );
+}
+
+#[test]
+fn a_cluster_client_pointed_at_the_proxy_sees_one_node_owning_every_slot() {
+    let sb = Sandbox::start();
+    let proxy = ProxyProcess::start(&sb, "p1");
+    let client =
+        redis::cluster::ClusterClient::new(vec![format!("redis://127.0.0.1:{}/", proxy.port)]).unwrap();
+    let mut keys = Vec::new();
+    for (generation, name) in [(1, "sync-dual-write"), (2, "write-stop")] {
+        phase(&sb, &proxy, name, generation);
+        let mut conn = client.get_connection().unwrap();
+        for i in 0..20 {
+            let key = format!("token:c{generation}:{i}");
+            let n: i64 = conn.incr(&key, i).unwrap();
+            assert_eq!(n, i);
+            keys.push(key);
+        }
+        let slots: redis::Value = redis::cmd("CLUSTER").arg("SLOTS").query(&mut conn).unwrap();
+        assert!(
+            format!("{slots:?}").contains(&proxy.port.to_string()),
+            "{slots:?}"
+        );
+    }
+    phase(&sb, &proxy, "read-cutover", 3);
+    let diffs = differences(&sb, &keys);
+    assert!(diffs.is_empty(), "{diffs:#?}");
+}
