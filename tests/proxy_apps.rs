@@ -257,3 +257,64 @@ fn a_cluster_client_pointed_at_the_proxy_sees_one_node_owning_every_slot() {
     let diffs = differences(&sb, &keys);
     assert!(diffs.is_empty(), "{diffs:#?}");
 }
+
+#[test]
+fn a_blmove_worker_consumes_every_item_once_across_switches_and_does_not_hold_the_fence() {
+    let sb = Sandbox::start();
+    let proxy = ProxyProcess::start(&sb, "p1");
+    phase(&sb, &proxy, "sync-dual-write", 1);
+    let (src, dst) = ("token:{q}:in", "token:{q}:done");
+    const ITEMS: usize = 200;
+    let mut worker = proxy.conn();
+    let consumer = std::thread::spawn(move || {
+        let mut got = Vec::new();
+        while got.len() < ITEMS {
+            // A long timeout: an idle worker stays blocked across the switches below.
+            let item: Option<String> = redis::cmd("BLMOVE")
+                .arg(src)
+                .arg(dst)
+                .arg("LEFT")
+                .arg("RIGHT")
+                .arg(30)
+                .query(&mut worker)
+                .unwrap();
+            got.extend(item);
+        }
+        got
+    });
+    let mut producer = proxy.conn();
+    let produce = |producer: &mut redis::Connection, range: std::ops::Range<usize>| {
+        for i in range {
+            let _: i64 = producer.rpush(src, format!("item-{i}")).unwrap();
+        }
+    };
+    produce(&mut producer, 0..50);
+    std::thread::sleep(Duration::from_millis(300)); // the worker drains the queue and blocks
+    phase(&sb, &proxy, "read-cutover", 2);
+    produce(&mut producer, 50..100);
+    std::thread::sleep(Duration::from_millis(300));
+    // The fence must drain with the worker blocked: the blocked call is cancelled, not waited on.
+    set_phase(&sb.flag_path(), "read-cutover", 3, true, 0.0);
+    proxy.wait_generation(3);
+    common::wait_for(
+        "fence drained with a blocked worker",
+        Duration::from_secs(10),
+        || proxy.status()["fence"] == "drained",
+    );
+    phase(&sb, &proxy, "write-stop", 4);
+    produce(&mut producer, 100..ITEMS);
+    let got = consumer.join().unwrap();
+    let mut unique = got.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), ITEMS, "every item exactly once: {got:?}");
+    let done: Vec<String> = sb.target.cluster_conn().lrange(dst, 0, -1).unwrap();
+    assert_eq!(
+        done, got,
+        "the processing list on new holds every item in consumption order"
+    );
+    let keys = [src.to_string(), dst.to_string()];
+    common::wait_for("old equals new", Duration::from_secs(10), || {
+        differences(&sb, &keys).is_empty()
+    });
+}

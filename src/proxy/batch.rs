@@ -16,6 +16,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::time::Instant;
 
+use super::blocking;
 use super::call::Call;
 use super::command::{self, Class};
 use super::hooks::{NOT_MIRRORED, mirror, seed_from, seed_request, settle, shadow};
@@ -30,6 +31,9 @@ use crate::phase::Side;
 /// The CLI releases a fence within `max_write_pause` (5 s by default); this only bounds a fence
 /// left behind by a CLI that died mid-switch.
 pub const FENCE_HOLD_LIMIT: Duration = Duration::from_secs(30);
+/// The answer to a write the fence held for [`FENCE_HOLD_LIMIT`].
+const HELD_TOO_LONG: &str =
+    "TRYAGAIN cachemig: write held by the primary-switch fence for 30s and not applied; retry";
 /// Longest command name echoed back in an error.
 const ECHOED_NAME: usize = 64;
 
@@ -57,13 +61,15 @@ enum Step {
     Forward(Call, bool),
     /// A transaction's work ([`tx`]), done alone, after what precedes it was sent.
     Tx(TxStep),
+    /// A blocking command ([`blocking`]), on the client's own connection; `true` for a write.
+    Blocking(Call, bool),
 }
 
 impl Step {
     fn writes(&self) -> bool {
         match self {
             Step::Reply(_) => false,
-            Step::Forward(_, write) => *write,
+            Step::Forward(_, write) | Step::Blocking(_, write) => *write,
             Step::Tx(step) => step.writes(),
         }
     }
@@ -110,10 +116,7 @@ pub async fn handle(proxy: &Arc<Proxy>, session: &mut Session, batch: Vec<Reques
         }
         if write && refuse_writes {
             // Later writes of the batch are refused too: none may overtake a refused one.
-            replies[i] = Some(Reply::error(format!(
-                "TRYAGAIN cachemig: write held by the primary-switch fence for {}s and not applied; retry",
-                FENCE_HOLD_LIMIT.as_secs()
-            )));
+            replies[i] = Some(Reply::error(HELD_TOO_LONG));
             continue;
         }
         let call = match step {
@@ -121,6 +124,12 @@ pub async fn handle(proxy: &Arc<Proxy>, session: &mut Session, batch: Vec<Reques
             Step::Tx(step) => {
                 flush(proxy, &applied, &mut segment, &mut replies, proto).await;
                 replies[i] = Some(tx::run(proxy, &applied, proto, step).await);
+                continue;
+            }
+            Step::Blocking(call, write) => {
+                flush(proxy, &applied, &mut segment, &mut replies, proto).await;
+                let reply = run_blocking(proxy, session, &mut applied, &mut in_flight, &call, write).await;
+                replies[i] = Some(reply);
                 continue;
             }
             Step::Reply(_) => unreachable!("answered above"),
@@ -138,6 +147,30 @@ pub async fn handle(proxy: &Arc<Proxy>, session: &mut Session, batch: Vec<Reques
         .into_iter()
         .map(|r| r.unwrap_or_else(|| Reply::error("ERR cachemig: internal error: request left unanswered")))
         .collect()
+}
+
+/// Runs a blocking command until it completes under the routing in force: a routing change while
+/// it is blocked cancels it, and it runs again once any fence is lifted.
+async fn run_blocking<'a>(
+    proxy: &'a Arc<Proxy>,
+    session: &mut Session,
+    applied: &mut Arc<Applied>,
+    in_flight: &mut Option<InFlight<'a>>,
+    call: &Call,
+    write: bool,
+) -> Reply {
+    loop {
+        let side = side_for(applied, call, write);
+        match blocking::run(proxy, session, applied, call, write, side).await {
+            blocking::Outcome::Done(reply) => return reply,
+            blocking::Outcome::Cancelled => {
+                match unfenced(proxy, in_flight, Instant::now() + FENCE_HOLD_LIMIT).await {
+                    Some(now) => *applied = now,
+                    None => return Reply::error(HELD_TOO_LONG),
+                }
+            }
+        }
+    }
 }
 
 /// Waits until the applied routing has no fence, not counting as in flight meanwhile; the routing
@@ -220,8 +253,10 @@ async fn classify(proxy: &Proxy, session: &mut Session, request: Request) -> Ste
             if session.multi.is_some() {
                 return queued_or(proxy, session, resolved);
             }
+            let write = spec.class == Class::Write;
             match resolved {
-                Ok(call) => Step::Forward(call, spec.class == Class::Write),
+                Ok(call) if spec.blocks_with(&call.args) => Step::Blocking(call, write),
+                Ok(call) => Step::Forward(call, write),
                 Err(refusal) => Step::Reply(refusal),
             }
         }

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 
 use bytes::Bytes;
 
+use super::blocking::Pinned;
 use super::resp::{Proto, Reply};
 use super::tx::{Multi, Watch};
 use super::{Proxy, cluster_view};
@@ -27,6 +28,8 @@ pub struct Session {
     pub watch: Option<Watch>,
     /// The proxy address this client connected to (what CLUSTER SLOTS announces).
     pub local_addr: Option<SocketAddr>,
+    /// The connection the client's blocking commands use.
+    pub blocking: Option<Pinned>,
 }
 
 /// Answers a local command.

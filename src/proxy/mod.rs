@@ -9,8 +9,8 @@
 //! - [`client`], [`batch`], [`hooks`], [`local`]: one client connection, routing a batch of its
 //!   requests (segments, fence), the mirror and shadow hooks, and the commands the proxy answers
 //!   itself;
-//! - [`tx`], [`scripts`], [`cluster_view`]: transactions, Lua scripts, and the one-node cluster
-//!   a cluster client sees;
+//! - [`tx`], [`scripts`], [`blocking`], [`cluster_view`]: transactions, Lua scripts, blocking
+//!   commands, and the one-node cluster a cluster client sees;
 //! - [`mirror`], [`keyconn`]: key-sync of written keys to the other side;
 //! - [`shadow`]: sampled, detached comparison of reads;
 //! - [`heartbeat`], [`metrics`], [`http`], [`hotkeys`]: reports (design §5);
@@ -18,6 +18,7 @@
 
 pub mod backend;
 pub mod batch;
+pub mod blocking;
 pub mod call;
 pub mod client;
 pub mod cluster_view;

@@ -43,6 +43,17 @@ pub enum Merge {
     Sum,
 }
 
+/// Whether a command may block its connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Blocks {
+    /// Never.
+    Never,
+    /// Always (BLPOP and the other blocking pops).
+    Always,
+    /// With a `BLOCK` option before `STREAMS` (XREAD, XREADGROUP).
+    WithOption,
+}
+
 /// Where a command's keys are in its argument vector (argv[0] is the command name).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeySpec {
@@ -65,6 +76,8 @@ pub enum KeySpec {
         /// Whether argv[1] is a destination key.
         dest: bool,
     },
+    /// XREAD / XREADGROUP: after the `STREAMS` keyword, the first half of the remaining args.
+    Streams,
 }
 
 /// One command.
@@ -89,6 +102,8 @@ pub struct Spec {
     pub unordered: bool,
     /// Reply is a TTL that drifts with time (only TTL and PTTL): compare with tolerance.
     pub ttl: bool,
+    /// Whether it may block its connection.
+    pub blocks: Blocks,
 }
 
 /// Longest name `lookup` accepts; the longest real one, GEORADIUSBYMEMBER_RO, has 20 bytes.
@@ -131,6 +146,13 @@ impl Spec {
                 out.extend((first..=last as usize).step_by(step));
                 out
             }
+            KeySpec::Streams => match streams_at(&argv[..len]) {
+                Some(at) => {
+                    let rest = len - at - 1;
+                    (at + 1..at + 1 + rest / 2).collect()
+                }
+                None => Vec::new(),
+            },
             KeySpec::NumKeys { numkeys_at, dest } => {
                 let declared = argv
                     .get(numkeys_at)
@@ -148,6 +170,18 @@ impl Spec {
         }
     }
 
+    /// Whether this request blocks its connection (a blocking pop, or XREAD with BLOCK).
+    pub fn blocks_with(&self, argv: &[Bytes]) -> bool {
+        match self.blocks {
+            Blocks::Never => false,
+            Blocks::Always => true,
+            Blocks::WithOption => {
+                let end = streams_at(argv).unwrap_or(argv.len());
+                argv[1..end].iter().any(|a| a.eq_ignore_ascii_case(b"BLOCK"))
+            }
+        }
+    }
+
     /// Whether `argc` satisfies the arity.
     pub fn arity_ok(&self, argc: usize) -> bool {
         let want = self.arity.unsigned_abs() as usize;
@@ -157,6 +191,22 @@ impl Spec {
             argc == want
         }
     }
+}
+
+/// Where the `STREAMS` keyword of XREAD / XREADGROUP is, skipping option values the way Redis
+/// does (so a group or consumer named "streams" is not taken for it).
+fn streams_at(argv: &[Bytes]) -> Option<usize> {
+    let mut i = 1;
+    while i < argv.len() {
+        let word = argv[i].to_ascii_uppercase();
+        match word.as_slice() {
+            b"STREAMS" => return Some(i),
+            b"GROUP" => i += 3,
+            b"COUNT" | b"BLOCK" => i += 2,
+            _ => i += 1,
+        }
+    }
+    None
 }
 
 /// A non-negative decimal count, as Redis accepts it; anything else is `None` (the server will reject it).
@@ -252,6 +302,13 @@ mod tests {
         assert_eq!(keys("XINFO STREAM s"), [2]);
         assert_eq!(keys("OBJECT ENCODING k"), [2]);
         assert_eq!(keys("RENAME a b"), [1, 2]);
+        assert_eq!(keys("XREAD COUNT 2 STREAMS a b 0 0"), [4, 5]);
+        assert_eq!(keys("XREADGROUP GROUP streams c BLOCK 0 STREAMS s >"), [7]);
+        assert_eq!(keys("BLPOP a b 0"), [1, 2]);
+        assert_eq!(keys("BLMPOP 0 2 a b LEFT"), [3, 4]);
+        let argv = argv("XREAD BLOCK 0 STREAMS block 0");
+        assert!(get("XREAD").blocks_with(&argv));
+        assert!(!get("XREAD").blocks_with(&self::argv("XREAD STREAMS block 0")));
         assert!(keys("OBJECT HELP").is_empty());
         assert!(keys("PING").is_empty());
         assert!(keys("PUBLISH ch msg").is_empty());

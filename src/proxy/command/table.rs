@@ -1,6 +1,6 @@
 //! The command table itself, one line per command, and the tests that hold it to Redis 7.0.
 
-use super::{Class, KeySpec, Merge, Spec};
+use super::{Blocks, Class, KeySpec, Merge, Spec};
 
 const fn spec(name: &'static str, class: Class, arity: i32, keys: KeySpec) -> Spec {
     Spec {
@@ -13,6 +13,7 @@ const fn spec(name: &'static str, class: Class, arity: i32, keys: KeySpec) -> Sp
         random: false,
         unordered: false,
         ttl: false,
+        blocks: Blocks::Never,
     }
 }
 const fn read(name: &'static str, arity: i32, keys: KeySpec) -> Spec {
@@ -69,6 +70,10 @@ impl Spec {
         self.keys = keys;
         self
     }
+    const fn blocking(mut self, blocks: Blocks) -> Self {
+        self.blocks = blocks;
+        self
+    }
     const fn drifts(mut self) -> Self {
         self.ttl = true;
         self
@@ -77,7 +82,6 @@ impl Spec {
 
 const FUNCTIONS: &str =
     "functions are not supported by the proxy yet (their libraries are not copied to new); use EVAL/EVALSHA";
-const BLOCKING: &str = "blocking commands are not supported by the proxy";
 const SUBSCRIBE: &str = "the subscribe family is not supported by the proxy; connect to a server directly";
 const BYPASS: &str = "would bypass the migration's key mirroring";
 const KEYSPACE: &str =
@@ -295,17 +299,18 @@ pub(super) static TABLE: &[Spec] = &[
     reject("FCALL", -3, FUNCTIONS),
     reject("FCALL_RO", -3, FUNCTIONS),
     reject("FUNCTION", -2, FUNCTIONS),
-    reject("BLPOP", -3, BLOCKING),
-    reject("BRPOP", -3, BLOCKING),
-    reject("BLMOVE", 6, BLOCKING),
-    reject("BRPOPLPUSH", 4, BLOCKING),
-    reject("BZPOPMIN", -3, BLOCKING),
-    reject("BZPOPMAX", -3, BLOCKING),
-    reject("BLMPOP", -5, BLOCKING),
-    reject("BZMPOP", -5, BLOCKING),
-    // May block, and their keys follow STREAMS where no static spec can find them.
-    reject("XREAD", -4, BLOCKING),
-    reject("XREADGROUP", -7, BLOCKING),
+    // Blocking commands run on a connection of the client's own (proxy::blocking).
+    write("BLPOP", -3, r(1, -2, 1)).blocking(Blocks::Always),
+    write("BRPOP", -3, r(1, -2, 1)).blocking(Blocks::Always),
+    write("BLMOVE", 6, K1_2).blocking(Blocks::Always),
+    write("BRPOPLPUSH", 4, K1_2).blocking(Blocks::Always),
+    write("BZPOPMIN", -3, r(1, -2, 1)).blocking(Blocks::Always),
+    write("BZPOPMAX", -3, r(1, -2, 1)).blocking(Blocks::Always),
+    write("BLMPOP", -5, nk(2)).blocking(Blocks::Always),
+    write("BZMPOP", -5, nk(2)).blocking(Blocks::Always),
+    read("XREAD", -4, KeySpec::Streams).blocking(Blocks::WithOption),
+    // Creates pending entries (and consumers): a write.
+    write("XREADGROUP", -7, KeySpec::Streams).blocking(Blocks::WithOption),
     reject("SUBSCRIBE", -2, SUBSCRIBE),
     reject("PSUBSCRIBE", -2, SUBSCRIBE),
     reject("SSUBSCRIBE", -2, SUBSCRIBE),

@@ -20,7 +20,7 @@ fn commands_are_classified_as_specified() {
              ZRANK ZREVRANK ZCOUNT ZLEXCOUNT ZRANDMEMBER ZUNION ZINTER ZDIFF ZINTERCARD GETBIT BITCOUNT \
              BITPOS BITFIELD_RO XRANGE XREVRANGE XLEN XPENDING XINFO PFCOUNT GEOPOS GEODIST GEOHASH \
              GEOSEARCH GEORADIUS_RO GEORADIUSBYMEMBER_RO OBJECT MEMORY DUMP LCS SORT_RO TIME PUBLISH \
-             SPUBLISH TOUCH COMMAND SCRIPT EVAL_RO EVALSHA_RO",
+             SPUBLISH TOUCH COMMAND SCRIPT EVAL_RO EVALSHA_RO XREAD",
         ),
         (
             Class::Write,
@@ -31,7 +31,7 @@ fn commands_are_classified_as_specified() {
              SDIFFSTORE ZADD ZINCRBY ZREM ZREMRANGEBYSCORE ZREMRANGEBYRANK ZREMRANGEBYLEX ZPOPMIN \
              ZPOPMAX ZMPOP ZUNIONSTORE ZINTERSTORE ZDIFFSTORE ZRANGESTORE SETBIT BITFIELD BITOP PFADD \
              PFMERGE GEOADD GEOSEARCHSTORE RESTORE XADD XDEL XTRIM XACK XCLAIM XAUTOCLAIM XGROUP XSETID \
-             EVAL EVALSHA",
+             EVAL EVALSHA BLPOP BRPOP BLMOVE BRPOPLPUSH BZPOPMIN BZPOPMAX BLMPOP BZMPOP XREADGROUP",
         ),
         (
             Class::Local,
@@ -44,7 +44,7 @@ fn commands_are_classified_as_specified() {
             assert_eq!(get(name).class, *class, "{name}");
         }
     }
-    let rejected = "FCALL FCALL_RO FUNCTION BLPOP BRPOP BLMOVE BRPOPLPUSH BZPOPMIN BZPOPMAX BLMPOP BZMPOP XREAD XREADGROUP \
+    let rejected = "FCALL FCALL_RO FUNCTION \
          SUBSCRIBE PSUBSCRIBE SSUBSCRIBE UNSUBSCRIBE PUNSUBSCRIBE SUNSUBSCRIBE PUBSUB MONITOR FLUSHALL \
          FLUSHDB SWAPDB MOVE MIGRATE KEYS SCAN RANDOMKEY DBSIZE CONFIG SHUTDOWN DEBUG SAVE BGSAVE \
          BGREWRITEAOF LASTSAVE REPLICAOF SLAVEOF SYNC PSYNC WAIT ACL SLOWLOG \
@@ -176,6 +176,9 @@ fn sample(spec: &Spec) -> Option<Vec<String>> {
         "MEMORY" => &["USAGE"],
         "XGROUP" => &["CREATE"],
         "EVAL" | "EVAL_RO" => &["return 1"],
+        "BLMPOP" | "BZMPOP" => &["0"],
+        "XREAD" => &["STREAMS", "k1", "k2", "0", "0"],
+        "XREADGROUP" => &["GROUP", "g", "c", "STREAMS", "k1", "0"],
         "EVALSHA" | "EVALSHA_RO" => &["e0e1f9fabfc9d4800c877a703b823ac0578ff8db"],
         _ => &[],
     };
@@ -184,7 +187,7 @@ fn sample(spec: &Spec) -> Option<Vec<String>> {
     out.extend(fixed.iter().map(|s| s.to_string()));
     match spec.keys {
         // Enough plain args for the arity, to hear the server say there are no keys.
-        KeySpec::None => {}
+        KeySpec::None | KeySpec::Streams => {}
         KeySpec::Range { first, last, step } => {
             let len = if last < 0 {
                 first + 3 * step
