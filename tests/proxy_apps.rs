@@ -318,3 +318,63 @@ fn a_blmove_worker_consumes_every_item_once_across_switches_and_does_not_hold_th
         differences(&sb, &keys).is_empty()
     });
 }
+
+/// Every key a full SCAN through the proxy returns (redis-rs iterates the cursor).
+fn scan_all(conn: &mut redis::Connection, pattern: &str) -> std::collections::BTreeSet<String> {
+    conn.scan_match::<_, String>(pattern)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+#[test]
+fn scan_keys_dbsize_and_randomkey_read_the_primary_walk_every_master_and_hide_reserved_keys() {
+    let sb = Sandbox::start();
+    let proxy = ProxyProcess::start(&sb, "p1");
+    phase(&sb, &proxy, "sync-dual-write", 1);
+    let mut conn = proxy.conn();
+    let keys: std::collections::BTreeSet<String> = (0..300).map(|i| format!("token:s:{i}")).collect();
+    for k in &keys {
+        let _: () = conn.set(k, 1).unwrap();
+    }
+    // A key only old has (written behind the proxy's back): old answers until write-stop.
+    let _: () = sb.source.conn().set("token:old-only", 1).unwrap();
+    let mut on_old = keys.clone();
+    on_old.insert("token:old-only".into());
+    assert_eq!(scan_all(&mut conn, "token:*"), on_old);
+    let n: i64 = redis::cmd("DBSIZE").query(&mut conn).unwrap();
+    assert_eq!(n, 301);
+    phase(&sb, &proxy, "read-cutover", 2);
+    phase(&sb, &proxy, "write-stop", 3);
+    // New is a 3-master cluster holding the proxies' report hash under the reserved prefix.
+    common::wait_for("the proxy's report on new", Duration::from_secs(10), || {
+        sb.target
+            .cluster_conn()
+            .exists::<_, bool>("__cachemig:{sandbox}:proxies")
+            .unwrap()
+    });
+    assert_eq!(
+        scan_all(&mut conn, "*"),
+        keys,
+        "every master walked, reserved keys hidden"
+    );
+    let with_count: std::collections::BTreeSet<String> = conn
+        .scan_options::<String>(redis::ScanOptions::default().with_count(7))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(with_count, keys);
+    let listed: std::collections::BTreeSet<String> = conn.keys("*").unwrap();
+    assert_eq!(listed, keys);
+    let n: i64 = redis::cmd("DBSIZE").query(&mut conn).unwrap();
+    assert_eq!(n, 300);
+    for _ in 0..20 {
+        let k: String = redis::cmd("RANDOMKEY").query(&mut conn).unwrap();
+        assert!(keys.contains(&k), "{k}");
+    }
+    let bad = redis::cmd("SCAN")
+        .arg("nope")
+        .query::<redis::Value>(&mut conn)
+        .unwrap_err();
+    assert!(bad.to_string().contains("invalid cursor"), "{bad}");
+}

@@ -188,6 +188,18 @@ impl Backend {
         NodeConn::spawn(self.label, &addr, login, self.errors.clone())
     }
 
+    /// One shared RESP2 connection to every master, in slot-map order (a standalone side has
+    /// one): what a keyspace walk visits.
+    pub async fn masters(&self) -> Vec<NodeConn> {
+        match &self.kind {
+            Kind::Node(node) => vec![node.conn(Proto::Resp2).clone()],
+            Kind::Cluster(cluster) => {
+                let map = cluster.map.read().await.clone();
+                map.nodes.iter().map(|n| n.conn(Proto::Resp2).clone()).collect()
+            }
+        }
+    }
+
     /// Reloads a cluster's slot map (after a redirection seen outside [`Backend::send`]).
     pub async fn refresh_map(&self) {
         if let Kind::Cluster(cluster) = &self.kind {

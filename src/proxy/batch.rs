@@ -20,6 +20,7 @@ use super::blocking;
 use super::call::Call;
 use super::command::{self, Class};
 use super::hooks::{NOT_MIRRORED, mirror, seed_from, seed_request, settle, shadow};
+use super::keyspace;
 use super::local::{self, Session};
 use super::resp::{Proto, Reply, Request};
 use super::tx::{self, TxStep};
@@ -63,12 +64,14 @@ enum Step {
     Tx(TxStep),
     /// A blocking command ([`blocking`]), on the client's own connection; `true` for a write.
     Blocking(Call, bool),
+    /// A keyspace command ([`keyspace`]), answered from every master of a side.
+    Keyspace(Vec<Bytes>),
 }
 
 impl Step {
     fn writes(&self) -> bool {
         match self {
-            Step::Reply(_) => false,
+            Step::Reply(_) | Step::Keyspace(_) => false,
             Step::Forward(_, write) | Step::Blocking(_, write) => *write,
             Step::Tx(step) => step.writes(),
         }
@@ -124,6 +127,11 @@ pub async fn handle(proxy: &Arc<Proxy>, session: &mut Session, batch: Vec<Reques
             Step::Tx(step) => {
                 flush(proxy, &applied, &mut segment, &mut replies, proto).await;
                 replies[i] = Some(tx::run(proxy, &applied, proto, step).await);
+                continue;
+            }
+            Step::Keyspace(args) => {
+                flush(proxy, &applied, &mut segment, &mut replies, proto).await;
+                replies[i] = Some(keyspace::answer(proxy, &applied, &args, proto).await);
                 continue;
             }
             Step::Blocking(call, write) => {
@@ -243,6 +251,8 @@ async fn classify(proxy: &Proxy, session: &mut Session, request: Request) -> Ste
             ));
             queued_or(proxy, session, Err(refusal))
         }
+        Class::Keyspace if session.multi.is_none() => Step::Keyspace(args),
+        Class::Keyspace => queued_or(proxy, session, resolve(proxy, spec, args, raw)),
         Class::Reject(why) => {
             proxy.metrics.rejected.inc();
             let refusal = Reply::error(format!("ERR cachemig: {} {why}", spec.name));

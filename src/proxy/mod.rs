@@ -11,6 +11,7 @@
 //!   itself;
 //! - [`tx`], [`scripts`], [`blocking`], [`cluster_view`]: transactions, Lua scripts, blocking
 //!   commands, and the one-node cluster a cluster client sees;
+//! - [`keyspace`]: SCAN, KEYS, DBSIZE and RANDOMKEY over every master of the side holding the keys;
 //! - [`mirror`], [`keyconn`]: key-sync of written keys to the other side;
 //! - [`shadow`]: sampled, detached comparison of reads;
 //! - [`heartbeat`], [`metrics`], [`http`], [`hotkeys`]: reports (design §5);
@@ -28,6 +29,7 @@ pub mod hooks;
 pub mod hotkeys;
 pub mod http;
 pub mod keyconn;
+pub mod keyspace;
 pub mod local;
 pub mod metrics;
 pub mod mirror;

@@ -26,6 +26,8 @@ pub enum Class {
     Local,
     /// MULTI, EXEC, DISCARD, WATCH, UNWATCH: the proxy queues transactions itself.
     Transaction,
+    /// SCAN, KEYS, DBSIZE, RANDOMKEY: answered from every master of the side holding the keys.
+    Keyspace,
     /// Refused with `-ERR cachemig: <CMD> <reason>`; the &'static str is the reason.
     Reject(&'static str),
 }

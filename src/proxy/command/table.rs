@@ -84,8 +84,6 @@ const FUNCTIONS: &str =
     "functions are not supported by the proxy yet (their libraries are not copied to new); use EVAL/EVALSHA";
 const SUBSCRIBE: &str = "the subscribe family is not supported by the proxy; connect to a server directly";
 const BYPASS: &str = "would bypass the migration's key mirroring";
-const KEYSPACE: &str =
-    "the keyspace differs between old and new during a migration, so it has no single answer";
 const ADMIN: &str = "admin commands go to the servers directly, not through the proxy";
 
 /// Every command the proxy knows; anything else is unknown to `lookup`. Arity and key positions follow
@@ -325,10 +323,11 @@ pub(super) static TABLE: &[Spec] = &[
     reject("MOVE", 3, BYPASS),
     reject("MIGRATE", -6, BYPASS),
     reject("RESTORE-ASKING", -4, BYPASS),
-    reject("KEYS", 2, KEYSPACE),
-    reject("SCAN", -2, KEYSPACE),
-    reject("RANDOMKEY", 1, KEYSPACE),
-    reject("DBSIZE", 1, KEYSPACE),
+    // Walk every master of the side that holds the migrated keys (proxy::keyspace).
+    spec("KEYS", Class::Keyspace, 2, NO),
+    spec("SCAN", Class::Keyspace, -2, NO),
+    spec("RANDOMKEY", Class::Keyspace, 1, NO),
+    spec("DBSIZE", Class::Keyspace, 1, NO),
     reject("SORT", -2, "can STORE its result; use SORT_RO"),
     reject(
         "GEORADIUS",

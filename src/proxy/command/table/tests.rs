@@ -38,6 +38,7 @@ fn commands_are_classified_as_specified() {
             "PING ECHO QUIT AUTH HELLO SELECT CLIENT INFO RESET CLUSTER ASKING READONLY READWRITE",
         ),
         (Class::Transaction, "MULTI EXEC DISCARD WATCH UNWATCH"),
+        (Class::Keyspace, "SCAN KEYS DBSIZE RANDOMKEY"),
     ];
     for (class, names) in cases {
         for name in names.split_whitespace() {
@@ -46,7 +47,7 @@ fn commands_are_classified_as_specified() {
     }
     let rejected = "FCALL FCALL_RO FUNCTION \
          SUBSCRIBE PSUBSCRIBE SSUBSCRIBE UNSUBSCRIBE PUNSUBSCRIBE SUNSUBSCRIBE PUBSUB MONITOR FLUSHALL \
-         FLUSHDB SWAPDB MOVE MIGRATE KEYS SCAN RANDOMKEY DBSIZE CONFIG SHUTDOWN DEBUG SAVE BGSAVE \
+         FLUSHDB SWAPDB MOVE MIGRATE CONFIG SHUTDOWN DEBUG SAVE BGSAVE \
          BGREWRITEAOF LASTSAVE REPLICAOF SLAVEOF SYNC PSYNC WAIT ACL SLOWLOG \
          LATENCY MODULE FAILOVER ROLE LOLWUT SORT GEORADIUS GEORADIUSBYMEMBER";
     for name in rejected.split_whitespace() {
