@@ -200,6 +200,22 @@ impl Backend {
         }
     }
 
+    /// Where a subscriber connection goes, and how it introduces itself (RESP3, so messages are
+    /// push frames, and no hung-node timeout: a quiet channel is not a hung node). On a cluster
+    /// any master will do: `PUBLISH` reaches every node.
+    pub async fn subscriber(&self) -> (String, Login) {
+        let addr = match &self.kind {
+            Kind::Node(node) => node.addr().to_string(),
+            Kind::Cluster(cluster) => cluster.owner(None).await,
+        };
+        let login = Login {
+            proto: Proto::Resp3,
+            hung_after: None,
+            ..self.login.clone()
+        };
+        (addr, login)
+    }
+
     /// Reloads a cluster's slot map (after a redirection seen outside [`Backend::send`]).
     pub async fn refresh_map(&self) {
         if let Kind::Cluster(cluster) = &self.kind {

@@ -22,6 +22,7 @@ use super::command::{self, Class};
 use super::hooks::{NOT_MIRRORED, mirror, seed_from, seed_request, settle, shadow};
 use super::keyspace;
 use super::local::{self, Session};
+use super::pubsub;
 use super::resp::{Proto, Reply, Request};
 use super::tx::{self, TxStep};
 use super::{Applied, Proxy};
@@ -66,12 +67,14 @@ enum Step {
     Blocking(Call, bool),
     /// A keyspace command ([`keyspace`]), answered from every master of a side.
     Keyspace(Vec<Bytes>),
+    /// A subscription change ([`pubsub`]).
+    PubSub(Vec<Bytes>),
 }
 
 impl Step {
     fn writes(&self) -> bool {
         match self {
-            Step::Reply(_) | Step::Keyspace(_) => false,
+            Step::Reply(_) | Step::Keyspace(_) | Step::PubSub(_) => false,
             Step::Forward(_, write) | Step::Blocking(_, write) => *write,
             Step::Tx(step) => step.writes(),
         }
@@ -127,6 +130,11 @@ pub async fn handle(proxy: &Arc<Proxy>, session: &mut Session, batch: Vec<Reques
             Step::Tx(step) => {
                 flush(proxy, &applied, &mut segment, &mut replies, proto).await;
                 replies[i] = Some(tx::run(proxy, &applied, proto, step).await);
+                continue;
+            }
+            Step::PubSub(args) => {
+                flush(proxy, &applied, &mut segment, &mut replies, proto).await;
+                replies[i] = Some(pubsub::command(proxy, session, &args).await);
                 continue;
             }
             Step::Keyspace(args) => {
@@ -227,6 +235,12 @@ async fn classify(proxy: &Proxy, session: &mut Session, request: Request) -> Ste
         ));
         return queued_or(proxy, session, Err(refusal));
     }
+    if pubsub::subscriber_mode(session) && !pubsub::allowed_in_subscriber_mode(spec.name) {
+        return Step::Reply(Reply::error(format!(
+            "ERR Can't execute '{}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context",
+            spec.name.to_ascii_lowercase()
+        )));
+    }
     proxy.scripts.learn_from(spec, &args);
     match spec.class {
         Class::Transaction => {
@@ -249,6 +263,11 @@ async fn classify(proxy: &Proxy, session: &mut Session, request: Request) -> Ste
                 "ERR cachemig: {} cannot be queued in a transaction through the proxy",
                 spec.name
             ));
+            queued_or(proxy, session, Err(refusal))
+        }
+        Class::PubSub if session.multi.is_none() => Step::PubSub(args),
+        Class::PubSub => {
+            let refusal = Reply::error(format!("ERR cachemig: {} inside a transaction", spec.name));
             queued_or(proxy, session, Err(refusal))
         }
         Class::Keyspace if session.multi.is_none() => Step::Keyspace(args),

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::mpsc;
 
 use super::Proxy;
 use super::batch::handle;
@@ -33,10 +34,12 @@ async fn run(proxy: &Arc<Proxy>, stream: TcpStream, id: u64) -> std::io::Result<
     let mut inbuf = BytesMut::with_capacity(16 * 1024);
     let mut out = BytesMut::with_capacity(16 * 1024);
     let mut framer = Framer::default();
+    let (messages, mut inbox) = mpsc::unbounded_channel();
     let mut session = Session {
         authed: proxy.password.is_none(),
         id,
         local_addr,
+        messages: Some(messages),
         ..Session::default()
     };
     loop {
@@ -61,8 +64,14 @@ async fn run(proxy: &Arc<Proxy>, stream: TcpStream, id: u64) -> std::io::Result<
             }
         }
         if batch.is_empty() && fatal.is_none() {
-            if rd.read_buf(&mut inbuf).await? == 0 {
-                return Ok(());
+            // Waiting for requests, a subscribed client also gets its messages.
+            tokio::select! {
+                read = rd.read_buf(&mut inbuf) => if read? == 0 {
+                    return Ok(());
+                },
+                Some(message) = inbox.recv() => {
+                    wr.write_all(&message.to_reply(session.proto).raw).await?;
+                }
             }
             continue;
         }

@@ -4,7 +4,10 @@ use std::net::SocketAddr;
 
 use bytes::Bytes;
 
+use tokio::sync::mpsc;
+
 use super::blocking::Pinned;
+use super::pubsub::{Message, PubSub, subscriber_mode};
 use super::resp::{Proto, Reply};
 use super::tx::{Multi, Watch};
 use super::{Proxy, cluster_view};
@@ -30,6 +33,10 @@ pub struct Session {
     pub local_addr: Option<SocketAddr>,
     /// The connection the client's blocking commands use.
     pub blocking: Option<Pinned>,
+    /// The client's subscriptions.
+    pub pubsub: Option<PubSub>,
+    /// Where the subscriber connections deliver messages for this client.
+    pub messages: Option<mpsc::UnboundedSender<Message>>,
 }
 
 /// Answers a local command.
@@ -40,6 +47,14 @@ pub fn answer(proxy: &Proxy, session: &mut Session, args: &[Bytes]) -> Reply {
             .map(|a| String::from_utf8_lossy(a).to_ascii_uppercase())
     };
     match name.as_str() {
+        // In subscriber mode Redis answers PING as a message-shaped pair.
+        "PING" if subscriber_mode(session) => Reply::push(
+            Proto::Resp2,
+            [
+                Reply::bulk("pong"),
+                Reply::bulk(args.get(1).cloned().unwrap_or_default()),
+            ],
+        ),
         "PING" => match args.get(1) {
             Some(msg) => Reply::bulk(msg.clone()),
             None => Reply::simple("PONG"),
@@ -76,6 +91,7 @@ fn reset(proxy: &Proxy, session: &mut Session) -> Reply {
         authed: proxy.password.is_none(),
         id: session.id,
         local_addr: session.local_addr,
+        messages: session.messages.take(),
         ..Session::default()
     };
     Reply::simple("RESET")

@@ -11,6 +11,7 @@
 //!   itself;
 //! - [`tx`], [`scripts`], [`blocking`], [`cluster_view`]: transactions, Lua scripts, blocking
 //!   commands, and the one-node cluster a cluster client sees;
+//! - [`pubsub`]: subscriptions held on both sides, messages pushed to the client;
 //! - [`keyspace`]: SCAN, KEYS, DBSIZE and RANDOMKEY over every master of the side holding the keys;
 //! - [`mirror`], [`keyconn`]: key-sync of written keys to the other side;
 //! - [`shadow`]: sampled, detached comparison of reads;
@@ -34,6 +35,7 @@ pub mod local;
 pub mod metrics;
 pub mod mirror;
 pub mod node;
+pub mod pubsub;
 pub mod resp;
 pub mod routing;
 pub mod scripts;

@@ -230,7 +230,7 @@ impl Task {
 
 /// Sends the handshake and checks the replies. The password never appears in an error; a
 /// refused `CLIENT SETNAME` (an ACL without CLIENT) is no reason to fail.
-async fn introduce(stream: &mut TcpStream, login: &Login) -> std::io::Result<()> {
+pub(super) async fn introduce(stream: &mut TcpStream, login: &Login) -> std::io::Result<()> {
     let requests = login.handshake();
     if requests.is_empty() {
         return Ok(());
@@ -257,7 +257,7 @@ async fn introduce(stream: &mut TcpStream, login: &Login) -> std::io::Result<()>
 }
 
 /// Back-off before reconnect attempt `n`: 100 ms doubling up to 2 s.
-fn backoff(n: u32) -> Duration {
+pub(super) fn backoff(n: u32) -> Duration {
     Duration::from_millis((100u64 << n.min(5).saturating_sub(1)).min(2000))
 }
 

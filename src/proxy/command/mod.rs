@@ -28,6 +28,8 @@ pub enum Class {
     Transaction,
     /// SCAN, KEYS, DBSIZE, RANDOMKEY: answered from every master of the side holding the keys.
     Keyspace,
+    /// SUBSCRIBE, PSUBSCRIBE and their unsubscribes: subscriptions held on both sides.
+    PubSub,
     /// Refused with `-ERR cachemig: <CMD> <reason>`; the &'static str is the reason.
     Reject(&'static str),
 }

@@ -82,7 +82,7 @@ impl Spec {
 
 const FUNCTIONS: &str =
     "functions are not supported by the proxy yet (their libraries are not copied to new); use EVAL/EVALSHA";
-const SUBSCRIBE: &str = "the subscribe family is not supported by the proxy; connect to a server directly";
+const SHARDED: &str = "sharded pub/sub is not supported by the proxy yet; use SUBSCRIBE and PUBLISH";
 const BYPASS: &str = "would bypass the migration's key mirroring";
 const ADMIN: &str = "admin commands go to the servers directly, not through the proxy";
 
@@ -309,14 +309,20 @@ pub(super) static TABLE: &[Spec] = &[
     read("XREAD", -4, KeySpec::Streams).blocking(Blocks::WithOption),
     // Creates pending entries (and consumers): a write.
     write("XREADGROUP", -7, KeySpec::Streams).blocking(Blocks::WithOption),
-    reject("SUBSCRIBE", -2, SUBSCRIBE),
-    reject("PSUBSCRIBE", -2, SUBSCRIBE),
-    reject("SSUBSCRIBE", -2, SUBSCRIBE),
-    reject("UNSUBSCRIBE", -1, SUBSCRIBE),
-    reject("PUNSUBSCRIBE", -1, SUBSCRIBE),
-    reject("SUNSUBSCRIBE", -1, SUBSCRIBE),
-    reject("PUBSUB", -2, SUBSCRIBE),
-    reject("MONITOR", 1, SUBSCRIBE),
+    // Subscriptions are held on both sides (proxy::pubsub).
+    spec("SUBSCRIBE", Class::PubSub, -2, NO),
+    spec("PSUBSCRIBE", Class::PubSub, -2, NO),
+    spec("UNSUBSCRIBE", Class::PubSub, -1, NO),
+    spec("PUNSUBSCRIBE", Class::PubSub, -1, NO),
+    reject("SSUBSCRIBE", -2, SHARDED),
+    reject("SUNSUBSCRIBE", -1, SHARDED),
+    // Counts the subscribers of the read side (every proxy subscriber is subscribed on both).
+    read("PUBSUB", -2, NO).rand(),
+    reject(
+        "MONITOR",
+        1,
+        "would show one server's traffic, not the application's; run it on a server",
+    ),
     reject("FLUSHALL", -1, BYPASS),
     reject("FLUSHDB", -1, BYPASS),
     reject("SWAPDB", 3, BYPASS),

@@ -142,6 +142,15 @@ impl Reply {
         Reply::aggregate(b'*', 1, items)
     }
 
+    /// Out-of-band data (a pub/sub message or confirmation): a push frame in RESP3, an array in
+    /// RESP2.
+    pub fn push(proto: Proto, items: impl IntoIterator<Item = Reply>) -> Reply {
+        match proto {
+            Proto::Resp2 => Reply::aggregate(b'*', 1, items),
+            Proto::Resp3 => Reply::aggregate(b'>', 1, items),
+        }
+    }
+
     /// A map: `%` in RESP3, a flat key, value, ... array in RESP2 (what Redis sends).
     pub fn map(proto: Proto, pairs: impl IntoIterator<Item = (Reply, Reply)>) -> Reply {
         let flat = pairs.into_iter().flat_map(|(k, v)| [k, v]);

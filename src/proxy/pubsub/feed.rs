@@ -1,0 +1,235 @@
+//! One subscriber connection to one side: it holds a client's subscriptions there, re-subscribes
+//! after a reconnect, and hands every message it receives to the client's connection.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::proxy::node::{Login, backoff, introduce};
+use crate::proxy::resp::{Proto, Reply, encode_request};
+
+/// How long a SUBSCRIBE waits for a side to confirm before the client is answered anyway (a side
+/// that is down must not stop pub/sub on the other).
+const CONFIRM_WITHIN: Duration = Duration::from_secs(2);
+
+/// A channel or a pattern.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    /// SUBSCRIBE.
+    Channel,
+    /// PSUBSCRIBE.
+    Pattern,
+}
+
+impl Kind {
+    fn subscribe(self) -> &'static str {
+        match self {
+            Kind::Channel => "SUBSCRIBE",
+            Kind::Pattern => "PSUBSCRIBE",
+        }
+    }
+
+    fn unsubscribe(self) -> &'static str {
+        match self {
+            Kind::Channel => "UNSUBSCRIBE",
+            Kind::Pattern => "PUNSUBSCRIBE",
+        }
+    }
+}
+
+/// A message for the client: `message channel payload` or `pmessage pattern channel payload`,
+/// each part as the server sent it.
+#[derive(Debug, Clone)]
+pub struct Message {
+    /// `message` or `pmessage`, then the rest.
+    pub parts: Vec<Reply>,
+}
+
+impl Message {
+    /// The message as the client's protocol frames it.
+    pub fn to_reply(&self, proto: Proto) -> Reply {
+        Reply::push(proto, self.parts.iter().cloned())
+    }
+}
+
+enum Op {
+    Subscribe(Kind, Bytes, oneshot::Sender<()>),
+    Unsubscribe(Kind, Bytes),
+}
+
+/// A handle to the subscriber connection of one side; dropping it closes the connection.
+pub struct Feed {
+    ops: mpsc::UnboundedSender<Op>,
+}
+
+impl Feed {
+    /// Starts the connection to `addr`; messages go to `out`.
+    pub fn start(addr: String, login: Login, out: mpsc::UnboundedSender<Message>) -> Feed {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(run(addr, login, rx, out));
+        Feed { ops: tx }
+    }
+
+    /// Subscribes, and waits until the side confirmed (or [`CONFIRM_WITHIN`] passed).
+    pub async fn subscribe(&self, kind: Kind, names: &[Bytes]) {
+        let mut waits = Vec::new();
+        for name in names {
+            let (tx, rx) = oneshot::channel();
+            let _ = self.ops.send(Op::Subscribe(kind, name.clone(), tx));
+            waits.push(rx);
+        }
+        let _ = tokio::time::timeout(CONFIRM_WITHIN, futures::future::join_all(waits)).await;
+    }
+
+    /// Unsubscribes (without waiting).
+    pub fn unsubscribe(&self, kind: Kind, names: &[Bytes]) {
+        for name in names {
+            let _ = self.ops.send(Op::Unsubscribe(kind, name.clone()));
+        }
+    }
+}
+
+/// Subscriptions, and those waiting for a confirmation.
+#[derive(Default)]
+struct State {
+    subs: BTreeSet<(Kind, Bytes)>,
+    waiting: Vec<((Kind, Bytes), oneshot::Sender<()>)>,
+}
+
+impl State {
+    /// Applies `op`; the request to send, if connected.
+    fn apply(&mut self, op: Op) -> Bytes {
+        match op {
+            Op::Subscribe(kind, name, done) => {
+                let request = encode_request(&[kind.subscribe().as_bytes(), &name]);
+                self.waiting.push(((kind, name.clone()), done));
+                self.subs.insert((kind, name));
+                request
+            }
+            Op::Unsubscribe(kind, name) => {
+                let request = encode_request(&[kind.unsubscribe().as_bytes(), &name]);
+                self.subs.remove(&(kind, name));
+                request
+            }
+        }
+    }
+
+    fn confirmed(&mut self, kind: Kind, name: &[u8]) {
+        self.waiting
+            .retain(|((k, n), _)| !(*k == kind && n.as_ref() == name));
+    }
+}
+
+async fn run(
+    addr: String,
+    login: Login,
+    mut ops: mpsc::UnboundedReceiver<Op>,
+    out: mpsc::UnboundedSender<Message>,
+) {
+    let mut state = State::default();
+    let mut attempt = 0;
+    loop {
+        let connected = tokio::time::timeout(CONFIRM_WITHIN, async {
+            let mut stream = TcpStream::connect(&addr).await?;
+            introduce(&mut stream, &login).await?;
+            Ok::<_, std::io::Error>(stream)
+        })
+        .await;
+        match connected {
+            Ok(Ok(stream)) => {
+                attempt = 0;
+                if serve(stream, &mut state, &mut ops, &out).await.is_none() {
+                    return; // the client is gone
+                }
+            }
+            _ => {
+                attempt += 1;
+                tracing::warn!("subscriber connection to {addr} failed; retrying");
+                // While down, subscriptions are recorded (and made on reconnect), not awaited.
+                let deadline = tokio::time::Instant::now() + backoff(attempt);
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(deadline) => break,
+                        op = ops.recv() => match op {
+                            Some(op) => { state.apply(op); state.waiting.clear(); }
+                            None => return,
+                        },
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Serves one connection until it breaks (`Some`) or the client is gone (`None`).
+async fn serve(
+    stream: TcpStream,
+    state: &mut State,
+    ops: &mut mpsc::UnboundedReceiver<Op>,
+    out: &mpsc::UnboundedSender<Message>,
+) -> Option<()> {
+    let (mut rd, mut wr) = stream.into_split();
+    let again: Vec<Bytes> = state
+        .subs
+        .iter()
+        .map(|(kind, name)| encode_request(&[kind.subscribe().as_bytes(), name]))
+        .collect();
+    if wr.write_all(&again.concat()).await.is_err() {
+        return Some(());
+    }
+    let mut inbuf = BytesMut::with_capacity(16 * 1024);
+    loop {
+        tokio::select! {
+            op = ops.recv() => {
+                let request = state.apply(op?);
+                if wr.write_all(&request).await.is_err() {
+                    return Some(());
+                }
+            }
+            read = rd.read_buf(&mut inbuf) => {
+                if !matches!(read, Ok(n) if n > 0) {
+                    return Some(());
+                }
+                while let Ok(Some(frame)) = Reply::decode_as(&mut inbuf, Proto::Resp3) {
+                    if !dispatch(frame, state, out) {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Handles one frame from the server; `false` when the client is gone.
+fn dispatch(frame: Reply, state: &mut State, out: &mpsc::UnboundedSender<Message>) -> bool {
+    let Some(parts) = frame.is_push().then(|| frame.elements(Proto::Resp3)).flatten() else {
+        return true;
+    };
+    let word = |i: usize| parts.get(i).map(|p| bulk_text(&p.raw)).unwrap_or_default();
+    match word(0).as_slice() {
+        b"message" | b"pmessage" => out.send(Message { parts }).is_ok(),
+        b"subscribe" => {
+            state.confirmed(Kind::Channel, &word(1));
+            true
+        }
+        b"psubscribe" => {
+            state.confirmed(Kind::Pattern, &word(1));
+            true
+        }
+        _ => true,
+    }
+}
+
+/// The content of a bulk string frame (`$n\r\n...\r\n`).
+fn bulk_text(raw: &[u8]) -> Vec<u8> {
+    let Some(start) = raw.windows(2).position(|w| w == b"\r\n") else {
+        return Vec::new();
+    };
+    raw.get(start + 2..raw.len().saturating_sub(2))
+        .unwrap_or_default()
+        .to_vec()
+}
