@@ -233,6 +233,7 @@ pub fn encode_request<A: AsRef<[u8]>>(args: &[A]) -> Bytes {
 }
 
 mod reply;
+mod scan;
 
 pub use reply::{Proto, Reply};
 

@@ -51,9 +51,7 @@ pub fn frame_len(buf: &[u8], proto: Proto) -> Result<Option<usize>, ProtocolErro
     let fail = |e: redis_protocol::error::RedisProtocolError| ProtocolError(e.details().to_string());
     match proto {
         Proto::Resp2 => Ok(decode_range(buf).map_err(fail)?.map(|(_, amt)| amt)),
-        Proto::Resp3 => Ok(redis_protocol::resp3::decode::complete::decode_range(buf)
-            .map_err(fail)?
-            .map(|(_, amt)| amt)),
+        Proto::Resp3 => super::scan::resp3_frame_len(buf),
     }
 }
 
@@ -253,6 +251,21 @@ mod tests {
         assert_eq!(&Reply::null(Proto::Resp3).raw[..], b"_\r\n");
         assert_eq!(&Reply::verbatim(Proto::Resp3, "hi").raw[..], b"=6\r\ntxt:hi\r\n");
         assert_eq!(&Reply::verbatim(Proto::Resp2, "hi").raw[..], b"$2\r\nhi\r\n");
+    }
+
+    #[test]
+    fn resp3_frames_the_crate_refuses_or_nests_deeply_are_measured() {
+        let len = |b: &[u8]| frame_len(b, Proto::Resp3);
+        // A set of arrays and a map with an array key: legal RESP3 a Lua script can send.
+        assert_eq!(len(b"~1\r\n*1\r\n:1\r\n+x").unwrap(), Some(12));
+        assert_eq!(len(b"%1\r\n*0\r\n_\r\n").unwrap(), Some(11));
+        assert_eq!(len(b"|1\r\n+a\r\n:1\r\n$1\r\nv\r\n").unwrap(), Some(19));
+        assert_eq!(len(b"$-1\r\n*-1\r\n").unwrap(), Some(5));
+        let deep = b"*1\r\n".repeat(100_000);
+        assert!(len(&deep).is_err(), "refused, without recursing");
+        assert_eq!(len(&b"*1\r\n".repeat(100)).unwrap(), None);
+        assert!(len(b"?x\r\n").is_err());
+        assert!(len(b"$99999999999999999999999\r\n").is_err());
     }
 
     #[test]
