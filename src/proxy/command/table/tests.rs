@@ -292,3 +292,24 @@ fn table_agrees_with_a_live_redis() {
     assert!(problems.is_empty(), "{problems:#?}");
     assert!(checked >= 40, "only {checked} commands checked against GETKEYS");
 }
+
+/// docs/proxy.md's coverage table names every command of the table.
+#[test]
+fn every_command_is_in_the_coverage_table() {
+    let doc = include_str!("../../../../docs/proxy.md");
+    let start = doc.find("### Command coverage").expect("a coverage section");
+    let section = &doc[start..];
+    let end = section.find("\n## ").unwrap_or(section.len());
+    let words: std::collections::HashSet<&str> = section[..end]
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+        .collect();
+    let missing: Vec<&str> = TABLE
+        .iter()
+        .map(|s| s.name)
+        .filter(|n| !words.contains(n))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "not in docs/proxy.md's coverage table: {missing:?}"
+    );
+}
