@@ -36,8 +36,8 @@ pub const FENCE_HOLD_LIMIT: Duration = Duration::from_secs(30);
 /// The answer to a write the fence held for [`FENCE_HOLD_LIMIT`].
 const HELD_TOO_LONG: &str =
     "TRYAGAIN cachemig: write held by the primary-switch fence for 30s and not applied; retry";
-/// Longest command name echoed back in an error.
-const ECHOED_NAME: usize = 64;
+/// How much of a command's name and arguments an "unknown command" error echoes (as Redis).
+const ECHOED_ARGS: usize = 128;
 
 /// Counts a batch with writes as in flight while it lives.
 struct InFlight<'a>(&'a AtomicUsize);
@@ -217,13 +217,8 @@ async fn unfenced<'a>(
 async fn classify(proxy: &Proxy, session: &mut Session, request: Request) -> Step {
     let Request { args, raw } = request;
     let Some(spec) = command::lookup(&args[0]) else {
-        let shown = &args[0][..args[0].len().min(ECHOED_NAME)];
-        let name = String::from_utf8_lossy(shown).to_ascii_uppercase();
         proxy.metrics.rejected.inc();
-        let refusal = Reply::error(format!(
-            "ERR cachemig: {name} is unknown to the proxy; it is not forwarded"
-        ));
-        return queued_or(proxy, session, Err(refusal));
+        return queued_or(proxy, session, Err(unknown_command(&args)));
     };
     if !session.authed && !matches!(spec.name, "AUTH" | "HELLO" | "QUIT") {
         return Step::Reply(Reply::error("NOAUTH Authentication required."));
@@ -290,6 +285,23 @@ async fn classify(proxy: &Proxy, session: &mut Session, request: Request) -> Ste
             }
         }
     }
+}
+
+/// What Redis answers to a command it does not know (clients that fall back on "unknown command",
+/// such as older HELLO-probing ones, recognise it).
+fn unknown_command(args: &[Bytes]) -> Reply {
+    let text = |b: &[u8], most: usize| String::from_utf8_lossy(&b[..b.len().min(most)]).into_owned();
+    let mut shown = String::new();
+    for arg in &args[1..] {
+        if shown.len() >= ECHOED_ARGS {
+            break;
+        }
+        shown += &format!("'{}' ", text(arg, ECHOED_ARGS - shown.len()));
+    }
+    Reply::error(format!(
+        "ERR unknown command '{}', with args beginning with: {shown}",
+        text(&args[0], ECHOED_ARGS)
+    ))
 }
 
 /// Inside `MULTI`: queued (or refused, flagging the transaction). Outside: the refusal as it is.

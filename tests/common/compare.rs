@@ -6,16 +6,26 @@ use super::sandbox::Sandbox;
 /// (members of unordered types sorted) and whether it has a TTL; `None` when it does not exist.
 pub fn canonical(conn: &mut dyn redis::ConnectionLike, key: &str) -> Option<String> {
     let kind: String = redis::cmd("TYPE").arg(key).query(conn).unwrap();
+    // Values are read as bytes (a bitmap is not UTF-8) and shown escaped.
     let q = |conn: &mut dyn redis::ConnectionLike, args: &[&str]| -> Vec<String> {
         let mut cmd = redis::cmd(args[0]);
         for a in &args[1..] {
             cmd.arg(*a);
         }
-        cmd.query(conn).unwrap()
+        let raw: Vec<Vec<u8>> = cmd.query(conn).unwrap();
+        raw.iter().map(|b| b.escape_ascii().to_string()).collect()
     };
     let mut content = match kind.as_str() {
         "none" => return None,
-        "string" => vec![redis::cmd("GET").arg(key).query::<String>(conn).unwrap()],
+        // A HyperLogLog caches its cardinality in its header (PFCOUNT rewrites it on the side
+        // that served the read): compared by its count.
+        "string" => match q(conn, &["MGET", key]) {
+            v if v[0].starts_with("HYLL") => vec![format!(
+                "hll:{}",
+                redis::cmd("PFCOUNT").arg(key).query::<i64>(conn).unwrap()
+            )],
+            v => v,
+        },
         "list" => q(conn, &["LRANGE", key, "0", "-1"]),
         "hash" => q(conn, &["HGETALL", key])
             .chunks(2)
