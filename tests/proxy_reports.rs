@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use cachemig::report::now_ms;
 use cachemig::state::{Event, FenceStage};
 use common::reports::{
-    FakeProxies, clear_reports, expect_proxies, report, wait_for_reports_at_flag_generation, write_report,
+    FakeProxies, clear_reports, expect_proxies, report, wait_for_reports_at_flag_generation, walk_to,
+    write_report,
 };
 use common::sandbox::Sandbox;
 use common::wait_for;
@@ -19,17 +20,6 @@ fn sandbox(proxies_extra: &str) -> Sandbox {
     sb.set_plan_extra("[gates]\nsoak = \"0s\"\n\n[shadow_read]\nmin_samples = 10\n");
     expect_proxies(&sb, 2, proxies_extra);
     sb
-}
-
-/// Advances (with healthy fake proxies acking every generation) until `phase` is in force.
-fn walk_to(sb: &Sandbox, phase: &str) {
-    let _proxies = FakeProxies::start(sb, &["p1", "p2"], true);
-    while sb.flag().map(|f| f.phase) != Some(phase.to_string()) {
-        if sb.flag().is_some() {
-            wait_for_reports_at_flag_generation(sb);
-        }
-        sb.cachemig(&["advance", "--yes"]).assert_success();
-    }
 }
 
 /// The gate `name` of the next step as `plan --format json` shows it: (verdict, measured).
@@ -277,6 +267,11 @@ fn kill_9_mid_fence_then_repair_releases_without_switching() {
     sb.cachemig(&["status"])
         .assert_success()
         .assert_stdout_contains("FENCE in force");
+    // While the primary is switching, a repair could copy from the wrong side: refused.
+    sb.cachemig(&["verify", "--repair"])
+        .assert_code(1)
+        .assert_stderr_contains("fence is in force")
+        .assert_stderr_contains("status");
     sb.cachemig(&["status", "--repair"])
         .assert_success()
         .assert_stdout_contains("released at generation");
