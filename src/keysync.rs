@@ -6,7 +6,12 @@
 //! Reading: PTTL and DUMP in one MULTI/EXEC, so value and TTL belong to the same instant.
 //! Writing: `RESTORE K ttl payload [REPLACE]`, or `DEL K` when the origin has no such key.
 //! Ordering across processes: with `recheck`, the origin is read again after the write and the
-//! sync repeats if the key changed meanwhile, so a late, stale RESTORE cannot stick.
+//! sync repeats if the key changed meanwhile, so a late, stale RESTORE cannot stick. "Changed"
+//! covers the value and the **absolute expiry** (within [`EXPIRY_TOLERANCE`]): a late RESTORE
+//! that carries the TTL of an earlier write (proxy A's `SET k v EX 5` landing after proxy B
+//! synced `EXPIRE k 86400`) is re-synced, not left to expire the copy days early.
+
+use std::time::{Duration, Instant};
 
 use redis::aio::ConnectionLike;
 use redis::{ErrorKind, RedisError, RedisResult, Value};
@@ -45,9 +50,21 @@ impl Snapshot {
         }
     }
 
-    /// Whether the two snapshots hold the same value and the same kind of expiry (the TTL itself
-    /// keeps shrinking, so only "has one or not" is compared).
-    pub fn same_value(&self, other: &Snapshot) -> bool {
+    /// Whether `self`, read during `read`, and `other`, read during `other_read`, hold the same
+    /// value and the same absolute expiry, within `tolerance`.
+    ///
+    /// A relative TTL keeps shrinking, so expiries are compared as instants: the origin
+    /// evaluated PTTL somewhere inside the read's window, so the expiry lies in
+    /// `[sent + ttl, received + ttl]`. Two reads agree when their intervals are at most
+    /// `tolerance` apart: a slow reply widens its interval and cannot make an unchanged expiry
+    /// look moved.
+    pub fn same_state(
+        &self,
+        read: ReadWindow,
+        other: &Snapshot,
+        other_read: ReadWindow,
+        tolerance: Duration,
+    ) -> bool {
         match (self, other) {
             (Snapshot::Absent, Snapshot::Absent) => true,
             (
@@ -59,7 +76,20 @@ impl Snapshot {
                     ttl_ms: b,
                     payload: q,
                 },
-            ) => p == q && a.is_some() == b.is_some(),
+            ) => {
+                p == q
+                    && match (a, b) {
+                        (None, None) => true,
+                        (Some(a), Some(b)) => {
+                            let base = read.sent.min(other_read.sent);
+                            let (lo1, hi1) = read.expiry_ns(base, *a);
+                            let (lo2, hi2) = other_read.expiry_ns(base, *b);
+                            let gap = (lo2 - hi1).max(lo1 - hi2).max(0);
+                            gap <= tolerance.as_nanos() as i128
+                        }
+                        _ => false,
+                    }
+            }
             _ => false,
         }
     }
@@ -94,6 +124,53 @@ impl Snapshot {
         }
     }
 }
+
+/// When a snapshot was read, on this process's monotonic clock: the origin evaluated it
+/// somewhere between `sent` and `received`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadWindow {
+    /// Just before the read was sent.
+    pub sent: Instant,
+    /// Just after its reply arrived.
+    pub received: Instant,
+}
+
+impl ReadWindow {
+    /// A read known only to describe the origin as of `at` (a caller's snapshot, already aged
+    /// to that instant).
+    pub fn at(at: Instant) -> ReadWindow {
+        ReadWindow {
+            sent: at,
+            received: at,
+        }
+    }
+
+    /// The interval, in nanoseconds after `base`, that holds the expiry of a key read in this
+    /// window with `ttl_ms` left.
+    fn expiry_ns(self, base: Instant, ttl_ms: u64) -> (i128, i128) {
+        let ttl = ttl_ms as i128 * 1_000_000;
+        let since = |t: Instant| t.saturating_duration_since(base).as_nanos() as i128;
+        (since(self.sent) + ttl, since(self.received) + ttl)
+    }
+}
+
+/// How far apart the origin's absolute expiry may be, between the snapshot a sync wrote and the
+/// re-check after it, and still count as unchanged: 1 s.
+///
+/// - Read latency does not eat into it: each read is bracketed by a [`ReadWindow`], so this only
+///   absorbs PTTL's millisecond truncation, a caller's seed (known only as of one instant) and
+///   clock steps on the origin.
+/// - It equals the smallest TTL difference `verify` reports
+///   ([`crate::verify::TTL_TOLERANCE_MS`]): a sync the re-check accepts never leaves a `ttl`
+///   difference for verify. A larger, relative tolerance (verify's 1 % of the TTL) would accept a
+///   stale RESTORE from an `EXPIRE k 86400` made ten minutes earlier.
+/// - A key whose expiry is refreshed on every request (a sliding session: `EXPIRE k 1800` per
+///   hit) moves its expiry by the time between requests; within 1 s that counts as unchanged,
+///   so such a key does not loop until "kept changing during sync". Its copy then expires at
+///   most 1 s before the origin, and the next write's sync refreshes it.
+/// - The hazard it catches, a late RESTORE carrying the TTL of an earlier write, is off by the
+///   difference between two TTLs an application chose: seconds to days.
+pub const EXPIRY_TOLERANCE: Duration = Duration::from_millis(crate::verify::TTL_TOLERANCE_MS);
 
 /// What a write did on the destination.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -287,11 +364,17 @@ pub async fn sync_key_from<C: ConnectionLike + Clone>(
     first: Option<Snapshot>,
 ) -> RedisResult<Applied> {
     let read_one = || async {
+        let sent = Instant::now();
         let mut snapshots = read_many(origin, &[key.to_vec()], scripts).await?;
-        Ok::<_, RedisError>(snapshots.pop().unwrap_or(Snapshot::Absent))
+        let window = ReadWindow {
+            sent,
+            received: Instant::now(),
+        };
+        Ok::<_, RedisError>((snapshots.pop().unwrap_or(Snapshot::Absent), window))
     };
-    let mut snapshot = match first {
-        Some(s) => s,
+    // A seed is aged by its caller to describe the origin as of now.
+    let (mut snapshot, mut read) = match first {
+        Some(s) => (s, ReadWindow::at(Instant::now())),
         None => read_one().await?,
     };
     for _ in 0..MAX_RECHECKS {
@@ -299,11 +382,11 @@ pub async fn sync_key_from<C: ConnectionLike + Clone>(
         if !options.recheck || applied == Applied::KeptExisting {
             return Ok(applied);
         }
-        let now = read_one().await?;
-        if now.same_value(&snapshot) {
+        let (now, now_read) = read_one().await?;
+        if snapshot.same_state(read, &now, now_read, EXPIRY_TOLERANCE) {
             return Ok(applied);
         }
-        snapshot = now;
+        (snapshot, read) = (now, now_read);
     }
     Err(RedisError::from((
         ErrorKind::Io,
@@ -359,21 +442,48 @@ mod tests {
     }
 
     #[test]
-    fn same_value_ignores_ttl_drift_but_not_persistence() {
-        let a = Snapshot::Present {
-            ttl_ms: Some(100),
+    fn same_state_compares_values_persistence_and_absolute_expiry() {
+        let with = |t: Option<u64>, v: u8| Snapshot::Present {
+            ttl_ms: t,
+            payload: vec![v],
+        };
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let at = |offset: u64| ReadWindow::at(t0 + ms(offset));
+        let tol = EXPIRY_TOLERANCE;
+        // Unchanged: read 5 s apart, the TTL 5 s shorter: the same expiry.
+        assert!(with(Some(86_400_000), 1).same_state(at(0), &with(Some(86_395_000), 1), at(5_000), tol));
+        // The value, or having an expiry at all, differs.
+        assert!(!with(Some(100), 1).same_state(at(0), &with(Some(100), 2), at(0), tol));
+        assert!(!with(Some(100), 1).same_state(at(0), &with(None, 1), at(0), tol));
+        assert!(!with(None, 1).same_state(at(0), &Snapshot::Absent, at(0), tol));
+        assert!(Snapshot::Absent.same_state(at(0), &Snapshot::Absent, at(9), tol));
+        // A stale short TTL after EXPIRE k 86400: a different expiry, in either direction.
+        assert!(!with(Some(5_000), 1).same_state(at(0), &with(Some(86_400_000), 1), at(10), tol));
+        assert!(!with(Some(86_400_000), 1).same_state(at(0), &with(Some(5_000), 1), at(10), tol));
+        // Within the tolerance (a sliding expiry refreshed 400 ms later) is the same; beyond is not.
+        assert!(with(Some(1_800_000), 1).same_state(at(0), &with(Some(1_800_000), 1), at(400), tol));
+        assert!(!with(Some(1_800_000), 1).same_state(at(0), &with(Some(1_800_000), 1), at(1_500), tol));
+    }
+
+    #[test]
+    fn a_slow_read_does_not_make_an_unchanged_expiry_look_moved() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let key = |t| Snapshot::Present {
+            ttl_ms: Some(t),
             payload: vec![1],
         };
-        let b = Snapshot::Present {
-            ttl_ms: Some(90),
-            payload: vec![1],
+        // The first read took 3 s: PTTL ran somewhere in it (here at its very start, 60 000 ms
+        // left); the re-check 1 ms after that reply sees 57 000 ms left, the same expiry.
+        let slow = ReadWindow {
+            sent: t0,
+            received: t0 + ms(3_000),
         };
-        let c = Snapshot::Present {
-            ttl_ms: None,
-            payload: vec![1],
-        };
-        assert!(a.same_value(&b));
-        assert!(!a.same_value(&c));
-        assert!(!a.same_value(&Snapshot::Absent));
+        let quick = ReadWindow::at(t0 + ms(3_000));
+        assert!(key(60_000).same_state(slow, &key(57_000), quick, EXPIRY_TOLERANCE));
+        // Had the first read been taken as of its reply, the expiries would be 3 s apart.
+        let as_of_reply = ReadWindow::at(t0 + ms(3_000));
+        assert!(!key(60_000).same_state(as_of_reply, &key(57_000), quick, EXPIRY_TOLERANCE));
     }
 }

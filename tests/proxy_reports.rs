@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use cachemig::report::now_ms;
 use cachemig::state::{Event, FenceStage};
 use common::reports::{
-    FakeProxies, clear_reports, expect_proxies, report, wait_for_reports_at_flag_generation, write_report,
+    FakeProxies, clear_reports, expect_proxies, report, wait_for_reports_at_flag_generation, walk_to,
+    write_report,
 };
 use common::sandbox::Sandbox;
 use common::wait_for;
@@ -19,17 +20,6 @@ fn sandbox(proxies_extra: &str) -> Sandbox {
     sb.set_plan_extra("[gates]\nsoak = \"0s\"\n\n[shadow_read]\nmin_samples = 10\n");
     expect_proxies(&sb, 2, proxies_extra);
     sb
-}
-
-/// Advances (with healthy fake proxies acking every generation) until `phase` is in force.
-fn walk_to(sb: &Sandbox, phase: &str) {
-    let _proxies = FakeProxies::start(sb, &["p1", "p2"], true);
-    while sb.flag().map(|f| f.phase) != Some(phase.to_string()) {
-        if sb.flag().is_some() {
-            wait_for_reports_at_flag_generation(sb);
-        }
-        sb.cachemig(&["advance", "--yes"]).assert_success();
-    }
 }
 
 /// The gate `name` of the next step as `plan --format json` shows it: (verdict, measured).
@@ -277,6 +267,11 @@ fn kill_9_mid_fence_then_repair_releases_without_switching() {
     sb.cachemig(&["status"])
         .assert_success()
         .assert_stdout_contains("FENCE in force");
+    // While the primary is switching, a repair could copy from the wrong side: refused.
+    sb.cachemig(&["verify", "--repair"])
+        .assert_code(1)
+        .assert_stderr_contains("fence is in force")
+        .assert_stderr_contains("status");
     sb.cachemig(&["status", "--repair"])
         .assert_success()
         .assert_stdout_contains("released at generation");
@@ -286,4 +281,66 @@ fn kill_9_mid_fence_then_repair_releases_without_switching() {
         vec![(n, FenceStage::Hold), (n + 1, FenceStage::Release)]
     );
     assert!(!sb.cachemig(&["status"]).stdout.contains("DRIFT"));
+}
+
+/// Issue 9: acks come from every live proxy, not from any `expected` of them. A surplus proxy (a
+/// rolling update's surge, one host nobody counted) that reports but has not applied the
+/// generation blocks the gate, `status` names it, and it blocks the fence; once its report is
+/// older than `heartbeat_timeout` (the proxy is gone) it no longer counts.
+#[test]
+fn a_surplus_live_proxy_that_has_not_acked_blocks_the_gate_and_the_fence() {
+    let sb = sandbox("max_write_pause = \"1s\"\n");
+    walk_to(&sb, "async-dual-write");
+    let generation = sb.flag().unwrap().generation;
+    clear_reports(&sb);
+    write_report(&sb, &report("p1", generation, "async-dual-write"));
+    write_report(&sb, &report("p2", generation, "async-dual-write"));
+    assert_eq!(gate(&sb, "proxies-acked").0, "pass");
+
+    write_report(&sb, &report("p3", generation - 1, "backfill"));
+    let (verdict, measured) = gate(&sb, "proxies-acked");
+    assert_eq!(verdict, "blocked", "{measured}");
+    assert!(
+        measured.contains("2 of 2")
+            && measured.contains(&format!(
+                "blocked by live proxies that have not acked: p3 at generation {}",
+                generation - 1
+            )),
+        "{measured}"
+    );
+    let status = sb.cachemig(&["status", "--format", "json"]).json();
+    let blocking = &status["proxies"]["blocking"];
+    assert_eq!(blocking.as_array().unwrap().len(), 1, "{status:#}");
+    assert_eq!(blocking[0]["id"], "p3");
+    assert_eq!(blocking[0]["why"], format!("at generation {}", generation - 1));
+    sb.cachemig(&["status"])
+        .assert_success()
+        .assert_stdout_contains("BLOCKING acks: p3 at generation");
+
+    // Gone (its report aged past heartbeat_timeout): it neither acks nor blocks.
+    let mut gone = report("p3", generation - 1, "backfill");
+    gone.written_at_ms = now_ms() - 60_000;
+    write_report(&sb, &gone);
+    let (verdict, measured) = gate(&sb, "proxies-acked");
+    assert_eq!(verdict, "pass", "{measured}");
+    assert!(measured.contains("not live: p3 missing"), "{measured}");
+    let status = sb.cachemig(&["status", "--format", "json"]).json();
+    assert_eq!(status["proxies"]["blocking"], serde_json::json!([]));
+
+    // The fence: p1 and p2 drain, the surplus p3 is live but never applies the fence generation.
+    clear_reports(&sb);
+    walk_to(&sb, "read-cutover");
+    let proxies = FakeProxies::start(&sb, &["p1", "p2"], true);
+    wait_for_reports_at_flag_generation(&sb);
+    let at = sb.flag().unwrap().generation;
+    write_report(&sb, &report("p3", at, "read-cutover"));
+    sb.cachemig(&["advance", "--yes"])
+        .assert_code(3)
+        .assert_stderr_contains(&format!("p3 at generation {at}"));
+    assert_flag(&sb, at + 2, "read-cutover", false);
+    assert_eq!(
+        fence_events(&sb),
+        vec![(at + 1, FenceStage::Hold), (at + 2, FenceStage::Release)]
+    );
+    drop(proxies);
 }

@@ -8,6 +8,8 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use cachemig::state::Lock;
+use common::reports::{expect_proxies, walk_to};
 use common::sandbox::Sandbox;
 use common::{Cachemig, Run, write_plan};
 use redis::{ConnectionLike, Value};
@@ -626,4 +628,119 @@ fn a_source_cluster_is_verified_and_repaired() {
         Value::BulkString(b"v".to_vec())
     );
     verify(&[]).0.assert_success();
+}
+
+#[test]
+fn repair_holds_the_step_lock_and_plain_verify_takes_none() {
+    let sb = Sandbox::start();
+    on_source(&sb, &[b"SET", b"token:x", b"1"]);
+    let held = Lock::acquire(&sb.state_dir().join("lock"), "pid 4242 (advance) alice@bastion").unwrap();
+    sb.cachemig(&["verify", "--repair"])
+        .assert_code(1)
+        .assert_stderr_contains("holds the lock")
+        .assert_stderr_contains("alice@bastion");
+    assert_eq!(
+        on_target(&sb, &[b"EXISTS", b"token:x"]),
+        Value::Int(0),
+        "nothing repaired"
+    );
+    // Read-only verify takes no lock, and names the side a repair would copy from.
+    sb.cachemig(&["verify"])
+        .assert_code(1)
+        .assert_stderr_contains("key-syncs them from old (the write primary in planned)");
+    drop(held);
+    let (run, json) = verify_json(&sb, &["--repair"]);
+    run.assert_success();
+    assert_eq!(json["repair_from"], "old", "{json:#}");
+    assert_eq!(
+        on_target(&sb, &[b"GET", b"token:x"]),
+        Value::BulkString(b"1".to_vec())
+    );
+}
+
+/// Issue 9: in `write-stop` new is the write primary, so a repair copies new → old. Writes made
+/// on new (a changed key, a key created on new only, a key deleted on new, a field of a big key
+/// copied in chunks) survive it, and old ends equal to new, including a key a bypassing writer
+/// changed on old.
+#[test]
+fn repair_in_write_stop_copies_from_new_and_keeps_the_writes_made_on_new() {
+    let mut sb = Sandbox::start();
+    sb.set_plan_extra(
+        "[gates]\nsoak = \"0s\"\n\n[shadow_read]\nmin_samples = 10\n\n[backfill]\nbig_key_bytes = \"1KiB\"\n",
+    );
+    expect_proxies(&sb, 2, "");
+    on_source(&sb, &[b"SET", b"token:changed", b"before"]);
+    on_source(&sb, &[b"SET", b"token:deleted-on-new", b"x"]);
+    on_source(&sb, &[b"SET", b"token:bypassed", b"v"]);
+    let mut hset: Vec<Vec<u8>> = vec![b"HSET".to_vec(), b"token:big-hash".to_vec()];
+    for i in 0..2000 {
+        hset.push(format!("field-{i:05}").into_bytes());
+        hset.push(format!("value-{i}-{}", "x".repeat(20)).into_bytes());
+    }
+    on_source(&sb, &refs(&hset));
+    walk_to(&sb, "write-stop");
+    let keys: Vec<Vec<u8>> = [
+        "token:changed",
+        "token:deleted-on-new",
+        "token:bypassed",
+        "token:big-hash",
+        "token:created-on-new",
+    ]
+    .iter()
+    .map(|k| k.as_bytes().to_vec())
+    .collect();
+    assert_sides_agree(&sb, &keys);
+
+    // Acknowledged writes on new that the reverse mirror never carried to old ...
+    on_target(&sb, &[b"SET", b"token:changed", b"after"]);
+    on_target(
+        &sb,
+        &[b"SET", b"token:created-on-new", b"fresh", b"PX", b"3600000"],
+    );
+    on_target(&sb, &[b"DEL", b"token:deleted-on-new"]);
+    on_target(
+        &sb,
+        &[b"HSET", b"token:big-hash", b"field-00001", b"changed-on-new"],
+    );
+    // ... and a write on old that bypassed the proxies.
+    on_source(&sb, &[b"SET", b"token:bypassed", b"stale"]);
+
+    let run = sb.cachemig(&["verify"]);
+    run.assert_code(1)
+        .assert_stderr_contains("5 difference(s)")
+        .assert_stderr_contains("key-syncs them from new (the write primary in write-stop)");
+
+    let (run, json) = verify_json(&sb, &["--repair"]);
+    run.assert_success();
+    assert_eq!(json["repair_from"], "new", "{json:#}");
+    assert_eq!(json["found"], 5, "{json:#}");
+    assert_eq!(json["repaired"], 5, "{json:#}");
+    assert_eq!(json["unresolved"], 0, "{json:#}");
+
+    // New is intact ...
+    let get = |args: &[&[u8]]| on_target(&sb, args);
+    assert_eq!(
+        get(&[b"GET", b"token:changed"]),
+        Value::BulkString(b"after".to_vec())
+    );
+    assert_eq!(
+        get(&[b"GET", b"token:created-on-new"]),
+        Value::BulkString(b"fresh".to_vec())
+    );
+    assert_eq!(get(&[b"EXISTS", b"token:deleted-on-new"]), Value::Int(0));
+    assert_eq!(
+        get(&[b"HGET", b"token:big-hash", b"field-00001"]),
+        Value::BulkString(b"changed-on-new".to_vec())
+    );
+    assert_eq!(
+        get(&[b"GET", b"token:bypassed"]),
+        Value::BulkString(b"v".to_vec())
+    );
+    // ... and old now equals new, TTL included.
+    assert_sides_agree(&sb, &keys);
+    let pttl: i64 = redis::from_redis_value(on_source(&sb, &[b"PTTL", b"token:created-on-new"])).unwrap();
+    assert!(pttl > 3_500_000, "new's TTL copied to old, got {pttl}");
+    let (run, json) = verify_json(&sb, &[]);
+    run.assert_success();
+    assert_eq!(json["found"], 0, "{json:#}");
 }

@@ -59,7 +59,7 @@ pub fn run(plan: &Plan, phase: &PhaseSpec, start: Start, format: Format) -> Resu
             }
             journaled(plan, "backfill", || run_backfill(plan, format))
         }
-        Action::CatchUp => catch_up(plan),
+        Action::CatchUp => catch_up(plan, phase),
         Action::FencedSwitch => {
             Ok("none: the write primary switched behind the fence when the phase was entered".into())
         }
@@ -95,10 +95,10 @@ fn run_backfill(plan: &Plan, format: Format) -> anyhow::Result<String> {
 /// The catch-up of phase 2: verify with repair, once every expected proxy acked the generation
 /// in force (so every write from then on is mirrored and none can slip between the catch-up's
 /// scan and the mirror). Without proxies (`[proxies] expected = 0`) it runs at once.
-fn catch_up(plan: &Plan) -> Result<String> {
+fn catch_up(plan: &Plan, phase: &PhaseSpec) -> Result<String> {
     journaled(plan, "catch-up", || {
         let acked = wait_for_acks(plan)?;
-        Ok(format!("{acked}; {}", run_catch_up(plan)?))
+        Ok(format!("{acked}; {}", run_catch_up(plan, phase)?))
     })
 }
 
@@ -155,10 +155,12 @@ fn wait_for_acks(plan: &Plan) -> anyhow::Result<String> {
     }
 }
 
-fn run_catch_up(plan: &Plan) -> anyhow::Result<String> {
+fn run_catch_up(plan: &Plan, phase: &PhaseSpec) -> anyhow::Result<String> {
     let options = verify::Options {
         sample: None,
         repair: true,
+        // Old, in async-dual-write; taken from the catalog so a repair never guesses.
+        primary: phase.routing.write,
         report: None,
     };
     let summary = runtime()?.block_on(verify::run(plan, &options))?;

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::cli::Format;
 use crate::error::{EXIT_OK, Result};
-use crate::gate::ProxyView;
+use crate::gate::{Pending, ProxyView};
 use crate::output;
 use crate::phase::{Catalog, Routing};
 use crate::plan::{Plan, units};
@@ -48,6 +48,9 @@ struct Proxies {
     error: Option<String>,
     /// Live proxies at the current generation.
     acked: usize,
+    /// Proxies that block acks of the current generation (drained, while fenced): live ones
+    /// behind it, and reports that do not parse. Every live proxy must ack, not only `expected`.
+    blocking: Vec<Pending>,
     reports: Vec<ProxyRow>,
     /// Report fields that did not parse.
     unparsable: Vec<Unparsable>,
@@ -85,7 +88,7 @@ struct HotKeyRow {
     count: u64,
 }
 
-fn proxies(view: &ProxyView, plan: &Plan) -> Proxies {
+fn proxies(view: &ProxyView, plan: &Plan, fenced: bool) -> Proxies {
     let mut hot: BTreeMap<&str, u64> = BTreeMap::new();
     for r in view.live() {
         for k in &r.hot_keys {
@@ -106,6 +109,7 @@ fn proxies(view: &ProxyView, plan: &Plan) -> Proxies {
         heartbeat_timeout: units::format_duration(plan.proxies.heartbeat_timeout),
         error: view.unreadable().map(str::to_string),
         acked: view.current().len(),
+        blocking: view.acks(view.generation, fenced).blocking,
         reports: view
             .all()
             .iter()
@@ -178,6 +182,7 @@ pub fn run(path: &Path, format: Format, repair: bool) -> Result<u8> {
         proxies: proxies(
             &ProxyView::load_blocking(&session.plan, s.generation),
             &session.plan,
+            s.fenced,
         ),
     };
     match format {
@@ -351,6 +356,14 @@ fn print_proxies(p: &Proxies) {
         ]);
     }
     println!("{head}\n{t}");
+    if !p.blocking.is_empty() {
+        let names: Vec<String> = p.blocking.iter().map(Pending::to_string).collect();
+        println!(
+            "BLOCKING acks: {} (every live proxy must ack the generation in force, not only the {} expected)",
+            names.join(", "),
+            p.expected
+        );
+    }
     for u in &p.unparsable {
         println!("unparsable report from {}: {}", u.id, u.error);
     }

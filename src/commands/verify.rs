@@ -1,7 +1,13 @@
 //! `cachemig verify PLAN [--sample N] [--repair] [--report FILE.csv] [--format table|json]`
 //!
-//! Read-only unless `--repair`; takes no lock. Exit 0 when no difference remains, 1 otherwise
-//! (naming the count and the report), 2 for an invalid plan or arguments.
+//! Read-only unless `--repair`; without it, takes no lock. Exit 0 when no difference remains, 1
+//! otherwise (naming the count and the report), 2 for an invalid plan or arguments.
+//!
+//! `--repair` copies from the write primary of the phase in force (old before `write-stop`, new
+//! in it; design §4): copying old → new while new is the primary would revert or delete
+//! acknowledged writes. It holds the step lock for the whole run, so the primary cannot switch
+//! under it (`advance` and `rollback` fail at once, naming it), and it refuses to run while a
+//! fence is in force.
 
 use std::path::{Path, PathBuf};
 
@@ -11,7 +17,10 @@ use serde::Serialize;
 use crate::cli::Format;
 use crate::error::{EXIT_OK, Error, Result};
 use crate::output;
+use crate::phase::Side;
 use crate::plan::Plan;
+use crate::session::Session;
+use crate::state::{Lock, StateDir, actor};
 use crate::verify::{self, Kind, Summary};
 
 /// Options of `verify`.
@@ -41,6 +50,15 @@ pub fn run(path: &Path, options: Options) -> Result<u8> {
     if options.sample == Some(0) {
         return Err(Error::Usage("--sample must be at least 1".into()));
     }
+    // Held until the end of the run: the write primary must not change under a repair.
+    let _lock = if options.repair {
+        let holder = format!("pid {} (verify --repair) {}", std::process::id(), actor());
+        let path = StateDir::new(&plan.state_dir).lock_path();
+        Some(Lock::acquire(&path, &holder).map_err(anyhow::Error::from)?)
+    } else {
+        None
+    };
+    let primary = write_primary(&plan, options.repair)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -48,6 +66,7 @@ pub fn run(path: &Path, options: Options) -> Result<u8> {
     let verify_options = verify::Options {
         sample: options.sample,
         repair: options.repair,
+        primary: primary.as_ref().map_or(Side::Old, |p| p.side),
         report: options.report,
     };
     let summary = runtime.block_on(verify::run(&plan, &verify_options))?;
@@ -65,10 +84,13 @@ pub fn run(path: &Path, options: Options) -> Result<u8> {
     let (what, hint) = if summary.repair {
         ("remain after repair", String::new())
     } else {
+        let from = primary.map_or("the write primary of the phase in force".to_string(), |p| {
+            format!("{} (the write primary in {})", p.side, p.phase)
+        });
         (
             "found",
             format!(
-                "; `cachemig verify {} --repair` key-syncs them from the source",
+                "; `cachemig verify {} --repair` key-syncs them from {from}",
                 path.display()
             ),
         )
@@ -79,6 +101,39 @@ pub fn run(path: &Path, options: Options) -> Result<u8> {
         summary.kinds_text(),
         summary.report.display(),
     )))
+}
+
+/// The write primary of the phase in force, and that phase's name.
+struct Primary {
+    side: Side,
+    phase: String,
+}
+
+/// The write primary the journal says is in force. With `repair` (and the lock held) it must be
+/// known and no fence may be in force; without it, `None` when the state cannot be read (only
+/// the hint that names the primary depends on it).
+fn write_primary(plan: &Plan, repair: bool) -> Result<Option<Primary>> {
+    let session = match Session::open(plan.clone()) {
+        Ok(s) => s,
+        Err(e) if repair => {
+            return Err(Error::Runtime(e.context(
+                "cannot tell the write primary of the phase in force, so nothing was repaired",
+            )));
+        }
+        Err(_) => return Ok(None),
+    };
+    let phase = session.phase();
+    if repair && session.state.fenced {
+        return Err(Error::Runtime(anyhow!(
+            "a primary-switch fence is in force at generation {} (proxies hold writes while the write primary changes), so nothing was repaired; if the command that started it died, `cachemig status {} --repair` releases it, then run verify --repair again",
+            session.state.generation,
+            plan.path.display()
+        )));
+    }
+    Ok(Some(Primary {
+        side: phase.routing.write,
+        phase: phase.name.clone(),
+    }))
 }
 
 fn print_table(s: &Summary) {
@@ -94,7 +149,10 @@ fn print_table(s: &Summary) {
     row("differences", s.found.to_string());
     row("gone on re-check", s.transient.to_string());
     if s.repair {
-        row("repaired", s.repaired.to_string());
+        let from = s
+            .repair_from
+            .map_or(String::new(), |side| format!(" (from {side})"));
+        row(&format!("repaired{from}"), s.repaired.to_string());
     }
     row("unresolved", s.unresolved.to_string());
     row(

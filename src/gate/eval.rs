@@ -447,8 +447,9 @@ fn proxies_acked(cx: &Ctx) -> Measure {
 }
 
 /// Measured before the switch: whether a fence can be acked now (it blocks early when fewer
-/// proxies than expected are live, instead of holding writes for nothing). `advance` replaces
-/// this result with the fence's outcome.
+/// proxies than expected are live, or a report cannot be read, instead of holding writes for
+/// nothing). The fence then needs every live proxy to drain, not just `expected` of them.
+/// `advance` replaces this result with the fence's outcome.
 fn fence(cx: &Ctx) -> Measure {
     let expected = cx.plan.proxies.expected;
     if expected == 0 {
@@ -467,16 +468,24 @@ fn fence(cx: &Ctx) -> Measure {
         .map(|r| format!("{} at generation {}", r.id, r.generation))
         .collect();
     let pause = units::format_duration(cx.plan.proxies.max_write_pause);
+    let acks = view.acks(0, false);
+    let list =
+        |items: &[crate::gate::Pending]| items.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", ");
+    if !acks.blocking.is_empty() {
+        return (
+            format!("cannot fence: {}", list(&acks.blocking)),
+            Verdict::Blocked,
+        );
+    }
     if live.len() < expected as usize {
-        let acks = view.acks(0, false);
         return (
             format!(
                 "cannot fence: {} of {expected} expected proxies live{}",
                 live.len(),
-                if acks.pending.is_empty() {
+                if acks.missing.is_empty() {
                     String::new()
                 } else {
-                    format!(" ({})", acks.pending.join(", "))
+                    format!(" ({})", list(&acks.missing))
                 }
             ),
             Verdict::Blocked,
@@ -484,7 +493,7 @@ fn fence(cx: &Ctx) -> Measure {
     }
     (
         format!(
-            "will fence now (writes held at most {pause}); live: {}",
+            "will fence now (writes held at most {pause}, until every live proxy drained); live: {}",
             live.join(", ")
         ),
         Verdict::Pass,

@@ -11,7 +11,7 @@ use std::fmt;
 use serde::Serialize;
 
 pub use eval::{Inspection, PROXY_GATES, evaluate, needs_proxy_reports};
-pub use proxies::{Acks, ProxyView, ReportReader};
+pub use proxies::{Acks, Pending, ProxyView, ReportReader};
 
 /// A gate's outcome.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -1,5 +1,12 @@
 //! What the proxies reported (design §5), as the gates, the fence and `status` see it: every
 //! report read once, judged against one instant and the generation the CLI last wrote.
+//!
+//! **Acks come from every live proxy** (design §11): a generation is acknowledged when at least
+//! `[proxies] expected` proxies applied it *and* no proxy that reported within
+//! `heartbeat_timeout` has not. `expected` is a floor, not a quorum: a surplus proxy (a rolling
+//! update's surge, an autoscaled pod, a forgotten host) that still routes by an older generation
+//! would otherwise keep writing the old primary while the others switch. A report that does not
+//! parse blocks too: nobody can tell whether its proxy is live or what it routes by.
 
 use std::time::Duration;
 
@@ -35,8 +42,26 @@ pub struct ProxyView {
 pub struct Acks {
     /// Ids of live proxies that applied the generation (and, for a fence, drained).
     pub acked: Vec<String>,
-    /// One line per proxy that did not: `p2 missing (report 14s old)`, `p3 at generation 4`.
-    pub pending: Vec<String>,
+    /// Proxies that block the ack whatever `expected` says: live ones that did not apply the
+    /// generation (or, for a fence, did not drain), and reports that do not parse.
+    pub blocking: Vec<Pending>,
+    /// Proxies whose report is older than `heartbeat_timeout`: they neither ack nor block.
+    pub missing: Vec<Pending>,
+}
+
+/// A proxy that has not acked, and why.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Pending {
+    /// The proxy id (the report's hash field).
+    pub id: String,
+    /// `at generation 4`, `fence holding`, `missing (report 14s old)`, `report unparsable: …`.
+    pub why: String,
+}
+
+impl std::fmt::Display for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.id, self.why)
+    }
 }
 
 /// A connection to the target for reading reports repeatedly (the fence polls it).
@@ -144,24 +169,30 @@ impl ProxyView {
         )
     }
 
-    /// Who applied `generation` (and reports the fence drained, when `drained`).
+    /// Who applied `generation` (and reports the fence drained, when `drained`), who blocks it,
+    /// and who is missing (see the module documentation).
     pub fn acks(&self, generation: u64, drained: bool) -> Acks {
         let mut acks = Acks::default();
+        let pending = |id: &str, why: String| Pending { id: id.into(), why };
         for r in self.all() {
             let age = Duration::from_millis(r.age_ms(self.now_ms));
             if !self.is_live(r) {
-                acks.pending
-                    .push(format!("{} missing (report {}s old)", r.id, age.as_secs()));
+                acks.missing
+                    .push(pending(&r.id, format!("missing (report {}s old)", age.as_secs())));
             } else if r.generation < generation {
-                acks.pending
-                    .push(format!("{} at generation {}", r.id, r.generation));
+                acks.blocking
+                    .push(pending(&r.id, format!("at generation {}", r.generation)));
             } else if drained && r.fence != FenceState::Drained {
                 let state = serde_json::to_string(&r.fence).unwrap_or_default();
-                acks.pending
-                    .push(format!("{} fence {}", r.id, state.trim_matches('"')));
+                acks.blocking
+                    .push(pending(&r.id, format!("fence {}", state.trim_matches('"'))));
             } else {
                 acks.acked.push(r.id.clone());
             }
+        }
+        for (id, error) in &self.unparsable {
+            acks.blocking
+                .push(pending(id, format!("report unparsable ({error})")));
         }
         acks
     }
@@ -173,19 +204,33 @@ impl ProxyView {
 }
 
 impl Acks {
-    /// Whether at least `expected` proxies acked.
+    /// Whether the generation is acknowledged: at least `expected` proxies acked and no live
+    /// proxy (nor an unparsable report) blocks.
     pub fn enough(&self, expected: u32) -> bool {
-        self.acked.len() >= expected as usize
+        self.blocking.is_empty() && self.acked.len() >= expected as usize
     }
 
-    /// `2 of 2 expected proxies at generation 5 (p1, p2)`, then who is missing or behind.
+    /// `2 of 2 expected proxies at generation 5 (p1, p2)`, then who blocks and who is missing.
     pub fn describe(&self, expected: u32, what: &str) -> String {
+        let list = |items: &[Pending]| {
+            items
+                .iter()
+                .map(Pending::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         let mut text = format!("{} of {expected} expected proxies {what}", self.acked.len());
         if !self.acked.is_empty() {
             text.push_str(&format!(" ({})", self.acked.join(", ")));
         }
-        if !self.pending.is_empty() {
-            text.push_str(&format!("; not yet: {}", self.pending.join(", ")));
+        if !self.blocking.is_empty() {
+            text.push_str(&format!(
+                "; blocked by live proxies that have not acked: {}",
+                list(&self.blocking)
+            ));
+        }
+        if !self.missing.is_empty() {
+            text.push_str(&format!("; not live: {}", list(&self.missing)));
         }
         text
     }
@@ -254,10 +299,50 @@ mod tests {
         let acks = v.acks(5, false);
         assert_eq!(acks.acked, vec!["p1"]);
         assert!(!acks.enough(2));
+        assert!(!acks.enough(1), "p2 is live and behind: it blocks");
         let text = acks.describe(2, "at generation 5");
-        assert!(text.contains("p2 at generation 4"), "{text}");
-        assert!(text.contains("p3 missing (report 20s old)"), "{text}");
+        assert!(
+            text.contains("blocked by live proxies that have not acked: p2 at generation 4"),
+            "{text}"
+        );
+        assert!(text.contains("not live: p3 missing (report 20s old)"), "{text}");
         assert_eq!(v.current_counters().unwrap().shadow_samples, 10);
+    }
+
+    #[test]
+    fn every_live_proxy_must_ack_not_just_expected_of_them() {
+        // Three live proxies for two expected: the surplus one, behind, blocks.
+        let v = view(vec![
+            report("p1", 5, 99_000, FenceState::Off),
+            report("p2", 5, 99_000, FenceState::Off),
+            report("p3", 4, 99_500, FenceState::Off),
+        ]);
+        let acks = v.acks(5, false);
+        assert_eq!(acks.acked, vec!["p1", "p2"]);
+        assert!(!acks.enough(2));
+        assert_eq!(acks.blocking[0].to_string(), "p3 at generation 4");
+        // A dead proxy (report older than the timeout) neither acks nor blocks.
+        let v = view(vec![
+            report("p1", 5, 99_000, FenceState::Off),
+            report("p2", 5, 99_000, FenceState::Off),
+            report("p3", 4, 50_000, FenceState::Off),
+        ]);
+        assert!(v.acks(5, false).enough(2));
+        // Too few live proxies still fail, even when none blocks.
+        assert!(!v.acks(5, false).enough(3));
+        // A report nobody can read blocks: its proxy may be live at any generation.
+        let mut v = view(vec![
+            report("p1", 5, 99_000, FenceState::Off),
+            report("p2", 5, 99_000, FenceState::Off),
+        ]);
+        v.unparsable
+            .push(("p9".into(), "expected value at line 1".into()));
+        let acks = v.acks(5, false);
+        assert!(!acks.enough(2));
+        assert!(
+            acks.describe(2, "live").contains("p9 report unparsable"),
+            "{acks:?}"
+        );
     }
 
     #[test]
@@ -268,6 +353,7 @@ mod tests {
         ]);
         let acks = v.acks(6, true);
         assert_eq!(acks.acked, vec!["p1"]);
-        assert_eq!(acks.pending, vec!["p2 fence holding"]);
+        assert_eq!(acks.blocking[0].to_string(), "p2 fence holding");
+        assert!(!acks.enough(1));
     }
 }

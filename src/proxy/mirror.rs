@@ -182,7 +182,7 @@ impl Mirror {
         let forgotten = self.state.lock().expect("mirror state").forgotten;
         if forgotten > 0 {
             return Some(format!(
-                "{forgotten} dirty key(s) beyond the limit of {DIRTY_LIMIT} were not remembered; run `cachemig verify --repair`"
+                "{forgotten} dirty key(s) beyond the limit of {DIRTY_LIMIT} were not remembered; run `cachemig verify PLAN --repair` (it copies from the write primary of the phase in force)"
             ));
         }
         self.last_error.lock().expect("mirror error").clone()

@@ -154,7 +154,7 @@ async fn stop(proxy: &Proxy) -> Result<()> {
     let (queued, _, dirty) = proxy.mirror.depth();
     if queued + dirty > 0 {
         anyhow::bail!(
-            "stopped with {queued} queued and {dirty} dirty key(s) not mirrored; run `cachemig verify --repair` before relying on the other side"
+            "stopped with {queued} queued and {dirty} dirty key(s) not mirrored; run `cachemig verify PLAN --repair`, which copies from the write primary of the phase in force, before relying on the other side"
         );
     }
     eprintln!("cachemig proxy {}: stopped", proxy.id);

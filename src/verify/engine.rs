@@ -7,11 +7,12 @@ use futures::StreamExt;
 use tokio::sync::Semaphore;
 
 use super::report::CsvReport;
-use super::side::{Side, Writer};
+use super::side::{Side, command, take};
 use super::verdict::Verdict;
 use super::{DifferenceRow, EXAMPLES, Kind, KindCounts, Pass, RECHECK_DELAY, REPAIR_CONCURRENCY};
 use crate::backfill::{bigkey, escape_key};
 use crate::cluster::with_retries;
+use crate::phase::Side as Primary;
 
 /// What repair did for one difference.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,7 +79,8 @@ pub(super) struct Engine {
     pub target: Side,
     /// Keys above this many bytes are compared by canonical digest and repaired in chunks.
     pub big_key_bytes: u64,
-    pub repair: bool,
+    /// With repair: the write primary, which repairs copy from (the other side is written).
+    pub repair: Option<Primary>,
     /// DUMP payload bytes in flight (permits are bytes).
     pub budget: Semaphore,
     pub collector: Mutex<Collector>,
@@ -123,8 +125,8 @@ impl Engine {
             .collect();
         stats.found = confirmed.len() as u64;
         stats.transient = first_look - stats.found;
-        let statuses = if self.repair {
-            self.repair_all(pass, &confirmed).await
+        let statuses = if let Some(primary) = self.repair {
+            self.repair_all(pass, primary, &confirmed).await
         } else {
             vec![Status::Unrepaired; confirmed.len()]
         };
@@ -133,12 +135,17 @@ impl Engine {
         stats
     }
 
-    /// Key-syncs every confirmed difference from the source, then checks each key again.
-    async fn repair_all(&self, pass: Pass, confirmed: &[Confirmed]) -> Vec<Status> {
+    /// Key-syncs every confirmed difference from the write primary, then checks each key again.
+    async fn repair_all(&self, pass: Pass, primary: Primary, confirmed: &[Confirmed]) -> Vec<Status> {
         let work: Vec<(Vec<u8>, Option<u64>)> =
             confirmed.iter().map(|c| (c.key.clone(), c.source_size)).collect();
         let attempts: Vec<Result<(), String>> = futures::stream::iter(work)
-            .map(|(key, size)| async move { self.repair_one(&key, size).await })
+            .map(|(key, size)| async move {
+                match primary {
+                    Primary::Old => self.repair_one(&self.source, &self.target, &key, size).await,
+                    Primary::New => self.repair_one(&self.target, &self.source, &key, None).await,
+                }
+            })
             .buffered(REPAIR_CONCURRENCY)
             .collect()
             .await;
@@ -158,22 +165,36 @@ impl Engine {
             .collect()
     }
 
-    /// Makes `key` on the target equal to the source: chunked copy for a big key, otherwise
-    /// key-sync (`RESTORE … REPLACE`, or `DEL` when the source has no such key).
-    async fn repair_one(&self, key: &[u8], source_size: Option<u64>) -> Result<(), String> {
-        if source_size.is_some_and(|s| s > self.big_key_bytes)
-            && let Writer::Cluster(mut target) = self.target.writer()
-        {
-            let mut source = self.source.node_conn(key).await;
-            match bigkey::copy(&mut source, &mut target, key, true).await {
-                Ok(bigkey::BigCopy::Vanished) => {} // gone from the source: key-sync deletes it
+    /// Makes `key` on `dest` equal to `origin` (the write primary): chunked copy for a big key,
+    /// otherwise key-sync (`RESTORE … REPLACE`, or `DEL` when the origin has no such key).
+    /// `origin_size` is the key's `MEMORY USAGE` on the origin when the comparison read it; it
+    /// is asked for here otherwise (the comparison reads sizes on the source only).
+    async fn repair_one(
+        &self,
+        origin: &Side,
+        dest: &Side,
+        key: &[u8],
+        origin_size: Option<u64>,
+    ) -> Result<(), String> {
+        let size = match origin_size {
+            Some(size) => Some(size),
+            None => origin
+                .query_key(key, &command("MEMORY", ("USAGE", key)))
+                .await
+                .ok()
+                .and_then(|v| take::<Option<u64>>(v).ok().flatten()),
+        };
+        if size.is_some_and(|s| s > self.big_key_bytes) {
+            let mut source = origin.node_conn(key).await;
+            match dest.writer().copy_big(&mut source, key).await {
+                Ok(bigkey::BigCopy::Vanished) => {} // gone from the origin: key-sync deletes it
                 Ok(_) => return Ok(()),
                 Err(e) => return Err(format!("chunked copy of a big key: {e}")),
             }
         }
         with_retries(|| async {
-            let mut source = self.source.node_conn(key).await;
-            self.target.writer().sync_from(&mut source, key).await
+            let mut source = origin.node_conn(key).await;
+            dest.writer().sync_from(&mut source, key).await
         })
         .await
         .map(|_| ())

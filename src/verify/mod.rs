@@ -1,6 +1,7 @@
 //! `cachemig verify`: compare source and target key by key, in both directions, and optionally
-//! repair every difference from the source (issue 3, item 3). Phase 2's catch-up is this with
-//! repair (item 4). docs/verify.md is the user-facing description.
+//! repair every difference from the write primary of the phase in force (issue 3, item 3;
+//! issue 9): old before `write-stop`, new in it. Phase 2's catch-up is this with repair (item 4).
+//! docs/verify.md is the user-facing description.
 //!
 //! Two passes run at once, over the keys of the plan's filter:
 //! - **source → target**: every source master is SCANned; each key is compared with the target:
@@ -12,7 +13,9 @@
 //!
 //! A key whose reads fail (after retries) is reported as `error`. A difference is re-checked
 //! after [`RECHECK_DELAY`] (a live key may just have changed) and counts only if it persists.
-//! With repair, each one is key-synced from the source and checked again.
+//! With repair, each one is key-synced from the write primary ([`Options::primary`]) to the other
+//! side and checked again. Repairing old → new while new is the primary would revert or delete
+//! writes the application made (and was acknowledged) on new.
 //!
 //! Reads are pipelined per master ([`side`], through [`crate::cluster::Router`] on a cluster), a
 //! bounded number of SCAN batches is in flight, and DUMP payloads in flight are bounded in bytes,
@@ -78,12 +81,15 @@ const EXAMPLES: usize = 10;
 pub const TTL_TOLERANCE_MS: u64 = 1000;
 
 /// What `verify` is asked to do.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Options {
     /// Check about N keys per side (a random sample) instead of every key.
     pub sample: Option<u64>,
-    /// Key-sync every difference from the source.
+    /// Key-sync every difference from [`Options::primary`] to the other side.
     pub repair: bool,
+    /// The write primary of the phase in force (its routing's `write`): repairs copy from it.
+    /// No default on purpose: every caller says which side wins.
+    pub primary: crate::phase::Side,
     /// Where to write the CSV of differences (default `state_dir/verify-report.csv`).
     pub report: Option<PathBuf>,
 }
@@ -115,6 +121,8 @@ pub struct Summary {
     pub sample: Option<u64>,
     /// Whether `--repair` was given.
     pub repair: bool,
+    /// With `--repair`: the side repairs copied from (the write primary), `old` or `new`.
+    pub repair_from: Option<crate::phase::Side>,
     /// The CSV report.
     pub report: PathBuf,
     /// The first few differences.
@@ -156,10 +164,10 @@ impl Summary {
 
     /// One line for the journal and logs.
     pub fn one_line(&self) -> String {
-        let repair = if self.repair {
-            format!(", {} repaired", self.repaired)
-        } else {
-            String::new()
+        let repair = match (self.repair, self.repair_from) {
+            (true, Some(from)) => format!(", {} repaired from {from}", self.repaired),
+            (true, None) => format!(", {} repaired", self.repaired),
+            (false, _) => String::new(),
         };
         format!(
             "checked {} keys ({} source→target, {} target→source{}) in {:.1}s: {} difference(s) ({}){repair}, {} unresolved; report {}",
@@ -202,7 +210,7 @@ pub async fn run(plan: &Plan, options: &Options) -> anyhow::Result<Summary> {
         source: source?,
         target: target?,
         big_key_bytes: plan.backfill.big_key_bytes,
-        repair: options.repair,
+        repair: options.repair.then_some(options.primary),
         budget: Semaphore::new(BUDGET_BYTES as usize),
         collector: Mutex::new(Collector {
             csv: Some(csv),
@@ -294,6 +302,7 @@ pub async fn run(plan: &Plan, options: &Options) -> anyhow::Result<Summary> {
         unresolved: tally.unresolved,
         sample: options.sample,
         repair: options.repair,
+        repair_from: options.repair.then_some(options.primary),
         report,
         examples: tally.examples,
         elapsed: started.elapsed(),

@@ -179,6 +179,18 @@ impl Side {
 }
 
 impl Writer {
+    /// Copies `key` from `origin` to this side in chunks (a key above `big_key_bytes`).
+    pub async fn copy_big(
+        &mut self,
+        origin: &mut MultiplexedConnection,
+        key: &[u8],
+    ) -> RedisResult<crate::backfill::bigkey::BigCopy> {
+        match self {
+            Writer::Cluster(c) => crate::backfill::bigkey::copy(origin, c, key, true).await,
+            Writer::Node(c) => crate::backfill::bigkey::copy(origin, c, key, true).await,
+        }
+    }
+
     /// Key-syncs `key` from `origin` to this side (`RESTORE … REPLACE` or `DEL`, with
     /// write-then-recheck).
     pub async fn sync_from(

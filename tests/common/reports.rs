@@ -91,6 +91,19 @@ pub fn wait_for_reports_at_flag_generation(sb: &Sandbox) {
     );
 }
 
+/// Advances (with healthy fake proxies `p1` and `p2` acking every generation) until `phase` is in
+/// force. The plan must expect 2 proxies and let the shadow and soak gates pass (see
+/// `tests/proxy_reports.rs`).
+pub fn walk_to(sb: &Sandbox, phase: &str) {
+    let _proxies = FakeProxies::start(sb, &["p1", "p2"], true);
+    while sb.flag().map(|f| f.phase) != Some(phase.to_string()) {
+        if sb.flag().is_some() {
+            wait_for_reports_at_flag_generation(sb);
+        }
+        sb.cachemig(&["advance", "--yes"]).assert_success();
+    }
+}
+
 /// Proxies that follow the flag file every 50 ms and report the generation they "applied"; on a
 /// fence generation they report `drained` while `drain` is set, `holding` otherwise.
 pub struct FakeProxies {

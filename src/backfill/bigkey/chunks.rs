@@ -1,7 +1,7 @@
 //! One chunk of a big key: read from the source, written into the temporary key on the target.
 
+use super::Target;
 use redis::aio::MultiplexedConnection;
-use redis::cluster_async::ClusterConnection;
 use redis::{ErrorKind, RedisError, RedisResult};
 
 use super::stream::next_id;
@@ -265,12 +265,7 @@ fn pipeline(temp: &[u8], data: &Data, skip: usize) -> redis::Pipeline {
 /// Writes `data` into `temp`, which already holds `before` elements. Transient errors are
 /// retried; for appends (lists, streams) the target's length tells what was applied, so an
 /// element is never appended twice.
-pub(super) async fn write(
-    target: &ClusterConnection,
-    temp: &[u8],
-    data: &Data,
-    before: u64,
-) -> RedisResult<()> {
+pub(super) async fn write(target: &impl Target, temp: &[u8], data: &Data, before: u64) -> RedisResult<()> {
     if data.is_empty() && !matches!(data, Data::Str { offset: 0, .. }) {
         return Ok(());
     }
@@ -301,7 +296,7 @@ pub(super) async fn write(
 }
 
 /// The length of `temp` as counted by [`Data::len`].
-async fn length(target: &ClusterConnection, temp: &[u8], data: &Data) -> RedisResult<u64> {
+async fn length(target: &impl Target, temp: &[u8], data: &Data) -> RedisResult<u64> {
     let command = match data {
         Data::Str { .. } => "STRLEN",
         Data::List(_) => "LLEN",
@@ -325,7 +320,7 @@ fn length_mismatch(expected: u64, found: u64) -> RedisError {
 /// holds `written` elements: a mismatch means a write was lost (e.g. a target failover) or
 /// applied twice, and the copy must not be published.
 pub(super) async fn check_length(
-    target: &ClusterConnection,
+    target: &impl Target,
     temp: &[u8],
     kind: Kind,
     written: u64,

@@ -64,8 +64,7 @@ pub use stream::next_id as next_stream_id;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use redis::aio::MultiplexedConnection;
-use redis::cluster_async::ClusterConnection;
+use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::{ErrorKind, RedisError, RedisResult};
 
 use crate::cluster::{ATTEMPTS, backoff, transient, with_retries};
@@ -79,6 +78,12 @@ pub const CHUNK_BYTES: u64 = 1024 * 1024;
 pub const TEMP_PREFIX: &[u8] = b"__cachemig:tmp:";
 /// The safety TTL of a temporary key while it is being filled, refreshed with every chunk.
 const SAFETY_TTL_MS: u64 = 60 * 60 * 1000;
+
+/// Where a chunked copy writes: the new cluster's connection (backfill, repairs from old), or a
+/// standalone node's or an old cluster's (repairs from new while it is the write primary).
+pub trait Target: ConnectionLike + Clone + Send + Sync {}
+
+impl<T: ConnectionLike + Clone + Send + Sync> Target for T {}
 
 /// What a chunked copy did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,7 +106,7 @@ pub enum BigCopy {
 /// is written). Any error is returned; no temporary key is left behind on purpose.
 pub async fn copy(
     source: &mut MultiplexedConnection,
-    target: &mut ClusterConnection,
+    target: &mut impl Target,
     key: &[u8],
     replace: bool,
 ) -> RedisResult<BigCopy> {
@@ -137,7 +142,7 @@ pub async fn copy(
 /// Fills `temp` with the value of `key`, then publishes it under `key` with the source's TTL.
 async fn copy_into(
     source: &mut MultiplexedConnection,
-    target: &mut ClusterConnection,
+    target: &mut impl Target,
     key: &[u8],
     temp: &[u8],
     kind: Kind,
@@ -223,7 +228,7 @@ return 1
 ";
 
 async fn publish(
-    target: &mut ClusterConnection,
+    target: &mut impl Target,
     temp: &[u8],
     key: &[u8],
     replace: bool,

@@ -1,7 +1,7 @@
 //! What a stream has besides its entries: the ID counter and the consumer groups.
 
+use super::Target;
 use redis::aio::MultiplexedConnection;
-use redis::cluster_async::ClusterConnection;
 use redis::{ErrorKind, FromRedisValue, RedisError, RedisResult, Value};
 
 use super::{MAX_COUNT, SAFETY_TTL_MS, query, transient};
@@ -30,7 +30,7 @@ pub fn next_id(id: &str) -> Option<String> {
 /// Consumers' seen/active times are not copied.
 pub(super) async fn copy_meta(
     source: &MultiplexedConnection,
-    target: &ClusterConnection,
+    target: &impl Target,
     key: &[u8],
     temp: &[u8],
     has_entries: bool,
@@ -112,7 +112,7 @@ pub(super) async fn copy_meta(
 /// Creates the group's consumers that own no pending entry (the others come with XCLAIM).
 async fn copy_idle_consumers(
     source: &MultiplexedConnection,
-    target: &ClusterConnection,
+    target: &impl Target,
     key: &[u8],
     temp: &[u8],
     group: &[u8],
@@ -142,7 +142,7 @@ async fn copy_idle_consumers(
 /// Copies the group's pending entries list in pages of [`MAX_COUNT`].
 async fn copy_pending(
     source: &MultiplexedConnection,
-    target: &ClusterConnection,
+    target: &impl Target,
     key: &[u8],
     temp: &[u8],
     group: &[u8],
@@ -190,7 +190,7 @@ async fn copy_pending(
 }
 
 /// Runs an idempotent pipeline on the target, retrying transient errors.
-async fn run(target: &ClusterConnection, pipe: &redis::Pipeline) -> RedisResult<()> {
+async fn run(target: &impl Target, pipe: &redis::Pipeline) -> RedisResult<()> {
     super::with_retries(|| {
         let mut conn = target.clone();
         async move { pipe.query_async::<()>(&mut conn).await }
