@@ -451,3 +451,42 @@ fn a_subscriber_on_one_proxy_hears_every_message_published_through_another_acros
     let pong = exchange(&mut s2, &resp(&["PING"]), b"$0\r\n\r\n");
     assert_eq!(pong, "*2\r\n$4\r\npong\r\n$0\r\n\r\n");
 }
+
+#[test]
+fn every_backend_connection_uses_the_source_database_and_acl_user() {
+    let mut sb = Sandbox::start_with_source_password("app-secret");
+    let port = sb.source.port();
+    let admin = redis::Client::open(format!("redis://:app-secret@127.0.0.1:{port}/")).unwrap();
+    let mut admin = admin.get_connection().unwrap();
+    let _: () = redis::cmd("ACL")
+        .arg(&["SETUSER", "app", "on", ">app-secret", "~*", "&*", "+@all"][..])
+        .query(&mut admin)
+        .unwrap();
+    sb.rewrite_plan_source(&format!("redis://app@127.0.0.1:{port}/3"));
+    let proxy = ProxyProcess::start_with_env(&sb, "p1", &[]);
+    let mut conn = proxy.conn();
+    let _: () = conn.set("token:db3", "v").unwrap();
+    let n: i64 = redis::transaction(&mut conn, &["token:db3"], |c, pipe| {
+        pipe.incr("token:n", 1).query(c).map(|(n,): (i64,)| Some(n))
+    })
+    .unwrap();
+    assert_eq!(n, 1);
+    let in_db3 = redis::Client::open(format!("redis://app:app-secret@127.0.0.1:{port}/3")).unwrap();
+    let mut in_db3 = in_db3.get_connection().unwrap();
+    let v: Option<String> = in_db3.get("token:db3").unwrap();
+    assert_eq!(v.as_deref(), Some("v"), "written to the source URL's database");
+    let in_db0: Option<String> = admin.get("token:db3").unwrap();
+    assert_eq!(in_db0, None, "nothing in database 0");
+    let clients: String = redis::cmd("CLIENT").arg("LIST").query(&mut admin).unwrap();
+    let proxies: Vec<&str> = clients
+        .lines()
+        .filter(|l| l.contains("name=cachemig-proxy"))
+        .collect();
+    assert!(!proxies.is_empty(), "{clients}");
+    assert!(
+        proxies
+            .iter()
+            .all(|l| l.contains("user=app") && l.contains("db=3")),
+        "{clients}"
+    );
+}
