@@ -490,3 +490,76 @@ fn every_backend_connection_uses_the_source_database_and_acl_user() {
         "{clients}"
     );
 }
+
+const LIBRARY: &str = "#!lua name=counters\nredis.register_function('bump', function(keys, args) return redis.call('INCRBY', keys[1], args[1]) end)";
+
+/// The libraries each master of a side lists.
+fn libraries(nodes: &[&common::RedisServer]) -> Vec<usize> {
+    nodes
+        .iter()
+        .map(|n| n.query::<Vec<redis::Value>>(&["FUNCTION", "LIST"]).len())
+        .collect()
+}
+
+#[test]
+fn function_libraries_are_copied_by_the_backfill_and_loaded_everywhere_through_the_proxy() {
+    let sb = Sandbox::start();
+    let _: () = redis::cmd("FUNCTION")
+        .arg("LOAD")
+        .arg(LIBRARY)
+        .query(&mut sb.source.conn())
+        .unwrap();
+    sb.cachemig(&["advance", "--phase", "backfill", "--yes"])
+        .assert_success();
+    let masters: Vec<&common::RedisServer> = sb.target.masters().iter().collect();
+    assert_eq!(
+        libraries(&masters),
+        vec![1; masters.len()],
+        "the backfill copied the library"
+    );
+    let proxy = ProxyProcess::start(&sb, "p1");
+    phase(&sb, &proxy, "sync-dual-write", 10);
+    let mut conn = proxy.conn();
+    let second = LIBRARY.replace("counters", "more").replace("'bump'", "'bump2'");
+    let name: String = redis::cmd("FUNCTION")
+        .arg("LOAD")
+        .arg(&second)
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(name, "more");
+    assert_eq!(
+        libraries(&masters),
+        vec![2; masters.len()],
+        "loaded on every master of new"
+    );
+    assert_eq!(libraries(&[&sb.source]), vec![2], "and on old");
+    let bad = redis::cmd("FUNCTION")
+        .arg("LOAD")
+        .arg(&second)
+        .query::<String>(&mut conn)
+        .unwrap_err();
+    assert!(bad.to_string().contains("already exists"), "{bad}");
+    let n: i64 = redis::cmd("FCALL")
+        .arg("bump")
+        .arg(1)
+        .arg("token:f")
+        .arg(5)
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(n, 5);
+    phase(&sb, &proxy, "read-cutover", 11);
+    phase(&sb, &proxy, "write-stop", 12);
+    let n: i64 = redis::cmd("FCALL")
+        .arg("bump2")
+        .arg(1)
+        .arg("token:f")
+        .arg(1)
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(n, 6, "FCALL on new after the switch");
+    let listed: Vec<redis::Value> = redis::cmd("FUNCTION").arg("LIST").query(&mut conn).unwrap();
+    assert_eq!(listed.len(), 2);
+    common::wait_for("old = new", Duration::from_secs(10), || {
+        differences(&sb, &["token:f".to_string()]).is_empty()
+    });
+}

@@ -9,6 +9,7 @@ pub mod bigkey;
 mod checkpoint;
 mod copy;
 mod deadletter;
+mod functions;
 pub(crate) mod progress;
 mod throttle;
 
@@ -96,6 +97,10 @@ pub async fn run(plan: &Plan) -> Result<Summary> {
         budget_bytes: BUDGET_BYTES,
         scripts: Default::default(),
     });
+    let written = functions::copy(plan, &copier.target).await?;
+    if written > 0 {
+        eprintln!("backfill: copied the source's function libraries to {written} target master(s)");
+    }
     let throttle = Arc::new(Throttle::new(
         plan.backfill.max_keys_per_sec,
         plan.backfill.max_source_latency_ms,

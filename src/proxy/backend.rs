@@ -191,11 +191,16 @@ impl Backend {
     /// One shared RESP2 connection to every master, in slot-map order (a standalone side has
     /// one): what a keyspace walk visits.
     pub async fn masters(&self) -> Vec<NodeConn> {
+        self.masters_as(Proto::Resp2).await
+    }
+
+    /// The same, on the connections that speak `proto`.
+    pub async fn masters_as(&self, proto: Proto) -> Vec<NodeConn> {
         match &self.kind {
-            Kind::Node(node) => vec![node.conn(Proto::Resp2).clone()],
+            Kind::Node(node) => vec![node.conn(proto).clone()],
             Kind::Cluster(cluster) => {
                 let map = cluster.map.read().await.clone();
-                map.nodes.iter().map(|n| n.conn(Proto::Resp2).clone()).collect()
+                map.nodes.iter().map(|n| n.conn(proto).clone()).collect()
             }
         }
     }

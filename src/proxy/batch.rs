@@ -19,6 +19,7 @@ use tokio::time::Instant;
 use super::blocking;
 use super::call::Call;
 use super::command::{self, Class};
+use super::functions;
 use super::hooks::{NOT_MIRRORED, mirror, seed_from, seed_request, settle, shadow};
 use super::keyspace;
 use super::local::{self, Session};
@@ -69,12 +70,16 @@ enum Step {
     Keyspace(Vec<Bytes>),
     /// A subscription change ([`pubsub`]).
     PubSub(Vec<Bytes>),
+    /// A function-library command ([`functions`]).
+    Function(Vec<Bytes>),
 }
 
 impl Step {
     fn writes(&self) -> bool {
         match self {
             Step::Reply(_) | Step::Keyspace(_) | Step::PubSub(_) => false,
+            // A library change is not a key write: nothing to mirror or fence.
+            Step::Function(_) => false,
             Step::Forward(_, write) | Step::Blocking(_, write) => *write,
             Step::Tx(step) => step.writes(),
         }
@@ -140,6 +145,11 @@ pub async fn handle(proxy: &Arc<Proxy>, session: &mut Session, batch: Vec<Reques
             Step::Keyspace(args) => {
                 flush(proxy, &applied, &mut segment, &mut replies, proto).await;
                 replies[i] = Some(keyspace::answer(proxy, &applied, &args, proto).await);
+                continue;
+            }
+            Step::Function(args) => {
+                flush(proxy, &applied, &mut segment, &mut replies, proto).await;
+                replies[i] = Some(functions::answer(proxy, &applied, &args, proto).await);
                 continue;
             }
             Step::Blocking(call, write) => {
@@ -261,7 +271,8 @@ async fn classify(proxy: &Proxy, session: &mut Session, request: Request) -> Ste
             queued_or(proxy, session, Err(refusal))
         }
         Class::PubSub if session.multi.is_none() => Step::PubSub(args),
-        Class::PubSub => {
+        Class::Function if session.multi.is_none() => Step::Function(args),
+        Class::PubSub | Class::Function => {
             let refusal = Reply::error(format!("ERR cachemig: {} inside a transaction", spec.name));
             queued_or(proxy, session, Err(refusal))
         }

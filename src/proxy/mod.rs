@@ -11,6 +11,7 @@
 //!   itself;
 //! - [`tx`], [`scripts`], [`blocking`], [`cluster_view`]: transactions, Lua scripts, blocking
 //!   commands, and the one-node cluster a cluster client sees;
+//! - [`functions`]: FUNCTION libraries on every master of both sides;
 //! - [`pubsub`]: subscriptions held on both sides, messages pushed to the client;
 //! - [`keyspace`]: SCAN, KEYS, DBSIZE and RANDOMKEY over every master of the side holding the keys;
 //! - [`mirror`], [`keyconn`]: key-sync of written keys to the other side;
@@ -25,6 +26,7 @@ pub mod call;
 pub mod client;
 pub mod cluster_view;
 pub mod command;
+pub mod functions;
 pub mod heartbeat;
 pub mod hooks;
 pub mod hotkeys;

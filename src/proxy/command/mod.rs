@@ -30,6 +30,8 @@ pub enum Class {
     Keyspace,
     /// SUBSCRIBE, PSUBSCRIBE and their unsubscribes: subscriptions held on both sides.
     PubSub,
+    /// FUNCTION: libraries changed on every master of both sides.
+    Function,
     /// Refused with `-ERR cachemig: <CMD> <reason>`; the &'static str is the reason.
     Reject(&'static str),
 }

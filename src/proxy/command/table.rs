@@ -80,8 +80,6 @@ impl Spec {
     }
 }
 
-const FUNCTIONS: &str =
-    "functions are not supported by the proxy yet (their libraries are not copied to new); use EVAL/EVALSHA";
 const SHARDED: &str = "sharded pub/sub is not supported by the proxy yet; use SUBSCRIBE and PUBLISH";
 const BYPASS: &str = "would bypass the migration's key mirroring";
 const ADMIN: &str = "admin commands go to the servers directly, not through the proxy";
@@ -294,9 +292,11 @@ pub(super) static TABLE: &[Spec] = &[
     read("EVALSHA_RO", -3, nk(2)).rand(),
     // SCRIPT LOAD compiles on a server (and reports syntax errors); the body is remembered.
     read("SCRIPT", -2, NO).rand(),
-    reject("FCALL", -3, FUNCTIONS),
-    reject("FCALL_RO", -3, FUNCTIONS),
-    reject("FUNCTION", -2, FUNCTIONS),
+    // Functions: FCALL routes like EVAL; libraries go to every master of both sides
+    // (proxy::functions).
+    write("FCALL", -3, nk(2)),
+    read("FCALL_RO", -3, nk(2)).rand(),
+    spec("FUNCTION", Class::Function, -2, NO),
     // Blocking commands run on a connection of the client's own (proxy::blocking).
     write("BLPOP", -3, r(1, -2, 1)).blocking(Blocks::Always),
     write("BRPOP", -3, r(1, -2, 1)).blocking(Blocks::Always),

@@ -20,7 +20,7 @@ fn commands_are_classified_as_specified() {
              ZRANK ZREVRANK ZCOUNT ZLEXCOUNT ZRANDMEMBER ZUNION ZINTER ZDIFF ZINTERCARD GETBIT BITCOUNT \
              BITPOS BITFIELD_RO XRANGE XREVRANGE XLEN XPENDING XINFO PFCOUNT GEOPOS GEODIST GEOHASH \
              GEOSEARCH GEORADIUS_RO GEORADIUSBYMEMBER_RO OBJECT MEMORY DUMP LCS SORT_RO TIME PUBLISH \
-             SPUBLISH TOUCH COMMAND SCRIPT EVAL_RO EVALSHA_RO XREAD PUBSUB",
+             SPUBLISH TOUCH COMMAND SCRIPT EVAL_RO EVALSHA_RO XREAD PUBSUB FCALL_RO",
         ),
         (
             Class::Write,
@@ -31,7 +31,7 @@ fn commands_are_classified_as_specified() {
              SDIFFSTORE ZADD ZINCRBY ZREM ZREMRANGEBYSCORE ZREMRANGEBYRANK ZREMRANGEBYLEX ZPOPMIN \
              ZPOPMAX ZMPOP ZUNIONSTORE ZINTERSTORE ZDIFFSTORE ZRANGESTORE SETBIT BITFIELD BITOP PFADD \
              PFMERGE GEOADD GEOSEARCHSTORE RESTORE XADD XDEL XTRIM XACK XCLAIM XAUTOCLAIM XGROUP XSETID \
-             EVAL EVALSHA BLPOP BRPOP BLMOVE BRPOPLPUSH BZPOPMIN BZPOPMAX BLMPOP BZMPOP XREADGROUP",
+             EVAL EVALSHA BLPOP BRPOP BLMOVE BRPOPLPUSH BZPOPMIN BZPOPMAX BLMPOP BZMPOP XREADGROUP FCALL",
         ),
         (
             Class::Local,
@@ -40,14 +40,14 @@ fn commands_are_classified_as_specified() {
         (Class::Transaction, "MULTI EXEC DISCARD WATCH UNWATCH"),
         (Class::Keyspace, "SCAN KEYS DBSIZE RANDOMKEY"),
         (Class::PubSub, "SUBSCRIBE PSUBSCRIBE UNSUBSCRIBE PUNSUBSCRIBE"),
+        (Class::Function, "FUNCTION"),
     ];
     for (class, names) in cases {
         for name in names.split_whitespace() {
             assert_eq!(get(name).class, *class, "{name}");
         }
     }
-    let rejected = "FCALL FCALL_RO FUNCTION \
-         SSUBSCRIBE SUNSUBSCRIBE MONITOR FLUSHALL \
+    let rejected = "SSUBSCRIBE SUNSUBSCRIBE MONITOR FLUSHALL \
          FLUSHDB SWAPDB MOVE MIGRATE CONFIG SHUTDOWN DEBUG SAVE BGSAVE \
          BGREWRITEAOF LASTSAVE REPLICAOF SLAVEOF SYNC PSYNC WAIT ACL SLOWLOG \
          LATENCY MODULE FAILOVER ROLE LOLWUT SORT GEORADIUS GEORADIUSBYMEMBER";
@@ -182,6 +182,7 @@ fn sample(spec: &Spec) -> Option<Vec<String>> {
         "XREAD" => &["STREAMS", "k1", "k2", "0", "0"],
         "XREADGROUP" => &["GROUP", "g", "c", "STREAMS", "k1", "0"],
         "EVALSHA" | "EVALSHA_RO" => &["e0e1f9fabfc9d4800c877a703b823ac0578ff8db"],
+        "FCALL" | "FCALL_RO" => &["f"],
         _ => &[],
     };
     let min = spec.arity.unsigned_abs() as usize;
@@ -270,7 +271,12 @@ fn table_agrees_with_a_live_redis() {
         }
         let own = matches!(
             spec.class,
-            Class::Reject(_) | Class::Local | Class::Transaction | Class::Keyspace | Class::PubSub
+            Class::Reject(_)
+                | Class::Local
+                | Class::Transaction
+                | Class::Keyspace
+                | Class::PubSub
+                | Class::Function
         );
         // SCRIPT's and PUBSUB's subcommands take no keys; GETKEYS wants a subcommand it knows.
         if own || matches!(spec.name, "SCRIPT" | "PUBSUB") {
