@@ -7,6 +7,7 @@ pub mod compare;
 pub mod proxy;
 pub mod reports;
 pub mod sandbox;
+pub mod wire;
 
 pub use cluster::RedisCluster;
 

@@ -115,7 +115,9 @@ fn wait_ready(proxy: &mut ProxyProcess) -> bool {
         if proxy.child.try_wait().unwrap().is_some() {
             return false;
         }
-        if std::net::TcpStream::connect(("127.0.0.1", proxy.port)).is_ok() {
+        // The metrics listener is bound after the client one: wait for both.
+        let up = |port| std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
+        if up(proxy.port) && up(proxy.metrics_port) {
             return true;
         }
         std::thread::sleep(Duration::from_millis(50));
