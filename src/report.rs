@@ -139,32 +139,52 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// Reads every proxy report of `migration` from the new cluster. Fields that do not parse are
-/// returned as `Err(field name, why)` so `status` can show them instead of dropping them.
+/// The clock of the master that holds `migration`'s reports, in Unix milliseconds.
+///
+/// Liveness is judged on this one clock (design §11): a proxy stamps its report with it, and the
+/// CLI measures the report's age with it, so a proxy host whose clock runs ahead or behind is
+/// neither kept alive after it died nor counted missing while it reports.
+pub async fn server_now_ms(router: &crate::cluster::Router, migration: &str) -> redis::RedisResult<u64> {
+    let key = reports_key(migration);
+    let (secs, micros): (u64, u64) =
+        redis::FromRedisValue::from_redis_value(router.query(key.as_bytes(), redis::cmd("TIME")).await?)?;
+    Ok(secs * 1000 + micros / 1000)
+}
+
+/// Reads every proxy report of `migration` from the new cluster, with the time on the clock of
+/// the master holding them ([`server_now_ms`]). Fields that do not parse are returned as
+/// `Err(field name, why)` so `status` can show them instead of dropping them.
 pub async fn read_all(
     router: &crate::cluster::Router,
     migration: &str,
-) -> redis::RedisResult<Vec<Result<ProxyReport, (String, String)>>> {
+) -> redis::RedisResult<(u64, Vec<Result<ProxyReport, (String, String)>>)> {
+    let now = server_now_ms(router, migration).await?;
     let key = reports_key(migration);
     let mut cmd = redis::cmd("HGETALL");
     cmd.arg(&key);
     let value = router.query(key.as_bytes(), cmd).await?;
     let fields: Vec<(String, String)> = redis::FromRedisValue::from_redis_value(value)?;
-    Ok(fields
+    let reports = fields
         .into_iter()
         .map(|(id, json)| serde_json::from_str(&json).map_err(|e| (id, e.to_string())))
-        .collect())
+        .collect();
+    Ok((now, reports))
 }
 
-/// Writes `report` as this proxy's field; the hash expires a day after the last write so a
-/// finished migration leaves nothing behind for long.
+/// Writes `report` as this proxy's field, stamped with the clock of the master holding the
+/// reports ([`server_now_ms`]), not the proxy host's; the hash expires a day after the last write
+/// so a finished migration leaves nothing behind for long.
 pub async fn write(
     router: &crate::cluster::Router,
     migration: &str,
     report: &ProxyReport,
 ) -> redis::RedisResult<()> {
     let key = reports_key(migration);
-    let json = serde_json::to_string(report)
+    let report = ProxyReport {
+        written_at_ms: server_now_ms(router, migration).await?,
+        ..report.clone()
+    };
+    let json = serde_json::to_string(&report)
         .map_err(|e| redis::RedisError::from((redis::ErrorKind::Client, "report encoding", e.to_string())))?;
     let mut hset = redis::cmd("HSET");
     hset.arg(&key).arg(&report.id).arg(json);

@@ -89,7 +89,7 @@ impl ReportReader {
         let fields = match read {
             Err(_) => Err(format!("reading proxy reports took longer than {READ_TIMEOUT:?}")),
             Ok(Err(e)) => Err(format!("reading proxy reports: {e}")),
-            Ok(Ok(fields)) => Ok(fields),
+            Ok(Ok(read)) => Ok(read),
         };
         ProxyView::from_fields(plan, generation, fields)
     }
@@ -112,7 +112,11 @@ impl ProxyView {
         }
     }
 
-    fn from_fields(plan: &Plan, generation: u64, fields: Result<Vec<Field>, String>) -> ProxyView {
+    /// `read` is the reports and the time on the reports' master (the local clock when they
+    /// could not be read: nothing is judged live then anyway).
+    fn from_fields(plan: &Plan, generation: u64, read: Result<(u64, Vec<Field>), String>) -> ProxyView {
+        let now_ms = read.as_ref().map_or_else(|_| report::now_ms(), |(now, _)| *now);
+        let fields = read.map(|(_, fields)| fields);
         let mut unparsable = Vec::new();
         let reports = fields.map(|fields| {
             let mut reports: Vec<ProxyReport> = fields
@@ -125,7 +129,7 @@ impl ProxyView {
         ProxyView {
             reports,
             unparsable,
-            now_ms: report::now_ms(),
+            now_ms,
             generation,
             heartbeat_timeout: plan.proxies.heartbeat_timeout,
             expected: plan.proxies.expected,

@@ -68,6 +68,12 @@ impl ProxyProcess {
         proxy
     }
 
+    /// Kills the process with SIGKILL (a crash: nothing is drained) and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
