@@ -132,5 +132,9 @@ pub enum Command {
         /// cheapest per request), 0 means one per CPU.
         #[arg(long, value_name = "N", default_value_t = 1)]
         threads: usize,
+        /// Start even when the flag file is missing or invalid while the migration is past
+        /// `planned` (writes are then refused until the flag file appears).
+        #[arg(long)]
+        allow_missing_flag_file: bool,
     },
 }

@@ -4,6 +4,7 @@
 
 pub mod backfill;
 pub mod batch;
+pub mod beacon;
 pub mod cli;
 pub mod cluster;
 pub mod commands;

@@ -122,6 +122,9 @@ pub struct ProxyReport {
     pub flag_error: Option<String>,
     /// The hottest keys of the last window, hottest first.
     pub hot_keys: Vec<HotKey>,
+    /// Why this proxy refuses writes as stale (behind the generation beacon), if it does.
+    #[serde(default)]
+    pub stale: Option<String>,
 }
 
 impl ProxyReport {
@@ -233,6 +236,7 @@ mod tests {
                 count: 4,
                 error: 0,
             }],
+            stale: Some("behind".into()),
         };
         let json = serde_json::to_string(&report).unwrap();
         assert!(json.contains("\"fence\":\"drained\""));

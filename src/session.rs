@@ -6,6 +6,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use serde::Serialize;
 
+use crate::beacon::{self, Beacon};
 use crate::flags::{self, FlagFile, ShadowRead};
 use crate::phase::{Catalog, MirrorMode, PhaseSpec, Side};
 use crate::plan::Plan;
@@ -247,6 +248,15 @@ impl Session {
             Some(flag) => {
                 flags::write_atomic(&self.plan.flag_file, &flag)
                     .with_context(|| format!("writing {}", self.plan.flag_file.display()))?;
+                let beacon = Beacon {
+                    generation: flag.generation,
+                    phase: flag.phase.clone(),
+                };
+                if let Err(e) = beacon::publish_blocking(&self.plan, &beacon) {
+                    eprintln!(
+                        "warning: the flag file is written, but the generation beacon could not be published to the target ({e:#}); proxies cannot detect a stale flag file until the next step"
+                    );
+                }
                 self.flag_on_disk = Some(flag);
             }
             // Back at generation 0 with no transition: an absent flag file means `planned`.

@@ -74,7 +74,18 @@ pub fn execute(command: Command) -> Result<u8> {
             id,
             metrics,
             threads,
-        } => proxy::run(&plan, listen, id, metrics, threads),
+            allow_missing_flag_file,
+        } => proxy::run(
+            &plan,
+            crate::proxy::Options {
+                listen,
+                id,
+                metrics,
+                password: None,
+                allow_missing_flag_file,
+            },
+            threads,
+        ),
     }
 }
 

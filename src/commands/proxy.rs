@@ -8,13 +8,8 @@ use crate::plan::Plan;
 use crate::proxy::{self, Options};
 
 /// Loads the plan and runs the proxy until Ctrl-C (or SIGTERM via the service manager).
-pub fn run(
-    path: &Path,
-    listen: String,
-    id: Option<String>,
-    metrics: Option<String>,
-    threads: usize,
-) -> Result<u8> {
+/// `options.password` is filled in here, from the plan's `[proxies] password_env`.
+pub fn run(path: &Path, mut options: Options, threads: usize) -> Result<u8> {
     let plan = Plan::load(path)?;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -23,19 +18,13 @@ pub fn run(
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .try_init();
-    let password = match &plan.proxies.password_env {
+    options.password = match &plan.proxies.password_env {
         Some(var) => Some(std::env::var(var).map_err(|_| {
             Error::Usage(format!(
                 "[proxies] password_env names ${var}, which is not set; export it before starting the proxy"
             ))
         })?),
         None => None,
-    };
-    let options = Options {
-        listen,
-        id,
-        metrics,
-        password,
     };
     let runtime = match threads {
         1 => tokio::runtime::Builder::new_current_thread()

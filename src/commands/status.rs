@@ -74,6 +74,8 @@ struct ProxyRow {
     shadow_mismatches: u64,
     last_error: Option<String>,
     flag_error: Option<String>,
+    /// Why the proxy refuses writes as stale (behind the generation beacon), if it does.
+    stale: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -128,6 +130,7 @@ fn proxies(view: &ProxyView, plan: &Plan, fenced: bool) -> Proxies {
                 shadow_mismatches: r.counters.shadow_mismatches,
                 last_error: r.last_error.clone(),
                 flag_error: r.flag_error.clone(),
+                stale: r.stale.clone(),
             })
             .collect(),
         unparsable: view
@@ -329,11 +332,19 @@ fn print_proxies(p: &Proxies) {
         "errors",
     ]);
     for r in &p.reports {
-        let state = if r.live { "live" } else { "missing" };
-        let errors: Vec<String> = [("last", &r.last_error), ("flag", &r.flag_error)]
-            .iter()
-            .filter_map(|(what, e)| e.as_ref().map(|e| format!("{what}: {e}")))
-            .collect();
+        let state = match (r.live, &r.stale) {
+            (false, _) => "missing",
+            (true, Some(_)) => "STALE",
+            (true, None) => "live",
+        };
+        let errors: Vec<String> = [
+            ("stale", &r.stale),
+            ("last", &r.last_error),
+            ("flag", &r.flag_error),
+        ]
+        .iter()
+        .filter_map(|(what, e)| e.as_ref().map(|e| format!("{what}: {e}")))
+        .collect();
         t.add_row(vec![
             r.id.clone(),
             format!("{state} ({:.1}s ago)", r.age_ms as f64 / 1000.0),

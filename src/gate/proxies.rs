@@ -279,6 +279,7 @@ mod tests {
             last_error: None,
             flag_error: None,
             hot_keys: Vec::new(),
+            stale: None,
         }
     }
 

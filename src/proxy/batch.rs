@@ -107,6 +107,7 @@ pub async fn handle(proxy: &Arc<Proxy>, session: &mut Session, batch: Vec<Reques
     let proto = session.proto;
     let has_write = steps.iter().any(Step::writes);
     let mut in_flight = has_write.then(|| InFlight::new(&proxy.writes_in_flight));
+    let stale = if has_write { proxy.stale() } else { None };
     let mut applied = proxy.applied();
     let deadline = Instant::now() + FENCE_HOLD_LIMIT;
     let mut refuse_writes = false;
@@ -124,6 +125,11 @@ pub async fn handle(proxy: &Arc<Proxy>, session: &mut Session, batch: Vec<Reques
                 Some(now) => applied = now,
                 None => refuse_writes = true,
             }
+        }
+        if write && let Some(why) = &stale {
+            // Behind the generation beacon: this proxy's routing may no longer be the fleet's.
+            replies[i] = Some(Reply::error(super::stale::refusal(why)));
+            continue;
         }
         if write && refuse_writes {
             // Later writes of the batch are refused too: none may overtake a refused one.

@@ -72,6 +72,7 @@ impl Proxy {
             last_error: self.mirror.last_error(),
             flag_error: flag.failing.then(|| flag.last_error.clone()).flatten(),
             hot_keys: self.hot.top(HOT_KEYS),
+            stale: self.stale(),
         }
     }
 }
@@ -83,7 +84,9 @@ pub async fn run(proxy: Arc<Proxy>, router: Router) {
     let mut last_requests = proxy.metrics.requests.get();
     let mut last_at = std::time::Instant::now();
     let mut applied = proxy.applied.clone();
+    let mut beacon = super::stale::Check::default();
     loop {
+        beacon.tick(&proxy, &router).await;
         let requests = proxy.metrics.requests.get();
         let qps = (requests - last_requests) as f64 / last_at.elapsed().as_secs_f64().max(0.001);
         (last_requests, last_at) = (requests, std::time::Instant::now());
@@ -117,6 +120,7 @@ impl Exporter for Proxy {
             "phase": applied.phase,
             "routing": applied.routing,
             "fence": report.fence,
+            "stale": report.stale,
             "held_writes": self.metrics.held_writes.get(),
             "counters_since_generation": report.counters,
             "counters_total": totals(&self.metrics),

@@ -60,6 +60,8 @@ pub struct Metrics {
     pub fence_held: Gauge,
     /// cachemig_proxy_held_writes gauge (writes waiting behind the fence)
     pub held_writes: Gauge,
+    /// cachemig_proxy_stale gauge (1 while the proxy refuses writes as stale)
+    pub stale: Gauge,
     /// cachemig_proxy_flag_errors_total (flag-file reads that failed; last good routing kept)
     pub flag_errors: Counter,
     /// cachemig_proxy_backend_errors_total (I/O and connection errors to old/new)
@@ -107,6 +109,7 @@ impl Metrics {
             applied_generation: Gauge::default(),
             fence_held: Gauge::default(),
             held_writes: Gauge::default(),
+            stale: Gauge::default(),
             flag_errors: Counter::default(),
             backend_errors: Counter::default(),
             registry: Registry::default(),
@@ -229,6 +232,11 @@ impl Metrics {
             "held_writes",
             "Writes waiting behind the fence",
             self.held_writes.clone(),
+        );
+        r.register(
+            "stale",
+            "1 while the proxy refuses writes: its flag file is behind the generation beacon",
+            self.stale.clone(),
         );
         r.register(
             "flag_errors",

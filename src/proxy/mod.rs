@@ -16,6 +16,7 @@
 //! - [`keyspace`]: SCAN, KEYS, DBSIZE and RANDOMKEY over every master of the side holding the keys;
 //! - [`mirror`], [`keyconn`]: key-sync of written keys to the other side;
 //! - [`shadow`]: sampled, detached comparison of reads;
+//! - [`stale`]: the generation beacon check (writes refused while the flag file lags);
 //! - [`heartbeat`], [`metrics`], [`http`], [`hotkeys`]: reports (design §5);
 //! - [`server`]: wiring and the accept loop.
 
@@ -43,6 +44,7 @@ pub mod routing;
 pub mod scripts;
 pub mod server;
 pub mod shadow;
+pub mod stale;
 pub mod tx;
 
 use std::sync::Arc;
@@ -94,12 +96,22 @@ pub struct Proxy {
     pub scripts: scripts::Scripts,
     /// The old server's version, which HELLO and INFO report (clients check it for features).
     pub server_version: String,
+    /// Why the proxy refuses writes as stale ([`stale`]), while it does.
+    pub stale: std::sync::RwLock<Option<String>>,
+    /// How long the applied generation may stay behind the beacon before the proxy is stale
+    /// (the plan's `[proxies] heartbeat_timeout`).
+    pub stale_after: Duration,
 }
 
 impl Proxy {
     /// The routing in force now.
     pub fn applied(&self) -> Arc<Applied> {
         self.applied.borrow().clone()
+    }
+
+    /// Why writes are refused as stale, if they are.
+    pub fn stale(&self) -> Option<String> {
+        self.stale.read().map(|s| s.clone()).unwrap_or_default()
     }
 
     /// The backend of `side`.

@@ -29,6 +29,9 @@ pub struct Options {
     pub metrics: Option<String>,
     /// The password clients must AUTH with (from the plan's `[proxies] password_env`).
     pub password: Option<String>,
+    /// Start without a valid flag file even when the beacon says the migration is past
+    /// `planned` (the proxy is then stale: writes refused until the flag file appears).
+    pub allow_missing_flag_file: bool,
 }
 
 /// Hot-key window and table size.
@@ -72,6 +75,9 @@ pub async fn run(plan: Plan, options: Options) -> Result<()> {
         },
     )?;
     let flag = watcher.subscribe();
+    if flag.borrow().applied.is_none() && !options.allow_missing_flag_file {
+        refuse_without_flag_file(&plan, &router).await?;
+    }
     let applied = routing::follow(watcher.subscribe(), metrics.clone());
     let mirror = Mirror::new(
         plan.dual_write.queue_capacity as usize,
@@ -98,6 +104,8 @@ pub async fn run(plan: Plan, options: Options) -> Result<()> {
         writes_in_flight: AtomicUsize::new(0),
         scripts: Default::default(),
         server_version,
+        stale: Default::default(),
+        stale_after: plan.proxies.heartbeat_timeout,
     });
     tokio::spawn(heartbeat::run(proxy.clone(), router));
     if let Some(addr) = &options.metrics {
@@ -159,6 +167,25 @@ async fn stop(proxy: &Proxy) -> Result<()> {
     }
     eprintln!("cachemig proxy {}: stopped", proxy.id);
     Ok(())
+}
+
+/// A proxy without a valid flag file would serve as `planned`: writes to old, unmirrored. That
+/// is right only while the migration is there; past it, such a proxy would be a second primary.
+async fn refuse_without_flag_file(plan: &Plan, router: &Router) -> Result<()> {
+    let beacon = crate::beacon::read(router, &plan.name)
+        .await
+        .context("reading the generation beacon from the target")?;
+    match beacon {
+        Some(b) if b.generation > 0 && b.phase != "planned" => anyhow::bail!(
+            "no valid flag file at {}, but the migration is at generation {} ({}) according to the new cluster; \
+             without it this proxy would write old unmirrored. Fix the path or the mount (see docs/flag-file.md), \
+             or pass --allow-missing-flag-file to start anyway with writes refused until it appears",
+            plan.flag_file.display(),
+            b.generation,
+            b.phase
+        ),
+        _ => Ok(()),
+    }
 }
 
 /// Whether the source is a cluster (`cluster_enabled:1`), and its version.

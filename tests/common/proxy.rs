@@ -41,6 +41,11 @@ impl ProxyProcess {
 
     /// `cachemig proxy` on any plan, with environment variables `env`.
     pub fn start_on(plan: &Path, id: &str, env: &[(&str, &str)]) -> ProxyProcess {
+        ProxyProcess::start_on_with_args(plan, id, env, &[])
+    }
+
+    /// The same, with extra command-line arguments.
+    pub fn start_on_with_args(plan: &Path, id: &str, env: &[(&str, &str)], args: &[&str]) -> ProxyProcess {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("proxy.log");
         let (port, metrics_port) = (free_port(), free_port());
@@ -52,6 +57,7 @@ impl ProxyProcess {
             "--metrics",
             &format!("127.0.0.1:{metrics_port}"),
         ]);
+        cmd = cmd.args(args);
         for (k, v) in env {
             cmd = cmd.env(k, v);
         }

@@ -50,6 +50,7 @@ pub fn report(id: &str, generation: u64, phase: &str) -> ProxyReport {
             count: 7,
             error: 0,
         }],
+        stale: None,
     }
 }
 
