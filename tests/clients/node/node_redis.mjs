@@ -1,0 +1,250 @@
+// An application's-eye check of one Redis endpoint with node-redis (npm `redis`) in its DEFAULT
+// configuration (RESP3: HELLO 3 on connect). Run by tests/app_clients.rs against plain Redis and
+// against `cachemig proxy`; see harness.mjs for the arguments and the output.
+
+import { CONNECT_TIMEOUT_MS, StepFailed, WAIT_MS, alongside, check, describe, keySlot, parseCommandLine, requireClient, runSteps, same, sleep, withTimeout } from './harness.mjs';
+
+const { DEFAULT_RESP, createClient, createCluster, defineScript, WatchError } = requireClient('redis');
+const VERSION = requireClient('redis/package.json').version;
+
+/** Deletes the lock `KEYS[1]` only if it still holds our token `ARGV[1]` (the usual release). */
+const releaseLock = defineScript({
+  NUMBER_OF_KEYS: 1,
+  SCRIPT: 'if redis.call("get", KEYS[1]) == ARGV[1] then return redis.call("del", KEYS[1]) else return 0 end',
+  parseCommand(parser, key, token) {
+    parser.pushKey(key);
+    parser.push(token);
+  },
+  transformReply: undefined,
+});
+
+/** The steps, sharing the endpoint, the key prefix and the clients to close. */
+class App {
+  constructor(port, prefix) {
+    this.port = port;
+    this.prefix = prefix;
+    this.url = `redis://127.0.0.1:${port}`;
+    this.errors = [];
+    this.open = [];
+  }
+
+  /** A key under the prefix. */
+  key(name) {
+    return `${this.prefix}${name}`;
+  }
+
+  /** A key under the prefix whose hash tag keeps every key of `group` in one slot. */
+  slotKey(group, name) {
+    return `${this.prefix}{${group}}:${name}`;
+  }
+
+  /** A connected client with the library's defaults (the lock script registered). */
+  async client() {
+    const c = createClient({ url: this.url, scripts: { releaseLock } });
+    c.on('error', (err) => this.errors.push(describe(err)));
+    this.open.push(c);
+    await withTimeout(c.connect(), CONNECT_TIMEOUT_MS, 'connect');
+    return c;
+  }
+
+  /** Closes every client the step opened. */
+  async cleanup() {
+    for (const c of this.open.splice(0)) c.destroy();
+  }
+
+  async step_connect() {
+    const c = await this.client();
+    check((await c.ping()) === 'PONG', 'PING did not answer PONG');
+    const k = this.key('hello');
+    check((await c.set(k, 'world')) === 'OK', 'SET did not answer OK');
+    const got = await c.get(k);
+    check(got === 'world', `GET ${k} = ${got}`);
+    return { writes: { [k]: 'world' }, details: { protocol: c.options?.RESP ?? DEFAULT_RESP } };
+  }
+
+  /** A non-transactional pipeline of 100 commands over keys in many slots. */
+  async step_pipeline() {
+    const c = await this.client();
+    const counter = this.key('pipe:counter');
+    const batch = c.multi();
+    for (let i = 0; i < 40; i++) batch.set(this.key(`pipe:${i}`), `v${i}`);
+    for (let i = 0; i < 40; i++) batch.incr(counter);
+    for (let i = 0; i < 20; i++) batch.get(this.key(`pipe:${i}`));
+    const replies = await batch.execAsPipeline();
+    check(replies.length === 100, `${replies.length} replies to 100 commands`);
+    check(replies.slice(0, 40).every((r) => r === 'OK'), `SET replies: ${replies.slice(0, 40)}`);
+    check(same(replies.slice(40, 80), Array.from({ length: 40 }, (_, i) => i + 1)), `INCR replies: ${replies.slice(40, 80)}`);
+    check(same(replies.slice(80), Array.from({ length: 20 }, (_, i) => `v${i}`)), `GET replies: ${replies.slice(80)}`);
+    const writes = { [counter]: '40' };
+    for (let i = 0; i < 40; i++) writes[this.key(`pipe:${i}`)] = `v${i}`;
+    return { writes };
+  }
+
+  /** multi().exec() five times on keys of one slot. */
+  async step_transaction() {
+    const c = await this.client();
+    const [a, b, s] = ['a', 'b', 'c'].map((n) => this.slotKey('tx', n));
+    for (let n = 1; n <= 5; n++) {
+      const replies = await c.multi().incr(a).incrBy(b, 2).set(s, `round-${n}`).get(a).exec();
+      check(same(replies, [n, 2 * n, 'OK', String(n)]), `round ${n}: EXEC replied ${JSON.stringify(replies)}`);
+    }
+    return { writes: { [a]: '5', [b]: '10', [s]: 'round-5' } };
+  }
+
+  /** A WATCH/MULTI/EXEC increment retried on conflict, racing INCRs from another client. */
+  async step_watch() {
+    const k = this.key('watch:counter');
+    const rounds = 30;
+    const otherRounds = 30;
+    const [w, other] = await Promise.all([this.client(), this.client()]);
+    let conflicts = 0;
+    const racing = async () => {
+      for (let i = 0; i < otherRounds; i++) {
+        await other.incr(k);
+        await sleep(2);
+      }
+    };
+    await alongside('concurrent INCR', racing, () => this.watchLoop(w, k, rounds, () => conflicts++));
+    const got = await w.get(k);
+    check(got === String(rounds + otherRounds), `${k} = ${got}, expected ${rounds + otherRounds}`);
+    return { writes: { [k]: got }, details: { conflicts } };
+  }
+
+  /** `rounds` optimistic increments of `k` on the dedicated client `w`; `onConflict` per retry. */
+  async watchLoop(w, k, rounds, onConflict) {
+    for (let i = 0; i < rounds; i++) {
+      for (let attempt = 0; ; attempt++) {
+        if (attempt === 100) throw new StepFailed('100 conflicts in a row');
+        await w.watch(k);
+        const current = Number((await w.get(k)) ?? 0);
+        try {
+          await w.multi().set(k, String(current + 1)).exec();
+          break;
+        } catch (err) {
+          if (!(err instanceof WatchError)) throw err;
+          onConflict();
+        }
+      }
+    }
+  }
+
+  /** A lock taken with SET NX PX and released by a Lua script (EVALSHA, EVAL on NOSCRIPT), two
+   * clients taking turns to read-modify-write a counter under it. */
+  async step_lock() {
+    const name = this.key('lock');
+    const counter = this.key('lock:counter');
+    const perWorker = 10;
+    const worker = async (id) => {
+      const c = await this.client();
+      for (let i = 0; i < perWorker; i++) {
+        const token = `${id}-${i}-${Math.random()}`;
+        const deadline = Date.now() + WAIT_MS;
+        while ((await c.set(name, token, { NX: true, PX: 10_000 })) !== 'OK') {
+          check(Date.now() < deadline, 'could not acquire the lock');
+          await sleep(5);
+        }
+        const value = Number((await c.get(counter)) ?? 0);
+        await sleep(1);
+        await c.set(counter, String(value + 1));
+        const released = await c.releaseLock(name, token);
+        check(released === 1, `the release script returned ${released}`);
+      }
+    };
+    await Promise.all([worker('a'), worker('b')]);
+    const c = await this.client();
+    const got = await c.get(counter);
+    check(got === String(2 * perWorker), `${counter} = ${got}: the lock let an update through`);
+    check((await c.exists(name)) === 0, 'the lock key is still there after release');
+    return { writes: { [counter]: got, [name]: null } };
+  }
+
+  /** A worker takes jobs with BLMOVE while another client fills the queue; each exactly once. */
+  async step_blmove() {
+    const queue = this.slotKey('queue', 'jobs');
+    const done = this.slotKey('queue', 'done');
+    const jobs = Array.from({ length: 60 }, (_, i) => `job-${i}`);
+    const [w, producer] = await Promise.all([this.client(), this.client()]);
+    const produce = async () => {
+      for (let i = 0; i < jobs.length; i++) {
+        await producer.rPush(queue, jobs[i]);
+        if (i % 10 === 9) await sleep(50); // let the worker drain the queue and block
+      }
+    };
+    const taken = [];
+    const work = async () => {
+      const deadline = Date.now() + WAIT_MS;
+      while (taken.length < jobs.length && Date.now() < deadline) {
+        const job = await w.blMove(queue, done, 'LEFT', 'RIGHT', 1);
+        if (job !== null) taken.push(job);
+      }
+    };
+    await alongside('producer', produce, work);
+    check(same(taken, jobs), `took ${taken.length} of ${jobs.length} jobs, in this order: ${taken}`);
+    check((await w.lLen(queue)) === 0, 'jobs left in the queue');
+    const inDone = await w.lRange(done, 0, -1);
+    check(same(inDone, jobs), `done list holds ${inDone}`);
+    return { writes: { [queue]: null, [done]: jobs } };
+  }
+
+  /** A subscriber receives every message published by another client, in order. */
+  async step_pubsub() {
+    const channel = this.key('channel');
+    const messages = Array.from({ length: 50 }, (_, i) => `m-${i}`);
+    const [sub, pub] = await Promise.all([this.client(), this.client()]);
+    const got = [];
+    await sub.subscribe(channel, (message) => got.push(message));
+    const receivers = [];
+    for (const m of messages) receivers.push(await pub.publish(channel, m));
+    check(receivers.every((n) => n >= 1), `PUBLISH reached ${receivers} subscribers`);
+    const deadline = Date.now() + WAIT_MS;
+    while (got.length < messages.length && Date.now() < deadline) await sleep(10);
+    await sub.unsubscribe(channel);
+    check(same(got, messages), `received ${got.length} of ${messages.length}: ${got}`);
+    return { writes: {} };
+  }
+
+  /** A full SCAN MATCH iteration finds every key written. */
+  async step_scan() {
+    const c = await this.client();
+    const writes = {};
+    for (let i = 0; i < 50; i++) writes[this.key(`scan:${i}`)] = `s${i}`;
+    const batch = c.multi();
+    for (const [k, v] of Object.entries(writes)) batch.set(k, v);
+    await batch.execAsPipeline();
+    const found = new Set();
+    for await (const keys of c.scanIterator({ MATCH: this.key('scan:*'), COUNT: 7 })) {
+      for (const k of keys) found.add(k);
+    }
+    const want = Object.keys(writes);
+    const missing = want.filter((k) => !found.has(k));
+    const extra = [...found].filter((k) => !(k in writes));
+    check(missing.length === 0 && extra.length === 0, `SCAN missed ${missing}; extra ${extra}`);
+    return { writes };
+  }
+
+  /** createCluster pointed at the port: SET, GET and INCR on keys in different slots. */
+  async step_cluster() {
+    const cluster = createCluster({ rootNodes: [{ url: this.url }] });
+    cluster.on('error', (err) => this.errors.push(describe(err)));
+    this.open.push(cluster);
+    await withTimeout(cluster.connect(), CONNECT_TIMEOUT_MS, 'connect');
+    const writes = {};
+    const slots = new Set();
+    for (let i = 0; i < 12; i++) {
+      const k = this.key(`cluster:${i}`);
+      const counter = this.key(`cluster:counter:${i}`);
+      slots.add(keySlot(k));
+      check((await cluster.set(k, `c${i}`)) === 'OK', `SET ${k} did not answer OK`);
+      const got = await cluster.get(k);
+      check(got === `c${i}`, `GET ${k} = ${got}`);
+      check((await cluster.incr(counter)) === 1 && (await cluster.incrBy(counter, 4)) === 5, `INCR ${counter}`);
+      Object.assign(writes, { [k]: `c${i}`, [counter]: '5' });
+    }
+    check(slots.size > 1, 'the keys did not span slots');
+    const nodes = cluster.masters.map((m) => `${m.host}:${m.port}`);
+    return { writes, details: { slots: slots.size, nodes } };
+  }
+}
+
+const args = parseCommandLine();
+await runSteps(new App(args.port, args.prefix), `node-redis ${VERSION}`, args.steps);
