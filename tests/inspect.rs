@@ -319,3 +319,15 @@ fn harness_cluster_starts_and_frees_its_ports() {
             .unwrap_or_else(|e| panic!("port {port} still taken: {e}"));
     }
 }
+
+#[test]
+fn plan_warns_when_the_target_may_evict_migrated_keys() {
+    let sb = common::sandbox::Sandbox::start();
+    for m in sb.target.masters() {
+        m.cli(&["CONFIG", "SET", "maxmemory", "1gb"]);
+        m.cli(&["CONFIG", "SET", "maxmemory-policy", "allkeys-lru"]);
+    }
+    sb.cachemig(&["plan"])
+        .assert_stdout_contains("maxmemory-policy allkeys-lru")
+        .assert_stdout_contains("evicts migrated keys");
+}

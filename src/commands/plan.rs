@@ -215,4 +215,12 @@ fn print_side(name: &str, rep: &NodeSetReport) {
         ));
     }
     println!("{name}: {kind}, {} master(s){extra}\n{t}", rep.masters.len());
+    if rep.role == "target" {
+        for m in rep.masters.iter().filter(|m| m.may_evict()) {
+            println!(
+                "warning: target master {} has maxmemory {} with maxmemory-policy {}: when full it evicts migrated keys and nothing reports them lost; use noeviction (or enough memory) for the migration",
+                m.addr, m.maxmemory, m.maxmemory_policy
+            );
+        }
+    }
 }

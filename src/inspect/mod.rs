@@ -49,8 +49,18 @@ pub struct NodeReport {
     pub used_memory: u64,
     /// `maxmemory`, bytes; 0 = unlimited.
     pub maxmemory: u64,
+    /// INFO `maxmemory_policy` (empty when the server does not say).
+    pub maxmemory_policy: String,
     /// `DBSIZE` of the selected database.
     pub dbsize: u64,
+}
+
+impl NodeReport {
+    /// Whether this node may evict keys when full: a `maxmemory` limit with a policy other than
+    /// `noeviction`. On the target that would silently drop migrated keys.
+    pub fn may_evict(&self) -> bool {
+        self.maxmemory > 0 && !self.maxmemory_policy.is_empty() && self.maxmemory_policy != "noeviction"
+    }
 }
 
 /// One side (source or target) as inspected. An unreachable side is an `Err`, never a report.
@@ -356,6 +366,7 @@ async fn inspect_node(
         rdb_version_source,
         used_memory: number("used_memory").unwrap_or(0),
         maxmemory,
+        maxmemory_policy: field("maxmemory_policy"),
         dbsize,
     };
     Ok((report, keys))
@@ -443,8 +454,19 @@ mod tests {
             rdb_version_source: rdb.map(|_| RdbVersionSource::VersionTable),
             used_memory: used,
             maxmemory: max,
+            maxmemory_policy: "noeviction".into(),
             dbsize: 2,
         }
+    }
+
+    #[test]
+    fn only_a_limit_with_an_evicting_policy_may_evict() {
+        let mut n = node(None, 0, 1 << 30);
+        assert!(!n.may_evict(), "noeviction");
+        n.maxmemory_policy = "allkeys-lru".into();
+        assert!(n.may_evict());
+        n.maxmemory = 0;
+        assert!(!n.may_evict(), "no limit, nothing to evict for");
     }
 
     fn set(masters: Vec<NodeReport>) -> NodeSetReport {
