@@ -232,3 +232,31 @@ fn function_libraries_are_copied_by_the_backfill_and_loaded_everywhere_through_t
         differences(&sb, &["token:f".to_string()]).is_empty()
     });
 }
+
+/// Regression (found by the redis-py 5 client test): in read-cutover reads go to new, but a
+/// WATCH loop's read must come from the primary where the watch is. Reading new, which lags old
+/// by the mirror's latency, let `GET` return the value before another client's INCR while the
+/// watch on old saw nothing change: the INCR was lost. Here new's lag is made certain by
+/// changing old behind the proxy's back.
+#[test]
+fn issue_8_a_read_inside_watch_sees_the_primary_so_no_increment_is_lost_in_read_cutover() {
+    let sb = Sandbox::start();
+    let proxy = ProxyProcess::start(&sb, "p1");
+    phase(&sb, &proxy, "read-cutover", 1);
+    let mut conn = proxy.conn();
+    let key = "token:watched-rc";
+    let _: () = conn.set(key, 10).unwrap();
+    let _: i64 = sb.source.conn().incr(key, 1).unwrap(); // new still says 10: a lagging mirror
+    let () = redis::transaction(&mut conn, &[key], |c, pipe| {
+        let v: i64 = c.get(key)?;
+        pipe.set(key, v + 1).ignore().query(c)
+    })
+    .unwrap();
+    let on_old: i64 = sb.source.conn().get(key).unwrap();
+    assert_eq!(
+        on_old, 12,
+        "the optimistic increment built on the primary's value"
+    );
+    let plain: i64 = conn.get(key).unwrap();
+    assert_eq!(plain, 12, "and was mirrored to new, which serves reads");
+}

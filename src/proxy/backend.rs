@@ -6,7 +6,7 @@
 //! `CLUSTERDOWN` back off and resend. After [`ATTEMPTS`] the last reply goes to the client.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
@@ -70,29 +70,47 @@ enum Kind {
     Cluster(Box<Cluster>),
 }
 
-/// The shared connections to one node, one per protocol (index [`Proto::index`]): a RESP3
-/// client's requests go to the RESP3 one, so its replies pass through unchanged.
+/// The shared connections to one node, one per protocol: a RESP3 client's requests go to the
+/// RESP3 one, so its replies pass through unchanged. The RESP3 connection is opened on first use
+/// (a side without RESP3 clients, or a server older than `HELLO`, never gets one).
 #[derive(Clone)]
-pub(super) struct Node([NodeConn; 2]);
+pub(super) struct Node(Arc<NodeInner>);
+
+pub(super) struct NodeInner {
+    resp2: NodeConn,
+    resp3: OnceLock<NodeConn>,
+    label: &'static str,
+    login: Login,
+    errors: Arc<dyn ErrorSink>,
+}
 
 impl Node {
     fn spawn(label: &'static str, addr: &str, login: &Login, errors: &Arc<dyn ErrorSink>) -> Node {
-        let one = |proto| {
-            let login = Login {
-                proto,
-                ..login.clone()
-            };
-            NodeConn::spawn(label, addr, login, errors.clone())
-        };
-        Node([one(Proto::Resp2), one(Proto::Resp3)])
+        Node(Arc::new(NodeInner {
+            resp2: NodeConn::spawn(label, addr, login.clone(), errors.clone()),
+            resp3: OnceLock::new(),
+            label,
+            login: login.clone(),
+            errors: errors.clone(),
+        }))
     }
 
     fn conn(&self, proto: Proto) -> &NodeConn {
-        &self.0[proto.index()]
+        let n = &self.0;
+        match proto {
+            Proto::Resp2 => &n.resp2,
+            Proto::Resp3 => n.resp3.get_or_init(|| {
+                let login = Login {
+                    proto,
+                    ..n.login.clone()
+                };
+                NodeConn::spawn(n.label, n.resp2.addr(), login, n.errors.clone())
+            }),
+        }
     }
 
     fn addr(&self) -> &str {
-        self.0[0].addr()
+        self.0.resp2.addr()
     }
 }
 

@@ -295,6 +295,10 @@ async fn classify(proxy: &Proxy, session: &mut Session, request: Request) -> Ste
                 return queued_or(proxy, session, resolved);
             }
             let write = spec.class == Class::Write;
+            let resolved = resolved.map(|mut call| {
+                call.on_primary = session.watch.is_some();
+                call
+            });
             match resolved {
                 Ok(call) if spec.blocks_with(&call.args) => Step::Blocking(call, write),
                 Ok(call) => Step::Forward(call, write),
@@ -352,6 +356,7 @@ fn resolve(proxy: &Proxy, spec: &'static command::Spec, args: Vec<Bytes>, raw: B
         proxy.hot.record(&args[first]);
     }
     Ok(Call {
+        on_primary: false,
         migrates: keys.is_empty() || migrating > 0,
         args,
         raw,
@@ -365,6 +370,7 @@ fn side_for(applied: &Applied, call: &Call, write: bool) -> Side {
     match (call.migrates, write) {
         (false, _) => Side::Old,
         (true, true) => applied.routing.write,
+        (true, false) if call.on_primary => applied.routing.write,
         (true, false) => applied.routing.read,
     }
 }

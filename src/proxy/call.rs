@@ -23,6 +23,10 @@ pub struct Call {
     pub keys: Vec<usize>,
     /// Whether its keys migrate (the plan's `[keys]`); a keyless call follows the routing too.
     pub migrates: bool,
+    /// A read made while the client WATCHes keys: it goes to the write primary, where the watch
+    /// is, so the value a client's optimistic loop reads is the one its `EXEC` is checked
+    /// against (reads from a lagging other side would let an increment be lost).
+    pub on_primary: bool,
 }
 
 /// How the units of one call map back to its reply.

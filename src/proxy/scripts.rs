@@ -80,6 +80,7 @@ impl Scripts {
             spec: command::lookup(eval)?,
             keys: call.keys.clone(),
             migrates: call.migrates,
+            on_primary: call.on_primary,
         })
     }
 
@@ -127,6 +128,7 @@ mod tests {
             args: argv,
             spec,
             migrates: true,
+            on_primary: false,
         };
         let eval = scripts.as_eval(&call).expect("known body");
         assert_eq!(eval.args, args(&["EVAL", "return 1", "1", "k"]));
