@@ -102,8 +102,15 @@ impl RedisCluster {
         self.nodes[0].cli(&[&["-c"], args].concat())
     }
 
-    /// Total keys over the masters (DBSIZE summed).
+    /// Total keys over the masters (DBSIZE summed), not counting cachemig's own bookkeeping
+    /// under the reserved prefix (proxy reports, the generation beacon).
     pub fn dbsize(&self) -> u64 {
-        self.masters().iter().map(|m| m.query::<u64>(&["DBSIZE"])).sum()
+        self.masters()
+            .iter()
+            .map(|m| {
+                let reserved = m.query::<Vec<String>>(&["KEYS", "__cachemig:*"]).len() as u64;
+                m.query::<u64>(&["DBSIZE"]) - reserved
+            })
+            .sum()
     }
 }
