@@ -194,6 +194,27 @@ fn settle(sb: &Sandbox, proxies: &[&ProxyProcess]) {
 
 fn step_cli(sb: &Sandbox, proxies: &[&ProxyProcess], args: &[&str], expect: &str) {
     settle(sb, proxies);
+    if args[0] == "advance" {
+        // As an operator would: wait until the gates pass (shadow samples accumulate at the
+        // writers' pace, which a loaded machine slows), bounded; the step then re-checks them.
+        // A catch-up that met keys changing under it leaves them unresolved: an operator
+        // re-runs it (`resume`), as the gate's hint says.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while std::time::Instant::now() < deadline {
+            let plan = sb.cachemig(&["plan", "--detailed-exitcode"]);
+            if plan.status == 4 {
+                break;
+            }
+            let unresolved = plan
+                .stdout
+                .lines()
+                .any(|l| l.contains("catch-up-clean") && l.contains("blocked"));
+            if unresolved {
+                sb.cachemig(&["resume"]);
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
     let run = sb.cachemig(args);
     let phase = sb.flag().map(|f| f.phase).unwrap_or_default();
     assert!(
