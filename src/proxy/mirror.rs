@@ -7,6 +7,10 @@
 //! and counted, never blocking the client; a repair loop feeds dirty keys back as room frees up.
 //! A failed sync also marks the key dirty. Sync-mode waiters are woken only by a sync that started
 //! after their write.
+//!
+//! Across the fleet, syncs of one key are serialized by the key's lease on the destination
+//! ([`crate::keysync::lock`]): a key that two proxies write all the time converges, and a sync
+//! that finds another proxy's round under way is satisfied by it instead of failing.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -16,9 +20,9 @@ use bytes::Bytes;
 use tokio::sync::{Notify, oneshot};
 
 use super::backend::Backend;
-use super::keyconn::SlotConn;
+use super::keyconn::{BackendExclusive, SlotConn};
 use super::metrics::Metrics;
-use crate::keysync::{self, ScriptSupport, Snapshot, SyncOptions};
+use crate::keysync::{self, KeySync};
 
 /// Concurrent key-syncs per proxy.
 pub const WORKERS: usize = 32;
@@ -52,9 +56,6 @@ struct Entry {
     waiters: Vec<oneshot::Sender<bool>>,
     /// Waiting for the sync after the running one.
     next_waiters: Vec<oneshot::Sender<bool>>,
-    /// The origin as read right after the write that queued this sync (same pipeline), so the
-    /// sync can skip its first read. Dropped as soon as a later write joins the entry.
-    seed: Option<(Snapshot, Instant)>,
 }
 
 #[derive(Default)]
@@ -81,8 +82,10 @@ pub struct Mirror {
     new: Arc<Backend>,
     metrics: Arc<Metrics>,
     last_error: Mutex<Option<String>>,
-    /// Whether old, and new, run the snapshot script (else MULTI/EXEC).
-    scripts: [ScriptSupport; 2],
+    /// Per direction: scripts on both sides, the lease, tokens.
+    keysync: [KeySync; 2],
+    /// Connections of a sync's own to old, and new, for a destination that refuses scripts.
+    exclusive: [BackendExclusive; 2],
 }
 
 impl Mirror {
@@ -92,11 +95,15 @@ impl Mirror {
             state: Mutex::new(State::default()),
             work: Notify::new(),
             capacity: capacity.max(1),
-            old,
-            new,
             metrics,
             last_error: Mutex::new(None),
-            scripts: Default::default(),
+            keysync: Default::default(),
+            exclusive: [
+                BackendExclusive::new(old.clone()),
+                BackendExclusive::new(new.clone()),
+            ],
+            old,
+            new,
         })
     }
 
@@ -116,7 +123,6 @@ impl Mirror {
             if entry.running && !entry.queued {
                 entry.again = true;
             }
-            entry.seed = None;
             return;
         }
         if st.queue.len() >= self.capacity {
@@ -133,8 +139,7 @@ impl Mirror {
 
     /// Syncs `key` and waits up to `timeout` for a sync that started after this call. `true`
     /// when it completed; `false` on failure or timeout (the key is then dirty or still queued).
-    /// `seed` is the origin read right after the write, if the caller has it.
-    pub async fn sync(&self, dir: Direction, key: Bytes, timeout: Duration, seed: Option<Snapshot>) -> bool {
+    pub async fn sync(&self, dir: Direction, key: Bytes, timeout: Duration) -> bool {
         let (tx, rx) = oneshot::channel();
         {
             let mut st = self.state.lock().expect("mirror state");
@@ -144,15 +149,11 @@ impl Mirror {
                     entry.again = true;
                     entry.next_waiters.push(tx);
                 }
-                Some(entry) => {
-                    entry.waiters.push(tx);
-                    entry.seed = None;
-                }
+                Some(entry) => entry.waiters.push(tx),
                 None => {
                     // Sync writes are bounded by the clients waiting on them: no capacity check.
                     let entry = Entry {
                         waiters: vec![tx],
-                        seed: seed.map(|s| (s, Instant::now())),
                         ..Entry::default()
                     };
                     push(&mut st, job, entry);
@@ -195,17 +196,17 @@ impl Mirror {
 
     async fn worker(self: Arc<Self>) {
         loop {
-            let Some((job, waiters, seed)) = self.take() else {
+            let Some((job, waiters)) = self.take() else {
                 self.work.notified().await;
                 continue;
             };
-            let ok = self.sync_once(&job, seed).await;
+            let ok = self.sync_once(&job).await;
             self.finish(job, waiters, ok);
         }
     }
 
-    /// The next queued key, marked running, with the waiters its sync satisfies and its seed.
-    fn take(&self) -> Option<(Job, Vec<oneshot::Sender<bool>>, Option<Snapshot>)> {
+    /// The next queued key, marked running, with the waiters its sync satisfies.
+    fn take(&self) -> Option<(Job, Vec<oneshot::Sender<bool>>)> {
         let mut st = self.state.lock().expect("mirror state");
         if st.queue.is_empty() && !st.due.is_empty() {
             self.refill(&mut st);
@@ -216,12 +217,11 @@ impl Mirror {
         entry.queued = false;
         entry.running = true;
         let waiters = std::mem::take(&mut entry.waiters);
-        let seed = entry.seed.take().map(|(s, read_at)| s.aged(read_at.elapsed()));
         self.metrics
             .mirror_lag_seconds
             .set(st.queue.front().map_or(0.0, |(_, t)| t.elapsed().as_secs_f64()));
         self.gauges(&st);
-        Some((job, waiters, seed))
+        Some((job, waiters))
     }
 
     fn finish(&self, job: Job, waiters: Vec<oneshot::Sender<bool>>, ok: bool) {
@@ -248,25 +248,18 @@ impl Mirror {
         self.gauges(&st);
     }
 
-    /// Whether writes mirrored in `dir` should carry a seed: not once the origin refused the
-    /// snapshot script (the extra EVALSHA would only fail).
-    pub fn seeds(&self, dir: Direction) -> bool {
-        !self.scripts[dir as usize].refused()
-    }
-
-    async fn sync_once(&self, (dir, key): &Job, seed: Option<Snapshot>) -> bool {
+    /// Key-syncs one key under its lease on the destination; a sync covered by another
+    /// proxy's round counts as done.
+    async fn sync_once(&self, (dir, key): &Job) -> bool {
         let (origin, dest) = match dir {
             Direction::OldToNew => (&self.old, &self.new),
             Direction::NewToOld => (&self.new, &self.old),
         };
-        let scripts = &self.scripts[*dir as usize];
         let from = SlotConn::for_key(origin.clone(), key);
         let mut to = SlotConn::for_key(dest.clone(), key);
-        let options = SyncOptions {
-            replace: true,
-            recheck: true,
-        };
-        match keysync::sync_key_from(&from, &mut to, key, options, scripts, seed).await {
+        let exclusive = &self.exclusive[1 - *dir as usize];
+        let keysync = &self.keysync[*dir as usize];
+        match keysync::sync_key(&from, &mut to, exclusive, key, keysync).await {
             Ok(_) => {
                 self.metrics.mirror_ok.inc();
                 true

@@ -7,6 +7,7 @@
 //! with transient errors retried with back-off.
 
 use anyhow::{Context, Result};
+use futures::future::BoxFuture;
 use redis::aio::MultiplexedConnection;
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, RedisError, RedisResult, ToRedisArgs, Value};
@@ -15,6 +16,7 @@ use url::Url;
 use crate::cluster::{Router, node_url, transient, with_retries};
 use crate::endpoint::Endpoint;
 use crate::inspect::NodeSetReport;
+use crate::keysync::{Exclusive, KeySync, Synced};
 
 /// A connected side.
 pub(super) struct Side {
@@ -191,22 +193,48 @@ impl Writer {
         }
     }
 
-    /// Key-syncs `key` from `origin` to this side (`RESTORE … REPLACE` or `DEL`, with
-    /// write-then-recheck).
+    /// Key-syncs `key` from `origin` to this side (`RESTORE … REPLACE` or `DEL`) under the key's
+    /// lease on this side, as the proxies' mirrors do ([`crate::keysync::lock`]); `exclusive`
+    /// opens connections of the sync's own to this side when it refuses scripts.
     pub async fn sync_from(
         &mut self,
         origin: &mut MultiplexedConnection,
         key: &[u8],
-    ) -> RedisResult<crate::keysync::Applied> {
-        let options = crate::keysync::SyncOptions {
-            replace: true,
-            recheck: true,
-        };
-        let scripts = crate::keysync::ScriptSupport::default();
+        exclusive: &dyn Exclusive,
+        keysync: &KeySync,
+    ) -> RedisResult<Synced> {
         match self {
-            Writer::Cluster(c) => crate::keysync::sync_key(&*origin, c, key, options, &scripts).await,
-            Writer::Node(c) => crate::keysync::sync_key(&*origin, c, key, options, &scripts).await,
+            Writer::Cluster(c) => crate::keysync::sync_key(&*origin, c, exclusive, key, keysync).await,
+            Writer::Node(c) => crate::keysync::sync_key(&*origin, c, exclusive, key, keysync).await,
         }
+    }
+}
+
+/// A connection of a key-sync's own to the node of this side that serves a key (for `WATCH`,
+/// when the side refuses the lock scripts).
+impl Exclusive for Side {
+    fn open<'a>(&'a self, key: &'a [u8]) -> BoxFuture<'a, RedisResult<MultiplexedConnection>> {
+        Box::pin(async move {
+            let url = match &self.link {
+                Link::Standalone(_) => self.base.clone(),
+                Link::Cluster { router, .. } => {
+                    let addr = router.master_addr_for(key).await.ok_or_else(|| {
+                        RedisError::from((
+                            redis::ErrorKind::Io,
+                            "connecting for WATCH",
+                            "the key's slot has no master".to_string(),
+                        ))
+                    })?;
+                    node_url(&self.base, &addr).map_err(|e| {
+                        RedisError::from((redis::ErrorKind::Io, "connecting for WATCH", format!("{e:#}")))
+                    })?
+                }
+            };
+            self.endpoint
+                .connect_node(&url)
+                .await
+                .map_err(|e| RedisError::from((redis::ErrorKind::Io, "connecting for WATCH", e.to_string())))
+        })
     }
 }
 
