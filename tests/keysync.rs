@@ -37,10 +37,7 @@ async fn pttl(conn: &mut MultiplexedConnection, key: &str) -> i64 {
 }
 
 fn exclusive(server: &RedisServer) -> NodeExclusive {
-    NodeExclusive {
-        url: url::Url::parse(&server.url()).unwrap(),
-        password: None,
-    }
+    NodeExclusive::new(url::Url::parse(&server.url()).unwrap(), None)
 }
 
 /// The destination refuses every script (an ACL without `@scripting`): the lock runs as WATCH

@@ -126,7 +126,7 @@ pub struct LockState {
     pub last: Vec<u8>,
     /// `e`: the epoch (the creator's token).
     pub epoch: Vec<u8>,
-    /// `w`: when a waiter last looked (destination ms).
+    /// `w`: when a waiter last looked (destination ms); 0 (absent) when none ever did.
     pub waited: i64,
 }
 
@@ -150,14 +150,8 @@ pub fn decide_acquire(
 ) -> (Acquire, Option<Fields>) {
     let until = (now_ms + lease.as_millis() as i64).to_string().into_bytes();
     let Some(state) = state else {
-        let fields = vec![
-            ("h", token.to_vec()),
-            ("u", until),
-            ("n", b"0".to_vec()),
-            ("l", Vec::new()),
-            ("e", token.to_vec()),
-            ("w", b"0".to_vec()),
-        ];
+        // `n`, `l` and `w` are absent until a waiter or a landing sets them (0, "", never).
+        let fields = vec![("h", token.to_vec()), ("u", until), ("e", token.to_vec())];
         return (Acquire::Acquired, Some(fields));
     };
     if base.is_some_and(|b| covered(state, b)) {
@@ -200,7 +194,7 @@ pub fn decide_commit(
             holder: s.holder.clone(),
         }));
     };
-    if now_ms - state.waited > WAIT_WINDOW.as_millis() as i64 {
+    if state.waited == 0 || now_ms - state.waited > WAIT_WINDOW.as_millis() as i64 {
         return Ok(HashUpdate::Delete);
     }
     Ok(HashUpdate::Set(vec![
@@ -210,9 +204,11 @@ pub fn decide_commit(
     ]))
 }
 
-/// The destination's `TIME` in milliseconds, in Lua.
-const NOW_LUA: &str = "local t = redis.call('TIME')\n\
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n";
+/// `now()`: the destination's `TIME` in milliseconds, in Lua (read only when needed).
+const NOW_LUA: &str = "local function now()\n\
+  local t = redis.call('TIME')\n\
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n\
+end\n";
 
 /// `KEYS[1]` lock; `ARGV`: token, lease ms, gc ms, baseline epoch, landings, holder ("" = none).
 /// Replies `{1}` acquired, `{2}` covered, `{0, epoch, landings, holder}` busy.
@@ -220,8 +216,9 @@ const ACQUIRE_BODY: &str = r#"
 local s = redis.call('HMGET', KEYS[1], 'h', 'u', 'n', 'l', 'e')
 local h, u, n, l, e = s[1], tonumber(s[2]) or 0, tonumber(s[3]) or 0, s[4] or '', s[5]
 local lease, gc = tonumber(ARGV[2]), tonumber(ARGV[3])
+local ms = now()
 if not e then
-  redis.call('HSET', KEYS[1], 'h', ARGV[1], 'u', now + lease, 'n', 0, 'l', '', 'e', ARGV[1], 'w', 0)
+  redis.call('HSET', KEYS[1], 'h', ARGV[1], 'u', ms + lease, 'e', ARGV[1])
   redis.call('PEXPIRE', KEYS[1], gc)
   return {1}
 end
@@ -229,12 +226,12 @@ if e == ARGV[4] then
   local b = tonumber(ARGV[5])
   if n >= b + 2 or (n == b + 1 and l ~= ARGV[6]) then return {2} end
 end
-if (not h) or h == '' or u < now then
-  redis.call('HSET', KEYS[1], 'h', ARGV[1], 'u', now + lease)
+if (not h) or h == '' or u < ms then
+  redis.call('HSET', KEYS[1], 'h', ARGV[1], 'u', ms + lease)
   redis.call('PEXPIRE', KEYS[1], gc)
   return {1}
 end
-redis.call('HSET', KEYS[1], 'w', now)
+redis.call('HSET', KEYS[1], 'w', ms)
 redis.call('PEXPIRE', KEYS[1], gc)
 return {0, e, n, h}
 "#;
@@ -262,7 +259,7 @@ else
     return r
   end
 end
-if now - (tonumber(s[3]) or 0) > tonumber(ARGV[5]) then
+if not s[3] or now() - tonumber(s[3]) > tonumber(ARGV[5]) then
   redis.call('DEL', KEYS[1])
 else
   redis.call('HSET', KEYS[1], 'h', '', 'n', (tonumber(s[2]) or 0) + 1, 'l', ARGV[1])
@@ -274,7 +271,7 @@ return {1}
 /// `KEYS[1]` lock; `ARGV`: token, lease ms, gc ms. Replies 1 renewed, 0 lost.
 const RENEW_BODY: &str = r#"
 if redis.call('HGET', KEYS[1], 'h') == ARGV[1] then
-  redis.call('HSET', KEYS[1], 'u', now + tonumber(ARGV[2]))
+  redis.call('HSET', KEYS[1], 'u', now() + tonumber(ARGV[2]))
   redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]))
   return 1
 end
@@ -306,8 +303,37 @@ static RENEW: std::sync::LazyLock<Lua> = std::sync::LazyLock::new(|| Lua::new(RE
 /// sent after a silent reconnect would run unwatched). Only used when the destination refuses
 /// scripts.
 pub trait Exclusive: Send + Sync {
-    /// A fresh connection to the node that serves `key`.
+    /// A connection nobody else uses to the node that serves `key` (a fresh one, or one given
+    /// back by [`Exclusive::recycle`]).
     fn open<'a>(&'a self, key: &'a [u8]) -> BoxFuture<'a, RedisResult<MultiplexedConnection>>;
+
+    /// Takes back a connection `open(key)` gave, with no `WATCH` pending, for another sync.
+    fn recycle(&self, _key: &[u8], _conn: MultiplexedConnection) {}
+}
+
+/// Idle connections of [`Exclusive`] implementations, per node.
+#[derive(Default)]
+pub struct Pool {
+    idle: std::sync::Mutex<std::collections::HashMap<String, Vec<MultiplexedConnection>>>,
+}
+
+impl Pool {
+    /// Most idle connections kept per node.
+    const KEEP: usize = 8;
+
+    /// An idle connection to `node`, if any.
+    pub fn take(&self, node: &str) -> Option<MultiplexedConnection> {
+        self.idle.lock().expect("pool").get_mut(node)?.pop()
+    }
+
+    /// Keeps `conn` to `node` for later (or drops it when enough are idle).
+    pub fn give(&self, node: &str, conn: MultiplexedConnection) {
+        let mut idle = self.idle.lock().expect("pool");
+        let list = idle.entry(node.to_string()).or_default();
+        if list.len() < Self::KEEP {
+            list.push(conn);
+        }
+    }
 }
 
 /// For callers that cannot open connections of their own: a destination that refuses scripts
@@ -328,19 +354,36 @@ impl Exclusive for NoExclusive {
 
 /// A standalone destination: every key is on the node at `url`.
 pub struct NodeExclusive {
-    /// The node.
-    pub url: url::Url,
-    /// Its password, if any (overrides one in the URL).
-    pub password: Option<String>,
+    url: url::Url,
+    password: Option<String>,
+    pool: Pool,
+}
+
+impl NodeExclusive {
+    /// The node at `url`, with `password` if any (overrides one in the URL).
+    pub fn new(url: url::Url, password: Option<String>) -> NodeExclusive {
+        NodeExclusive {
+            url,
+            password,
+            pool: Pool::default(),
+        }
+    }
 }
 
 impl Exclusive for NodeExclusive {
     fn open<'a>(&'a self, _key: &'a [u8]) -> BoxFuture<'a, RedisResult<MultiplexedConnection>> {
         Box::pin(async move {
+            if let Some(conn) = self.pool.take("") {
+                return Ok(conn);
+            }
             crate::endpoint::connect_node(&self.url, self.password.as_deref())
                 .await
                 .map_err(|e| RedisError::from((ErrorKind::Io, "connecting for WATCH", e.to_string())))
         })
+    }
+
+    fn recycle(&self, _key: &[u8], conn: MultiplexedConnection) {
+        self.pool.give("", conn);
     }
 }
 
@@ -375,6 +418,16 @@ pub struct Session<'a, D> {
     lock: Vec<u8>,
     key: &'a [u8],
     watch: Option<MultiplexedConnection>,
+    /// No `WATCH` is pending on `watch` (it may be given back).
+    clean: bool,
+}
+
+impl<D> Drop for Session<'_, D> {
+    fn drop(&mut self) {
+        if let Some(conn) = self.watch.take().filter(|_| self.clean) {
+            self.exclusive.recycle(self.key, conn);
+        }
+    }
 }
 
 impl<'a, D: ConnectionLike + Send> Session<'a, D> {
@@ -395,6 +448,7 @@ impl<'a, D: ConnectionLike + Send> Session<'a, D> {
             lock: lock_key(key),
             key,
             watch: None,
+            clean: true,
         }
     }
 
@@ -444,6 +498,29 @@ impl<'a, D: ConnectionLike + Send> Session<'a, D> {
         Ok(self.watch.as_mut().expect("just opened"))
     }
 
+    /// `WATCH` the lock and read it (the connection is not clean until EXEC or UNWATCH).
+    async fn watch_read(&mut self) -> RedisResult<(Option<LockState>, i64)> {
+        let lock = self.lock.clone();
+        self.clean = false;
+        watch_read_on(self.conn().await?, &lock).await
+    }
+
+    /// `UNWATCH`.
+    async fn unwatch(&mut self) -> RedisResult<()> {
+        redis::cmd("UNWATCH")
+            .query_async::<()>(self.conn().await?)
+            .await?;
+        self.clean = true;
+        Ok(())
+    }
+
+    /// `MULTI`, `cmds`, `EXEC` (see [`exec_on`]).
+    async fn exec(&mut self, cmds: Vec<Cmd>) -> RedisResult<Option<Vec<Value>>> {
+        let replies = exec_on(self.conn().await?, cmds).await?;
+        self.clean = true;
+        Ok(replies)
+    }
+
     /// Tries to take the lease with `token`; `base` is what this sync saw when it last found
     /// the lease busy.
     pub async fn acquire(&mut self, token: &[u8], base: Option<&Baseline>) -> RedisResult<Acquire> {
@@ -464,15 +541,15 @@ impl<'a, D: ConnectionLike + Send> Session<'a, D> {
         }
         let lease = self.lease;
         loop {
-            let (state, now) = watch_read(self.conn().await?, &lock).await?;
+            let (state, now) = self.watch_read().await?;
             let (outcome, fields) = decide_acquire(state.as_ref(), now, token, lease, base);
             let Some(fields) = fields else {
-                unwatch(self.conn().await?).await?;
+                self.unwatch().await?;
                 return Ok(outcome);
             };
             let mut cmds = vec![hset(&lock, &fields)];
             cmds.push(pexpire(&lock, GC));
-            if exec(self.conn().await?, cmds).await?.is_some() {
+            if self.exec(cmds).await?.is_some() {
                 return Ok(outcome);
             }
         }
@@ -497,10 +574,10 @@ impl<'a, D: ConnectionLike + Send> Session<'a, D> {
             return decode_commit(v);
         }
         loop {
-            let (state, now) = watch_read(self.conn().await?, &lock).await?;
+            let (state, now) = self.watch_read().await?;
             let update = match decide_commit(state.as_ref(), now, token) {
                 Err(seen) => {
-                    unwatch(self.conn().await?).await?;
+                    self.unwatch().await?;
                     return Ok(Commit::Lost(seen));
                 }
                 Ok(update) => update,
@@ -528,7 +605,7 @@ impl<'a, D: ConnectionLike + Send> Session<'a, D> {
                     cmds.push(pexpire(&lock, GC));
                 }
             }
-            let Some(replies) = exec(self.conn().await?, cmds).await? else {
+            let Some(replies) = self.exec(cmds).await? else {
                 continue; // the hash changed between the read and EXEC: look again
             };
             // A RESTORE refused inside the transaction (a payload this server cannot read) did
@@ -553,14 +630,14 @@ impl<'a, D: ConnectionLike + Send> Session<'a, D> {
         }
         let lease = self.lease;
         loop {
-            let (state, now) = watch_read(self.conn().await?, &lock).await?;
+            let (state, now) = self.watch_read().await?;
             if state.as_ref().is_none_or(|s| s.holder != token) {
-                unwatch(self.conn().await?).await?;
+                self.unwatch().await?;
                 return Ok(false);
             }
             let until = (now + lease.as_millis() as i64).to_string().into_bytes();
             let cmds = vec![hset(&lock, &[("u", until)]), pexpire(&lock, GC)];
-            if exec(self.conn().await?, cmds).await?.is_some() {
+            if self.exec(cmds).await?.is_some() {
                 return Ok(true);
             }
         }
@@ -583,7 +660,10 @@ fn pexpire(lock: &[u8], after: Duration) -> Cmd {
 }
 
 /// `WATCH lock`, then the hash and the server's time.
-async fn watch_read(conn: &mut MultiplexedConnection, lock: &[u8]) -> RedisResult<(Option<LockState>, i64)> {
+async fn watch_read_on(
+    conn: &mut MultiplexedConnection,
+    lock: &[u8],
+) -> RedisResult<(Option<LockState>, i64)> {
     redis::cmd("WATCH").arg(lock).query_async::<()>(conn).await?;
     let (fields, (secs, micros)): (Vec<Option<Vec<u8>>>, (i64, i64)) = redis::pipe()
         .cmd("HMGET")
@@ -611,13 +691,9 @@ async fn watch_read(conn: &mut MultiplexedConnection, lock: &[u8]) -> RedisResul
     Ok((state, now))
 }
 
-async fn unwatch(conn: &mut MultiplexedConnection) -> RedisResult<()> {
-    redis::cmd("UNWATCH").query_async(conn).await
-}
-
 /// `MULTI`, `cmds`, `EXEC`: `None` when a watched key changed (nothing ran), else each reply
 /// (errors in place).
-async fn exec(conn: &mut MultiplexedConnection, cmds: Vec<Cmd>) -> RedisResult<Option<Vec<Value>>> {
+async fn exec_on(conn: &mut MultiplexedConnection, cmds: Vec<Cmd>) -> RedisResult<Option<Vec<Value>>> {
     let mut pipe = redis::pipe();
     pipe.atomic().ignore_errors();
     for cmd in cmds {
