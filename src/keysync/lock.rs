@@ -6,39 +6,39 @@
 //! only if it still holds the lease, releasing it in the same atomic step:
 //!
 //! ```text
-//! acquire  (destination)  lease free or expired → ours
+//! acquire  (destination)  SET lock token NX PX lease
 //! read     (origin)       PTTL + DUMP, atomically
-//! commit   (destination)  if the lease is still ours: RESTORE … REPLACE (or DEL), release
+//! commit   (destination)  if GET lock = token: RESTORE … REPLACE (or DEL), DEL lock
 //!                         else: lost, nothing written
 //! ```
 //!
 //! Why it converges and never goes back: two rounds that both land hold the lease one after the
-//! other (a round lands only while it holds it, and a lease is taken only when free or expired),
-//! and each reads the origin inside its own tenure. So the landed snapshots are in the order of
-//! their reads: a later landing always carries a later origin state, and no stale RESTORE can
-//! land after a fresh one — whatever the delays, a holder frozen past its lease included (its
-//! commit finds the lease gone and writes nothing). No re-check is needed, so no key can "keep
-//! changing" past a limit.
+//! other (a round lands only while it holds it, and a lease is taken only when free — an
+//! expired one is gone), and each reads the origin inside its own tenure. So the landed
+//! snapshots are in the order of their reads: a later landing always carries a later origin
+//! state, and no stale RESTORE can land after a fresh one — whatever the delays, a holder frozen
+//! past its lease included (its commit finds the lease gone and writes nothing). No re-check is
+//! needed, so no key can "keep changing" past a limit.
 //!
 //! **Waiting without starving, and combining.** A sync that finds the lease held need not take
 //! it: its writes were applied on the origin before it started, so *any* round that takes the
-//! lease after it looked reads them. The lock hash counts landings (`n`) and remembers the last
-//! lander (`l`); a waiter notes `(epoch, n, holder)` when it first finds the lease busy and is
+//! lease after it looked reads them. Waiters keep a *contention record* next to the lock (a hash
+//! `__cachemig:wait:…`: `n` landings, `l` last lander, `e` epoch), which commits update while it
+//! exists. A waiter notes `(epoch, n, holder)` when it first finds the lease busy and is
 //! *covered* — done, without a round of its own — once a landing follows from a round that
 //! started after that look: `n ≥ n₀ + 2`, or `n = n₀ + 1` by another lander than the holder it
 //! saw. Two proxies hammering one key therefore share rounds instead of queueing behind each
 //! other, and a waiter is served within two rounds of whoever holds the key.
 //!
-//! The hash (`h` holder, `u` lease end, `n` landings, `l` last lander, `e` epoch, `w` last
-//! waiter) lives only while a key is contended: a release with no recent waiter deletes it, and
-//! it expires [`GC`] after its last use. A waiter that finds a new epoch (the hash was deleted
-//! and made again) starts its count over. Times are the destination's own `TIME`: no two clocks
-//! are compared.
+//! The uncontended path is one plain `SET … NX PX` and one short script. The lock expires with
+//! its lease; the record exists only while a key is contended and expires [`GC`] after the last
+//! waiter looked (a waiter that finds a new epoch starts its count over). Expiry is the
+//! destination's own: no two clocks are compared.
 //!
 //! **Destinations that refuse scripts** (an ACL without `@scripting`, `EVALSHA` renamed away) get
 //! the same protocol as `WATCH` transactions on a connection of the sync's own ([`Exclusive`]):
-//! read the hash and `TIME`, decide here ([`decide_acquire`], [`decide_commit`], the same rules
-//! as the scripts), then `MULTI … EXEC`, retried when the hash changed in between.
+//! read lock and record, decide here ([`decide_look`], [`decide_commit`], the same rules as the
+//! scripts), then `MULTI … EXEC`, retried when either changed in between.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -53,41 +53,51 @@ use super::{ScriptSupport, Snapshot, refuses_scripts};
 /// verified or served).
 pub const LOCK_PREFIX: &[u8] = b"__cachemig:lock:";
 
+/// Prefix of every contention record.
+pub const WAIT_PREFIX: &[u8] = b"__cachemig:wait:";
+
 /// How long a round holds the lease unless it renews it: what a frozen or killed holder costs
 /// the other syncs of that one key. A healthy round takes a few round trips; a slow origin read
 /// renews the lease every third of it.
 pub const LEASE: Duration = Duration::from_millis(250);
 
-/// A lock hash unused this long disappears.
+/// A contention record no waiter looked at for this long disappears.
 pub const GC: Duration = Duration::from_secs(10);
 
-/// A release keeps the hash (and its landing count) when a waiter looked this recently;
-/// otherwise it deletes it.
-pub const WAIT_WINDOW: Duration = Duration::from_secs(1);
+/// `prefix{tag}` or `prefix{tag}:<key>`, in `key`'s slot.
+fn own_key(prefix: &[u8], key: &[u8]) -> Vec<u8> {
+    let tag = crate::keys::slot_tag(key);
+    let mut out = Vec::with_capacity(prefix.len() + tag.len() + key.len() + 3);
+    out.extend_from_slice(prefix);
+    out.push(b'{');
+    out.extend_from_slice(&tag);
+    out.push(b'}');
+    if tag != key {
+        out.push(b':');
+        out.extend_from_slice(key);
+    }
+    out
+}
 
 /// The lock key of `key`: `__cachemig:lock:{tag}` when the key is its own tag, else
 /// `__cachemig:lock:{tag}:<key>`; always in `key`'s cluster slot.
 pub fn lock_key(key: &[u8]) -> Vec<u8> {
-    let tag = crate::keys::slot_tag(key);
-    let mut lock = Vec::with_capacity(LOCK_PREFIX.len() + tag.len() + key.len() + 3);
-    lock.extend_from_slice(LOCK_PREFIX);
-    lock.push(b'{');
-    lock.extend_from_slice(&tag);
-    lock.push(b'}');
-    if tag != key {
-        lock.push(b':');
-        lock.extend_from_slice(key);
-    }
-    lock
+    own_key(LOCK_PREFIX, key)
 }
 
-/// What a sync saw when it found the lease held: the epoch of the hash, the landings so far and
-/// the holder. Any landing beyond it by a round that started later covers the sync.
+/// The contention record of `key` (`__cachemig:wait:…`, like [`lock_key`]).
+pub fn wait_key(key: &[u8]) -> Vec<u8> {
+    own_key(WAIT_PREFIX, key)
+}
+
+/// What a sync saw when it found the lease held: the epoch of the contention record, the
+/// landings it counted and the holder. Any landing beyond it by a round that started later
+/// covers the sync.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Baseline {
-    /// The token of the round that created the hash.
+    /// The token of the sync that created the record.
     pub epoch: Vec<u8>,
-    /// Landings counted in that hash.
+    /// Landings counted in that record.
     pub landed: i64,
     /// The holder then (empty: nobody).
     pub holder: Vec<u8>,
@@ -109,170 +119,139 @@ pub enum Acquire {
 pub enum Commit {
     /// Written and released.
     Landed,
-    /// The lease was no longer ours: nothing written. What we saw, if the hash exists.
+    /// The lease was no longer ours: nothing written. What we saw, if a record exists.
     Lost(Option<Baseline>),
 }
 
-/// The lock hash as read for a `WATCH` transaction.
+/// A contention record as read for a `WATCH` transaction.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct LockState {
-    /// `h`: the holder's token, empty when free.
-    pub holder: Vec<u8>,
-    /// `u`: when the lease ends (destination ms).
-    pub until: i64,
-    /// `n`: landings in this epoch.
+pub struct Waits {
+    /// `n`: landings since the record was made.
     pub landed: i64,
     /// `l`: the last lander's token.
     pub last: Vec<u8>,
     /// `e`: the epoch (the creator's token).
     pub epoch: Vec<u8>,
-    /// `w`: when a waiter last looked (destination ms); 0 (absent) when none ever did.
-    pub waited: i64,
 }
 
-/// Hash fields to set (name, value).
-pub type Fields = Vec<(&'static str, Vec<u8>)>;
-
-/// Whether a sync that noted `base` is covered by the hash `state` (same rule as the script).
-fn covered(state: &LockState, base: &Baseline) -> bool {
-    state.epoch == base.epoch
-        && (state.landed >= base.landed + 2 || (state.landed == base.landed + 1 && state.last != base.holder))
-}
-
-/// The acquire rule, for the `WATCH` path: the outcome and the fields to write (`None`: write
-/// nothing). `state` is `None` when the hash does not exist (then it is created, `e` = `token`).
-pub fn decide_acquire(
-    state: Option<&LockState>,
-    now_ms: i64,
-    token: &[u8],
-    lease: Duration,
-    base: Option<&Baseline>,
-) -> (Acquire, Option<Fields>) {
-    let until = (now_ms + lease.as_millis() as i64).to_string().into_bytes();
-    let Some(state) = state else {
-        // `n`, `l` and `w` are absent until a waiter or a landing sets them (0, "", never).
-        let fields = vec![("h", token.to_vec()), ("u", until), ("e", token.to_vec())];
-        return (Acquire::Acquired, Some(fields));
-    };
-    if base.is_some_and(|b| covered(state, b)) {
-        return (Acquire::Covered, None);
-    }
-    if state.holder.is_empty() || state.until < now_ms {
-        return (Acquire::Acquired, Some(vec![("h", token.to_vec()), ("u", until)]));
-    }
-    let seen = Baseline {
-        epoch: state.epoch.clone(),
-        landed: state.landed,
-        holder: state.holder.clone(),
-    };
-    (
-        Acquire::Busy(seen),
-        Some(vec![("w", now_ms.to_string().into_bytes())]),
-    )
-}
-
-/// What a commit does to the hash.
+/// What a look at a busy or free lease does.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HashUpdate {
-    /// Delete it (nobody waited recently).
-    Delete,
-    /// Set these fields.
-    Set(Fields),
+pub struct Look {
+    /// Acquired, covered or busy.
+    pub outcome: Acquire,
+    /// Busy and no record yet: make one (epoch = this token, no landings).
+    pub create_record: bool,
 }
 
-/// The commit rule, for the `WATCH` path: `Err(lost)` when the lease is not `token`'s; else how
-/// the hash changes after the key was written (released, one more landing by `token`).
-pub fn decide_commit(
-    state: Option<&LockState>,
-    now_ms: i64,
+/// The look rule (also the script's), for the `WATCH` path: `holder` is the lock's value,
+/// `waits` the record, `base` what this sync saw when it last found the lease busy.
+pub fn decide_look(
+    holder: Option<&[u8]>,
+    waits: Option<&Waits>,
     token: &[u8],
-) -> Result<HashUpdate, Option<Baseline>> {
-    let Some(state) = state.filter(|s| s.holder == token) else {
-        return Err(state.map(|s| Baseline {
-            epoch: s.epoch.clone(),
-            landed: s.landed,
-            holder: s.holder.clone(),
-        }));
-    };
-    if state.waited == 0 || now_ms - state.waited > WAIT_WINDOW.as_millis() as i64 {
-        return Ok(HashUpdate::Delete);
+    base: Option<&Baseline>,
+) -> Look {
+    if let (Some(w), Some(b)) = (waits, base)
+        && w.epoch == b.epoch
+        && (w.landed >= b.landed + 2 || (w.landed == b.landed + 1 && w.last != b.holder))
+    {
+        return Look {
+            outcome: Acquire::Covered,
+            create_record: false,
+        };
     }
-    Ok(HashUpdate::Set(vec![
-        ("h", Vec::new()),
-        ("n", (state.landed + 1).to_string().into_bytes()),
-        ("l", token.to_vec()),
-    ]))
+    let Some(holder) = holder else {
+        return Look {
+            outcome: Acquire::Acquired,
+            create_record: false,
+        };
+    };
+    let (epoch, landed) = match waits {
+        Some(w) => (w.epoch.clone(), w.landed),
+        None => (token.to_vec(), 0),
+    };
+    Look {
+        outcome: Acquire::Busy(Baseline {
+            epoch,
+            landed,
+            holder: holder.to_vec(),
+        }),
+        create_record: waits.is_none(),
+    }
 }
 
-/// `now()`: the destination's `TIME` in milliseconds, in Lua (read only when needed).
-const NOW_LUA: &str = "local function now()\n\
-  local t = redis.call('TIME')\n\
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n\
-end\n";
+/// The commit rule, for the `WATCH` path: `Err(what we saw)` when the lease is not `token`'s;
+/// `Ok(count)` when it lands, `count` telling whether a record exists to count the landing in.
+pub fn decide_commit(
+    holder: Option<&[u8]>,
+    waits: Option<&Waits>,
+    token: &[u8],
+) -> Result<bool, Option<Baseline>> {
+    if holder == Some(token) {
+        return Ok(waits.is_some());
+    }
+    Err(waits.map(|w| Baseline {
+        epoch: w.epoch.clone(),
+        landed: w.landed,
+        holder: holder.unwrap_or_default().to_vec(),
+    }))
+}
 
-/// `KEYS[1]` lock; `ARGV`: token, lease ms, gc ms, baseline epoch, landings, holder ("" = none).
-/// Replies `{1}` acquired, `{2}` covered, `{0, epoch, landings, holder}` busy.
-const ACQUIRE_BODY: &str = r#"
-local s = redis.call('HMGET', KEYS[1], 'h', 'u', 'n', 'l', 'e')
-local h, u, n, l, e = s[1], tonumber(s[2]) or 0, tonumber(s[3]) or 0, s[4] or '', s[5]
-local lease, gc = tonumber(ARGV[2]), tonumber(ARGV[3])
-local ms = now()
-if not e then
-  redis.call('HSET', KEYS[1], 'h', ARGV[1], 'u', ms + lease, 'e', ARGV[1])
-  redis.call('PEXPIRE', KEYS[1], gc)
-  return {1}
-end
-if e == ARGV[4] then
+/// `KEYS[1]` lock, `KEYS[2]` record; `ARGV`: token, lease ms, gc ms, baseline epoch, landings,
+/// holder ("" when none). Replies `{1}` acquired, `{2}` covered, `{0, epoch, landings, holder}`
+/// busy.
+const LOOK_LUA: &str = r#"
+local h = redis.call('GET', KEYS[1])
+local c = redis.call('HMGET', KEYS[2], 'n', 'l', 'e')
+local n, l, e = tonumber(c[1]) or 0, c[2] or '', c[3]
+if e and e == ARGV[4] then
   local b = tonumber(ARGV[5])
   if n >= b + 2 or (n == b + 1 and l ~= ARGV[6]) then return {2} end
 end
-if (not h) or h == '' or u < ms then
-  redis.call('HSET', KEYS[1], 'h', ARGV[1], 'u', ms + lease)
-  redis.call('PEXPIRE', KEYS[1], gc)
+if not h then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
   return {1}
 end
-redis.call('HSET', KEYS[1], 'w', ms)
-redis.call('PEXPIRE', KEYS[1], gc)
+if not e then
+  e, n = ARGV[1], 0
+  redis.call('HSET', KEYS[2], 'n', 0, 'e', e)
+end
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
 return {0, e, n, h}
 "#;
 
-/// `KEYS[1]` lock, `KEYS[2]` the key; `ARGV`: token, mode (`r` RESTORE, `d` DEL, `x` release
-/// only), ttl ms, payload, wait window ms, gc ms. Replies `{1}` landed (or released), `{0}` lost
-/// without a hash, `{0, epoch, landings, holder}` lost; a RESTORE error is returned as the
+/// `KEYS[1]` lock, `KEYS[2]` record, `KEYS[3]` the key; `ARGV`: token, mode (`r` RESTORE, `d`
+/// DEL, `x` release only), ttl ms, payload. Replies `{1}` landed (or released), `{0}` lost
+/// without a record, `{0, epoch, landings, holder}` lost; a RESTORE error is returned as the
 /// error, after releasing without a landing.
-const COMMIT_BODY: &str = r#"
-local s = redis.call('HMGET', KEYS[1], 'h', 'n', 'w', 'e')
-if s[1] ~= ARGV[1] then
-  if not s[4] then return {0} end
-  return {0, s[4], tonumber(s[2]) or 0, s[1] or ''}
-end
-if ARGV[2] == 'x' then
-  redis.call('HSET', KEYS[1], 'h', '')
-  return {1}
+const COMMIT_LUA: &str = r#"
+local h = redis.call('GET', KEYS[1])
+if h ~= ARGV[1] then
+  local c = redis.call('HMGET', KEYS[2], 'n', 'e')
+  if not c[2] then return {0} end
+  return {0, c[2], tonumber(c[1]) or 0, h or ''}
 end
 if ARGV[2] == 'd' then
-  redis.call('DEL', KEYS[2])
-else
-  local r = redis.pcall('RESTORE', KEYS[2], ARGV[3], ARGV[4], 'REPLACE')
+  redis.call('DEL', KEYS[3])
+elseif ARGV[2] == 'r' then
+  local r = redis.pcall('RESTORE', KEYS[3], ARGV[3], ARGV[4], 'REPLACE')
   if type(r) == 'table' and r.err then
-    redis.call('HSET', KEYS[1], 'h', '')
+    redis.call('DEL', KEYS[1])
     return r
   end
 end
-if not s[3] or now() - tonumber(s[3]) > tonumber(ARGV[5]) then
-  redis.call('DEL', KEYS[1])
-else
-  redis.call('HSET', KEYS[1], 'h', '', 'n', (tonumber(s[2]) or 0) + 1, 'l', ARGV[1])
-  redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[6]))
+redis.call('DEL', KEYS[1])
+if ARGV[2] ~= 'x' and redis.call('EXISTS', KEYS[2]) == 1 then
+  redis.call('HINCRBY', KEYS[2], 'n', 1)
+  redis.call('HSET', KEYS[2], 'l', ARGV[1])
 end
 return {1}
 "#;
 
-/// `KEYS[1]` lock; `ARGV`: token, lease ms, gc ms. Replies 1 renewed, 0 lost.
-const RENEW_BODY: &str = r#"
-if redis.call('HGET', KEYS[1], 'h') == ARGV[1] then
-  redis.call('HSET', KEYS[1], 'u', now() + tonumber(ARGV[2]))
-  redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]))
+/// `KEYS[1]` lock; `ARGV`: token, lease ms. Replies 1 renewed, 0 lost.
+const RENEW_LUA: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
   return 1
 end
 return 0
@@ -280,23 +259,20 @@ return 0
 
 /// A script with its SHA-1 computed once.
 struct Lua {
-    body: String,
+    body: &'static str,
     sha: String,
 }
 
 impl Lua {
-    fn new(body: &str) -> Lua {
-        // Redis before 5 refuses writes after `TIME` without effects replication; 7 ignores it.
-        let body =
-            format!("if redis.replicate_commands then redis.replicate_commands() end\n{NOW_LUA}{body}");
-        let sha = redis::Script::new(&body).get_hash().to_string();
+    fn new(body: &'static str) -> Lua {
+        let sha = redis::Script::new(body).get_hash().to_string();
         Lua { body, sha }
     }
 }
 
-static ACQUIRE: std::sync::LazyLock<Lua> = std::sync::LazyLock::new(|| Lua::new(ACQUIRE_BODY));
-static COMMIT: std::sync::LazyLock<Lua> = std::sync::LazyLock::new(|| Lua::new(COMMIT_BODY));
-static RENEW: std::sync::LazyLock<Lua> = std::sync::LazyLock::new(|| Lua::new(RENEW_BODY));
+static LOOK: std::sync::LazyLock<Lua> = std::sync::LazyLock::new(|| Lua::new(LOOK_LUA));
+static COMMIT: std::sync::LazyLock<Lua> = std::sync::LazyLock::new(|| Lua::new(COMMIT_LUA));
+static RENEW: std::sync::LazyLock<Lua> = std::sync::LazyLock::new(|| Lua::new(RENEW_LUA));
 
 /// Opens a connection of the sync's own to the destination node serving a key: `WATCH` state
 /// cannot live on a shared connection, nor on one that reconnects by itself (a `MULTI … EXEC`
@@ -416,6 +392,7 @@ pub struct Session<'a, D> {
     scripts: &'a ScriptSupport,
     lease: Duration,
     lock: Vec<u8>,
+    waits: Vec<u8>,
     key: &'a [u8],
     watch: Option<MultiplexedConnection>,
     /// No `WATCH` is pending on `watch` (it may be given back).
@@ -446,6 +423,7 @@ impl<'a, D: ConnectionLike + Send> Session<'a, D> {
             scripts,
             lease,
             lock: lock_key(key),
+            waits: wait_key(key),
             key,
             watch: None,
             clean: true,
@@ -476,7 +454,7 @@ impl<'a, D: ConnectionLike + Send> Session<'a, D> {
         };
         let reply = match build("EVALSHA", &lua.sha).query_async::<Value>(self.dest).await {
             Err(e) if e.code() == Some("NOSCRIPT") => {
-                build("EVAL", &lua.body).query_async::<Value>(self.dest).await
+                build("EVAL", lua.body).query_async::<Value>(self.dest).await
             }
             other => other,
         };
@@ -498,11 +476,35 @@ impl<'a, D: ConnectionLike + Send> Session<'a, D> {
         Ok(self.watch.as_mut().expect("just opened"))
     }
 
-    /// `WATCH` the lock and read it (the connection is not clean until EXEC or UNWATCH).
-    async fn watch_read(&mut self) -> RedisResult<(Option<LockState>, i64)> {
-        let lock = self.lock.clone();
+    /// `WATCH` the lock and the record and read them (the connection is not clean until EXEC
+    /// or UNWATCH).
+    async fn watch_read(&mut self) -> RedisResult<(Option<Vec<u8>>, Option<Waits>)> {
+        let (lock, waits) = (self.lock.clone(), self.waits.clone());
         self.clean = false;
-        watch_read_on(self.conn().await?, &lock).await
+        let conn = self.conn().await?;
+        redis::cmd("WATCH")
+            .arg(&lock)
+            .arg(&waits)
+            .query_async::<()>(&mut *conn)
+            .await?;
+        let (holder, fields): (Option<Vec<u8>>, Vec<Option<Vec<u8>>>) = redis::pipe()
+            .cmd("GET")
+            .arg(&lock)
+            .cmd("HMGET")
+            .arg(&waits)
+            .arg(&["n", "l", "e"])
+            .query_async(conn)
+            .await?;
+        let field = |i: usize| fields.get(i).cloned().flatten();
+        let record = field(2).map(|epoch| Waits {
+            landed: field(0)
+                .and_then(|v| String::from_utf8(v).ok())
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0),
+            last: field(1).unwrap_or_default(),
+            epoch,
+        });
+        Ok((holder, record))
     }
 
     /// `UNWATCH`.
@@ -521,9 +523,25 @@ impl<'a, D: ConnectionLike + Send> Session<'a, D> {
         Ok(replies)
     }
 
+    /// `SET lock token NX PX lease`: whether the lease is now `token`'s. A plain command, so it
+    /// works whether or not the destination runs scripts.
+    pub async fn try_take(&mut self, token: &[u8]) -> RedisResult<bool> {
+        let mut set = redis::cmd("SET");
+        set.arg(&self.lock)
+            .arg(token)
+            .arg("NX")
+            .arg("PX")
+            .arg(self.lease.as_millis() as u64);
+        let reply: Option<String> = set.query_async(self.dest).await?;
+        Ok(reply.is_some())
+    }
+
     /// Tries to take the lease with `token`; `base` is what this sync saw when it last found
-    /// the lease busy.
+    /// the lease busy. Without a baseline, a plain `SET … NX` first.
     pub async fn acquire(&mut self, token: &[u8], base: Option<&Baseline>) -> RedisResult<Acquire> {
+        if base.is_none() && self.try_take(token).await? {
+            return Ok(Acquire::Acquired);
+        }
         let lease = self.lease.as_millis().to_string();
         let gc = GC.as_millis().to_string();
         let (e, n, h) = match base {
@@ -534,23 +552,40 @@ impl<'a, D: ConnectionLike + Send> Session<'a, D> {
             ),
             None => (Vec::new(), b"0".to_vec(), Vec::new()),
         };
-        let lock = self.lock.clone();
+        let (lock, waits) = (self.lock.clone(), self.waits.clone());
         let args: [&[u8]; 6] = [token, lease.as_bytes(), gc.as_bytes(), &e, &n, &h];
-        if let Some(v) = self.script(&ACQUIRE, &[&lock], &args).await? {
+        if let Some(v) = self.script(&LOOK, &[&lock, &waits], &args).await? {
             return decode_acquire(v);
         }
-        let lease = self.lease;
         loop {
-            let (state, now) = self.watch_read().await?;
-            let (outcome, fields) = decide_acquire(state.as_ref(), now, token, lease, base);
-            let Some(fields) = fields else {
-                self.unwatch().await?;
-                return Ok(outcome);
+            let (holder, record) = self.watch_read().await?;
+            let look = decide_look(holder.as_deref(), record.as_ref(), token, base);
+            let cmds = match &look.outcome {
+                Acquire::Covered => {
+                    self.unwatch().await?;
+                    return Ok(look.outcome);
+                }
+                Acquire::Acquired => {
+                    let mut set = redis::cmd("SET");
+                    set.arg(&lock)
+                        .arg(token)
+                        .arg("PX")
+                        .arg(self.lease.as_millis() as u64);
+                    vec![set]
+                }
+                Acquire::Busy(_) => {
+                    let mut cmds = Vec::new();
+                    if look.create_record {
+                        let mut hset = redis::cmd("HSET");
+                        hset.arg(&waits).arg("n").arg(0).arg("e").arg(token);
+                        cmds.push(hset);
+                    }
+                    cmds.push(pexpire(&waits, GC));
+                    cmds
+                }
             };
-            let mut cmds = vec![hset(&lock, &fields)];
-            cmds.push(pexpire(&lock, GC));
             if self.exec(cmds).await?.is_some() {
-                return Ok(outcome);
+                return Ok(look.outcome);
             }
         }
     }
@@ -566,24 +601,21 @@ impl<'a, D: ConnectionLike + Send> Session<'a, D> {
                 payload.as_slice(),
             ),
         };
-        let window = WAIT_WINDOW.as_millis().to_string();
-        let gc = GC.as_millis().to_string();
-        let (lock, key) = (self.lock.clone(), self.key);
-        let args: [&[u8]; 6] = [token, mode, &ttl, payload, window.as_bytes(), gc.as_bytes()];
-        if let Some(v) = self.script(&COMMIT, &[&lock, key], &args).await? {
+        let (lock, waits, key) = (self.lock.clone(), self.waits.clone(), self.key);
+        let args: [&[u8]; 4] = [token, mode, &ttl, payload];
+        if let Some(v) = self.script(&COMMIT, &[&lock, &waits, key], &args).await? {
             return decode_commit(v);
         }
         loop {
-            let (state, now) = self.watch_read().await?;
-            let update = match decide_commit(state.as_ref(), now, token) {
+            let (holder, record) = self.watch_read().await?;
+            let count = match decide_commit(holder.as_deref(), record.as_ref(), token) {
                 Err(seen) => {
                     self.unwatch().await?;
                     return Ok(Commit::Lost(seen));
                 }
-                Ok(update) => update,
+                Ok(count) => count && snapshot.is_some(),
             };
             let mut cmds = Vec::new();
-            let release_only = snapshot.is_none();
             match snapshot {
                 None => {}
                 Some(Snapshot::Absent) => {
@@ -593,24 +625,22 @@ impl<'a, D: ConnectionLike + Send> Session<'a, D> {
                 }
                 Some(s) => cmds.push(super::write_command(key, s, true)),
             }
-            match update {
-                _ if release_only => cmds.push(hset(&lock, &[("h", Vec::new())])),
-                HashUpdate::Delete => {
-                    let mut del = redis::cmd("DEL");
-                    del.arg(&lock);
-                    cmds.push(del);
-                }
-                HashUpdate::Set(fields) => {
-                    cmds.push(hset(&lock, &fields));
-                    cmds.push(pexpire(&lock, GC));
-                }
+            let mut del = redis::cmd("DEL");
+            del.arg(&lock);
+            cmds.push(del);
+            if count {
+                let mut incr = redis::cmd("HINCRBY");
+                incr.arg(&waits).arg("n").arg(1);
+                let mut last = redis::cmd("HSET");
+                last.arg(&waits).arg("l").arg(token);
+                cmds.extend([incr, last]);
             }
             let Some(replies) = self.exec(cmds).await? else {
-                continue; // the hash changed between the read and EXEC: look again
+                continue; // the lock or the record changed between the read and EXEC: look again
             };
             // A RESTORE refused inside the transaction (a payload this server cannot read) did
-            // not write the key although the hash now says it landed.
-            if let Some(Value::ServerError(e)) = replies.first().filter(|_| !release_only) {
+            // not write the key, although the record now counts a landing.
+            if let Some(Value::ServerError(e)) = replies.first().filter(|_| snapshot.is_some()) {
                 return Err(RedisError::from(e.clone()));
             }
             return Ok(Commit::Landed);
@@ -620,75 +650,27 @@ impl<'a, D: ConnectionLike + Send> Session<'a, D> {
     /// Extends the lease if it is still `token`'s; `false` when it was lost.
     pub async fn renew(&mut self, token: &[u8]) -> RedisResult<bool> {
         let lease = self.lease.as_millis().to_string();
-        let gc = GC.as_millis().to_string();
         let lock = self.lock.clone();
-        if let Some(v) = self
-            .script(&RENEW, &[&lock], &[token, lease.as_bytes(), gc.as_bytes()])
-            .await?
-        {
+        if let Some(v) = self.script(&RENEW, &[&lock], &[token, lease.as_bytes()]).await? {
             return Ok(redis::from_redis_value::<i64>(v)? == 1);
         }
-        let lease = self.lease;
         loop {
-            let (state, now) = self.watch_read().await?;
-            if state.as_ref().is_none_or(|s| s.holder != token) {
+            let (holder, _) = self.watch_read().await?;
+            if holder.as_deref() != Some(token) {
                 self.unwatch().await?;
                 return Ok(false);
             }
-            let until = (now + lease.as_millis() as i64).to_string().into_bytes();
-            let cmds = vec![hset(&lock, &[("u", until)]), pexpire(&lock, GC)];
-            if self.exec(cmds).await?.is_some() {
+            if self.exec(vec![pexpire(&lock, self.lease)]).await?.is_some() {
                 return Ok(true);
             }
         }
     }
 }
 
-fn hset(lock: &[u8], fields: &[(&str, Vec<u8>)]) -> Cmd {
-    let mut cmd = redis::cmd("HSET");
-    cmd.arg(lock);
-    for (name, value) in fields {
-        cmd.arg(*name).arg(value.as_slice());
-    }
-    cmd
-}
-
-fn pexpire(lock: &[u8], after: Duration) -> Cmd {
+fn pexpire(key: &[u8], after: Duration) -> Cmd {
     let mut cmd = redis::cmd("PEXPIRE");
-    cmd.arg(lock).arg(after.as_millis() as u64);
+    cmd.arg(key).arg(after.as_millis() as u64);
     cmd
-}
-
-/// `WATCH lock`, then the hash and the server's time.
-async fn watch_read_on(
-    conn: &mut MultiplexedConnection,
-    lock: &[u8],
-) -> RedisResult<(Option<LockState>, i64)> {
-    redis::cmd("WATCH").arg(lock).query_async::<()>(conn).await?;
-    let (fields, (secs, micros)): (Vec<Option<Vec<u8>>>, (i64, i64)) = redis::pipe()
-        .cmd("HMGET")
-        .arg(lock)
-        .arg(&["h", "u", "n", "l", "e", "w"])
-        .cmd("TIME")
-        .query_async(conn)
-        .await?;
-    let now = secs * 1000 + micros / 1000;
-    let text = |i: usize| fields.get(i).cloned().flatten();
-    let number = |i: usize| {
-        text(i)
-            .and_then(|v| String::from_utf8(v).ok())
-            .and_then(|s| s.parse::<f64>().ok())
-            .map_or(0, |f| f as i64)
-    };
-    let state = text(4).map(|epoch| LockState {
-        holder: text(0).unwrap_or_default(),
-        until: number(1),
-        landed: number(2),
-        last: text(3).unwrap_or_default(),
-        epoch,
-        waited: number(5),
-    });
-    Ok((state, now))
 }
 
 /// `MULTI`, `cmds`, `EXEC`: `None` when a watched key changed (nothing ran), else each reply
@@ -787,23 +769,22 @@ mod tests {
             b"",
             b"\x00\xff{\x01}\x02",
         ] {
-            let lock = lock_key(key);
-            assert!(lock.starts_with(crate::keys::RESERVED_PREFIX));
-            assert!(same_slot(key, &lock), "{:?}", String::from_utf8_lossy(key));
+            for own in [lock_key(key), wait_key(key)] {
+                assert!(own.starts_with(crate::keys::RESERVED_PREFIX));
+                assert!(same_slot(key, &own), "{:?}", String::from_utf8_lossy(key));
+            }
         }
         assert_eq!(lock_key(b"k"), b"__cachemig:lock:{k}".to_vec());
+        assert_eq!(wait_key(b"k"), b"__cachemig:wait:{k}".to_vec());
         assert_eq!(lock_key(b"a{b}"), b"__cachemig:lock:{b}:a{b}".to_vec());
         assert_ne!(lock_key(b"x{k}"), lock_key(b"k"));
     }
 
-    fn state(holder: &str, until: i64, landed: i64, last: &str) -> LockState {
-        LockState {
-            holder: holder.into(),
-            until,
+    fn waits(landed: i64, last: &str) -> Waits {
+        Waits {
             landed,
             last: last.into(),
             epoch: b"E".to_vec(),
-            waited: 0,
         }
     }
 
@@ -815,30 +796,28 @@ mod tests {
         }
     }
 
-    const LEASE_MS: Duration = Duration::from_millis(100);
+    fn outcome(holder: Option<&str>, w: Option<&Waits>, b: Option<&Baseline>) -> Acquire {
+        decide_look(holder.map(str::as_bytes), w, b"t9", b).outcome
+    }
 
     #[test]
-    fn acquire_takes_a_free_or_expired_lease_and_reports_a_held_one() {
-        let (outcome, fields) = decide_acquire(None, 1000, b"t1", LEASE_MS, None);
-        assert_eq!(outcome, Acquire::Acquired);
-        let fields = fields.unwrap();
-        assert!(fields.contains(&("e", b"t1".to_vec())) && fields.contains(&("u", b"1100".to_vec())));
-
-        let free = state("", 0, 3, "t0");
+    fn a_look_takes_a_free_lease_and_notes_a_held_one() {
+        assert_eq!(outcome(None, None, None), Acquire::Acquired);
+        assert_eq!(outcome(None, Some(&waits(3, "t0")), None), Acquire::Acquired);
+        // Held, no record yet: one is made, with this sync's token as the epoch.
+        let look = decide_look(Some(b"t0"), None, b"t9", None);
+        assert!(look.create_record);
         assert_eq!(
-            decide_acquire(Some(&free), 1000, b"t1", LEASE_MS, None).0,
-            Acquire::Acquired
+            look.outcome,
+            Acquire::Busy(Baseline {
+                epoch: b"t9".to_vec(),
+                landed: 0,
+                holder: b"t0".to_vec()
+            })
         );
-        let expired = state("t0", 999, 3, "");
-        assert_eq!(
-            decide_acquire(Some(&expired), 1000, b"t1", LEASE_MS, None).0,
-            Acquire::Acquired
-        );
-
-        let held = state("t0", 1050, 3, "x");
-        let (outcome, fields) = decide_acquire(Some(&held), 1000, b"t1", LEASE_MS, None);
-        assert_eq!(outcome, Acquire::Busy(base(3, "t0")));
-        assert_eq!(fields, Some(vec![("w", b"1000".to_vec())]), "notes the waiter");
+        let look = decide_look(Some(b"t0"), Some(&waits(3, "x")), b"t9", None);
+        assert!(!look.create_record);
+        assert_eq!(look.outcome, Acquire::Busy(base(3, "t0")));
     }
 
     #[test]
@@ -846,42 +825,42 @@ mod tests {
         // It saw t0 holding after 3 landings.
         let seen = base(3, "t0");
         // t0 landed (4th): t0 may have read before the waiter's write. Not covered; free → take.
-        let after_t0 = state("", 0, 4, "t0");
-        let got = decide_acquire(Some(&after_t0), 1000, b"t9", LEASE_MS, Some(&seen)).0;
-        assert_eq!(got, Acquire::Acquired);
+        assert_eq!(
+            outcome(None, Some(&waits(4, "t0")), Some(&seen)),
+            Acquire::Acquired
+        );
         // t0 lost its lease and t1, which took it later, landed: covered.
-        let t1_landed = state("", 0, 4, "t1");
-        let got = decide_acquire(Some(&t1_landed), 1000, b"t9", LEASE_MS, Some(&seen)).0;
-        assert_eq!(got, Acquire::Covered);
+        assert_eq!(
+            outcome(None, Some(&waits(4, "t1")), Some(&seen)),
+            Acquire::Covered
+        );
         // Two landings since: the second started after t0's tenure, so after the look.
-        let two = state("t2", 2000, 5, "t1");
-        let got = decide_acquire(Some(&two), 1000, b"t9", LEASE_MS, Some(&seen)).0;
-        assert_eq!(got, Acquire::Covered);
-        // A new epoch (the hash was deleted and made again) says nothing about the old count.
-        let mut other = state("t5", 2000, 9, "t4");
+        assert_eq!(
+            outcome(Some("t2"), Some(&waits(5, "t1")), Some(&seen)),
+            Acquire::Covered
+        );
+        // A new epoch (the record expired and was made again) says nothing about the old count.
+        let mut other = waits(9, "t4");
         other.epoch = b"F".to_vec();
-        let got = decide_acquire(Some(&other), 1000, b"t9", LEASE_MS, Some(&seen)).0;
-        assert!(matches!(got, Acquire::Busy(b) if b.epoch == b"F"));
+        assert!(matches!(
+            outcome(Some("t5"), Some(&other), Some(&seen)),
+            Acquire::Busy(b) if b.epoch == b"F"
+        ));
     }
 
     #[test]
-    fn commit_lands_only_for_the_holder_and_keeps_the_hash_while_someone_waits() {
-        let mut held = state("t1", 1100, 3, "t0");
-        assert_eq!(decide_commit(Some(&held), 5000, b"t1"), Ok(HashUpdate::Delete));
-        held.waited = 4500;
+    fn commit_lands_only_for_the_holder_and_counts_when_someone_waits() {
+        assert_eq!(decide_commit(Some(b"t1"), None, b"t1"), Ok(false));
+        assert_eq!(decide_commit(Some(b"t1"), Some(&waits(3, "t0")), b"t1"), Ok(true));
         assert_eq!(
-            decide_commit(Some(&held), 5000, b"t1"),
-            Ok(HashUpdate::Set(vec![
-                ("h", Vec::new()),
-                ("n", b"4".to_vec()),
-                ("l", b"t1".to_vec())
-            ]))
+            decide_commit(Some(b"t2"), Some(&waits(3, "t0")), b"t1"),
+            Err(Some(base(3, "t2")))
         );
-        // An expired lease nobody took is still ours: nobody else can have landed.
-        assert!(decide_commit(Some(&held), 9000, b"t1").is_ok());
-        let taken = state("t2", 1100, 3, "t0");
-        assert_eq!(decide_commit(Some(&taken), 1000, b"t1"), Err(Some(base(3, "t2"))));
-        assert_eq!(decide_commit(None, 1000, b"t1"), Err(None));
+        assert_eq!(
+            decide_commit(None, Some(&waits(3, "t0")), b"t1"),
+            Err(Some(base(3, "")))
+        );
+        assert_eq!(decide_commit(None, None, b"t1"), Err(None));
     }
 
     #[test]

@@ -20,7 +20,7 @@ use redis::{ErrorKind, RedisError, RedisResult, Value};
 
 pub mod lock;
 
-pub use lock::{Acquire, Baseline, Commit, Exclusive, LEASE, NoExclusive, NodeExclusive, lock_key};
+pub use lock::{Acquire, Baseline, Commit, Exclusive, LEASE, NoExclusive, NodeExclusive, lock_key, wait_key};
 
 /// A key's value and TTL read atomically from the origin.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -429,36 +429,61 @@ where
     O: ConnectionLike + Clone + Send + Sync,
     D: ConnectionLike + Send,
 {
+    sync_key_holding(origin, dest, exclusive, key, ks, None).await
+}
+
+/// [`sync_key`], starting with the lease `held` when the caller already took it (with
+/// [`acquire_lease`], while the write that needs this sync was on its way to the origin): the
+/// first round then skips its acquire. A lease that ran out meanwhile is harmless: the commit
+/// finds it gone and the sync goes on as usual.
+pub async fn sync_key_holding<O, D>(
+    origin: &O,
+    dest: &mut D,
+    exclusive: &dyn Exclusive,
+    key: &[u8],
+    ks: &KeySync,
+    held: Option<Vec<u8>>,
+) -> RedisResult<Synced>
+where
+    O: ConnectionLike + Clone + Send + Sync,
+    D: ConnectionLike + Send,
+{
     let mut session = lock::Session::new(dest, exclusive, &ks.dest_scripts, ks.lease, key);
     let mut base: Option<Baseline> = None;
     let mut poll = POLL_FIRST;
     let started = Instant::now();
+    let mut held = held;
     loop {
-        let token = ks.token();
-        match session.acquire(&token, base.as_ref()).await? {
-            Acquire::Covered => {
-                return Ok(Synced {
-                    applied: Applied::Covered,
-                    landed: None,
-                });
-            }
-            Acquire::Busy(seen) => {
-                if started.elapsed() > WAIT_LIMIT {
-                    return Err(RedisError::from((
-                        ErrorKind::Io,
-                        "key-sync lease busy",
-                        format!("waited {WAIT_LIMIT:?}; it will be repaired by the next verify"),
-                    )));
+        let token = match held.take() {
+            Some(token) => token,
+            None => {
+                let token = ks.token();
+                match session.acquire(&token, base.as_ref()).await? {
+                    Acquire::Covered => {
+                        return Ok(Synced {
+                            applied: Applied::Covered,
+                            landed: None,
+                        });
+                    }
+                    Acquire::Busy(seen) => {
+                        if started.elapsed() > WAIT_LIMIT {
+                            return Err(RedisError::from((
+                                ErrorKind::Io,
+                                "key-sync lease busy",
+                                format!("waited {WAIT_LIMIT:?}; it will be repaired by the next verify"),
+                            )));
+                        }
+                        if base.as_ref().is_none_or(|b| b.epoch != seen.epoch) {
+                            base = Some(seen);
+                        }
+                        tokio::time::sleep(poll).await;
+                        poll = (poll * 2).min(POLL_MAX);
+                        continue;
+                    }
+                    Acquire::Acquired => token,
                 }
-                if base.as_ref().is_none_or(|b| b.epoch != seen.epoch) {
-                    base = Some(seen);
-                }
-                tokio::time::sleep(poll).await;
-                poll = (poll * 2).min(POLL_MAX);
-                continue;
             }
-            Acquire::Acquired => {}
-        }
+        };
         let (snapshot, read) = match read_holding(origin, &mut session, &token, key, ks).await {
             Ok(Some(read)) => read,
             Ok(None) => {
@@ -486,6 +511,34 @@ where
             Commit::Lost(seen) => (base, poll) = (seen, POLL_FIRST),
         }
     }
+}
+
+/// Takes `key`'s lease on `dest` once (`SET … NX PX`), without waiting: the token when it is
+/// ours (hand it to [`sync_key_holding`] or [`release_lease`]), `None` when someone else holds
+/// it, or on any error.
+pub async fn acquire_lease<D: ConnectionLike + Send>(
+    dest: &mut D,
+    key: &[u8],
+    ks: &KeySync,
+) -> Option<Vec<u8>> {
+    let token = ks.token();
+    let mut session = lock::Session::new(dest, &NoExclusive, &ks.dest_scripts, ks.lease, key);
+    match session.try_take(&token).await {
+        Ok(true) => Some(token),
+        _ => None,
+    }
+}
+
+/// Gives up a lease taken with [`acquire_lease`] and never used, writing nothing.
+pub async fn release_lease<D: ConnectionLike + Send>(
+    dest: &mut D,
+    exclusive: &dyn Exclusive,
+    key: &[u8],
+    ks: &KeySync,
+    token: &[u8],
+) {
+    let mut session = lock::Session::new(dest, exclusive, &ks.dest_scripts, ks.lease, key);
+    let _ = session.commit(token, None).await;
 }
 
 /// Reads `key` from the origin while holding the lease `token`, renewing it every third of the

@@ -71,11 +71,22 @@ fn direction(proxy: &Proxy, routing: &FlagRouting, side: Side, call: &Call) -> O
     }
 }
 
-/// The snapshot read to send right behind a sync-mirrored write, in its pipeline: none. A sync
-/// must read the origin *after* taking the key's lease on the destination, or a round of another
-/// proxy that read later could be overwritten by this older snapshot; a seed read with the write
-/// could never be used. (The batch still asks, so the plumbing stays until it is removed there.)
-pub fn seed_request(_proxy: &Proxy, _routing: &FlagRouting, _side: Side, _call: &Call) -> Option<Bytes> {
+/// Called for a single-key write just before it is sent: for a write that will be sync-mirrored,
+/// takes the key's lease on the destination now, in parallel with the write, so the sync that
+/// follows its reply skips that round trip ([`super::mirror::Mirror::prepare`]).
+///
+/// It returns the snapshot read to send right behind the write, in its pipeline: none any more.
+/// A sync must read the origin *after* taking the key's lease, or a round of another proxy that
+/// read later could be overwritten by this older snapshot; a seed read with the write could never
+/// be used. (The batch still asks, so the plumbing stays until it is removed there.)
+pub fn seed_request(proxy: &Arc<Proxy>, routing: &FlagRouting, side: Side, call: &Call) -> Option<Bytes> {
+    let dir = direction(proxy, routing, side, call)?;
+    if routing.mirror == MirrorMode::Sync
+        && call.keys.len() == 1
+        && let Some(key) = call.first_key()
+    {
+        proxy.mirror.prepare(dir, key.clone());
+    }
     None
 }
 
