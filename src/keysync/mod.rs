@@ -160,22 +160,17 @@ impl ReadWindow {
     }
 }
 
-/// How far apart the origin's absolute expiry may be, between the snapshot a sync wrote and the
-/// re-check after it, and still count as unchanged: 1 s.
+/// How far apart two reads of the origin may put its absolute expiry and still count as the
+/// same state: 1 s. `verify --repair` uses it to tell a key written again since its repair (a
+/// hot key: the difference is its later writes on their way through the mirror) from a repair
+/// that did not stick.
 ///
 /// - Read latency does not eat into it: each read is bracketed by a [`ReadWindow`], so this only
-///   absorbs PTTL's millisecond truncation, a caller's seed (known only as of one instant) and
-///   clock steps on the origin.
+///   absorbs PTTL's millisecond truncation and clock steps on the origin.
 /// - It equals the smallest TTL difference `verify` reports
-///   ([`crate::verify::TTL_TOLERANCE_MS`]): a sync the re-check accepts never leaves a `ttl`
-///   difference for verify. A larger, relative tolerance (verify's 1 % of the TTL) would accept a
-///   stale RESTORE from an `EXPIRE k 86400` made ten minutes earlier.
+///   ([`crate::verify::TTL_TOLERANCE_MS`]).
 /// - A key whose expiry is refreshed on every request (a sliding session: `EXPIRE k 1800` per
-///   hit) moves its expiry by the time between requests; within 1 s that counts as unchanged,
-///   so such a key does not loop until "kept changing during sync". Its copy then expires at
-///   most 1 s before the origin, and the next write's sync refreshes it.
-/// - The hazard it catches, a late RESTORE carrying the TTL of an earlier write, is off by the
-///   difference between two TTLs an application chose: seconds to days.
+///   hit) moves its expiry by the time between requests; within 1 s that counts as unchanged.
 pub const EXPIRY_TOLERANCE: Duration = Duration::from_millis(crate::verify::TTL_TOLERANCE_MS);
 
 /// What a write did on the destination.
