@@ -4,6 +4,35 @@
 /// copied, verified or served to clients.
 pub const RESERVED_PREFIX: &[u8] = b"__cachemig:";
 
+/// A hashtag for cachemig's own keys that puts them in `key`'s cluster slot (a big key's
+/// temporary copy, a key-sync lock), so a script or a `RENAME` may take both.
+///
+/// Redis Cluster hashes only the content between the first `{` and the next `}` when it is not
+/// empty, the whole key otherwise. So: a key with such a hashtag lends it; a key without one
+/// becomes the tag itself, unless it is empty or contains a `}` (which would end the tag early),
+/// in which case the tag is the shortest decimal number that hashes to the key's slot.
+pub fn slot_tag(key: &[u8]) -> Vec<u8> {
+    match hashtag(key) {
+        Some(tag) => tag.to_vec(),
+        None if !key.is_empty() && !key.contains(&b'}') => key.to_vec(),
+        None => {
+            let slot = crate::cluster::key_slot(key);
+            (0u64..)
+                .map(|n| n.to_string().into_bytes())
+                .find(|candidate| crate::cluster::key_slot(candidate) == slot)
+                .expect("every slot is reached by some decimal number")
+        }
+    }
+}
+
+/// The hashtag of `key`: the bytes between the first `{` and the next `}`, if not empty.
+fn hashtag(key: &[u8]) -> Option<&[u8]> {
+    let open = key.iter().position(|&b| b == b'{')?;
+    let len = key[open + 1..].iter().position(|&b| b == b'}')?;
+    let tag = &key[open + 1..open + 1 + len];
+    (!tag.is_empty()).then_some(tag)
+}
+
 /// The plan's key selection: a key migrates when it matches an include pattern (or there are
 /// none), matches no exclude pattern, and is not under [`RESERVED_PREFIX`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -105,6 +134,14 @@ fn match_class(mut p: &[u8], c: u8) -> (bool, &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hashtags_follow_the_cluster_rules() {
+        assert_eq!(hashtag(b"a{bc}d"), Some(&b"bc"[..]));
+        assert_eq!(hashtag(b"{}{x}"), None);
+        assert_eq!(hashtag(b"{{x}}"), Some(&b"{x"[..]));
+        assert_eq!(hashtag(b"no tag"), None);
+    }
 
     #[test]
     fn glob_basics() {

@@ -1,15 +1,17 @@
 //! The heart of design §8: two real proxies, concurrent writers issuing SET, INCR, LPUSH,
-//! HINCRBY, SADD, EXPIRE and DEL (also on keys that exist before the backfill and keys it never
-//! saw), while the CLI walks every phase forward, back from write-stop and forward again. At the
-//! end both sides equal an in-memory model of every acknowledged write. Also: the CLI's fence
-//! with a proxy that stops acking.
+//! HINCRBY, SADD, EXPIRE and DEL, transactions and Lua scripts (EVALSHA), half of them in RESP3
+//! (also on keys that exist before the backfill and keys it never saw), a blocking queue (BLMOVE
+//! worker and producer) and a pub/sub subscriber, while the CLI walks every phase forward, back
+//! from write-stop and forward again. At the end both sides equal an in-memory model of every
+//! acknowledged write, every queue item was taken exactly once and every message heard. Also:
+//! the CLI's fence with a proxy that stops acking.
 
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::proxy::ProxyProcess;
 use common::reports::expect_proxies;
@@ -59,7 +61,10 @@ fn step(conn: &mut redis::Connection, model: &mut Model, w: usize, n: u64) -> re
         }
         return Ok(());
     }
-    if roll < 16 && i.is_multiple_of(5) {
+    if roll >= 92 {
+        return tagged_step(conn, model, w, n, roll >= 96);
+    }
+    if roll < 30 && i.is_multiple_of(5) {
         let got: Option<String> = conn.get(&key)?;
         let want = match model.get(&key) {
             Some((Value::Text(t), _)) => Some(t.clone()),
@@ -98,6 +103,45 @@ fn step(conn: &mut redis::Connection, model: &mut Model, w: usize, n: u64) -> re
         }
     };
     model.insert(key, value);
+    Ok(())
+}
+
+/// Counters of writer `w` that share a hash tag, so a transaction or a script may take two of
+/// them on a cluster primary.
+const TAGGED: u64 = 4;
+
+/// A transaction (`MULTI`/`EXEC` incrementing two tagged counters) or a script (`EVALSHA` of an
+/// INCRBY, with the NOSCRIPT fallback of the client) on writer `w`'s tagged counters.
+fn tagged_step(
+    conn: &mut redis::Connection,
+    model: &mut Model,
+    w: usize,
+    n: u64,
+    transaction: bool,
+) -> redis::RedisResult<()> {
+    let key = |j: u64| format!("token:{{w{w}}}:t{j}");
+    let (a, b) = (key(n % TAGGED), key((n + 1) % TAGGED));
+    let current = |model: &Model, k: &str| match model.get(k) {
+        Some((Value::Text(t), _)) => t.parse::<i64>().unwrap(),
+        _ => 0,
+    };
+    let (want_a, want_b) = (current(model, &a) + 1, current(model, &b) + 2);
+    if transaction {
+        let (got_a, got_b): (i64, i64) = redis::pipe().atomic().incr(&a, 1).incr(&b, 2).query(conn)?;
+        assert_eq!(
+            (got_a, got_b),
+            (want_a, want_b),
+            "transaction on {a}, {b} (op {n})"
+        );
+    } else {
+        let script = redis::Script::new(
+            "return {redis.call('INCRBY', KEYS[1], ARGV[1]), redis.call('INCRBY', KEYS[2], ARGV[2])}",
+        );
+        let (got_a, got_b): (i64, i64) = script.key(&a).key(&b).arg(1).arg(2).invoke(conn)?;
+        assert_eq!((got_a, got_b), (want_a, want_b), "script on {a}, {b} (op {n})");
+    }
+    model.insert(a, (Value::Text(want_a.to_string()), false));
+    model.insert(b, (Value::Text(want_b.to_string()), false));
     Ok(())
 }
 
@@ -140,7 +184,13 @@ impl Writers {
         let errors = Arc::new(Mutex::new(Vec::new()));
         let handles = (0..WRITERS)
             .map(|w| {
-                let mut conn = proxies[w % proxies.len()].conn();
+                // Half the writers speak RESP3.
+                let proxy = proxies[w % proxies.len()];
+                let mut conn = if w / 2 % 2 == 0 {
+                    proxy.conn()
+                } else {
+                    proxy.conn_resp3()
+                };
                 let mut model: Model = seeded
                     .iter()
                     .filter(|(k, _)| k.starts_with(&format!("token:w{w}:")))
@@ -183,37 +233,173 @@ impl Writers {
     }
 }
 
-/// Waits until every proxy routes by the flag file's generation and has reported it.
+/// A blocking queue (a producer on one proxy, a BLMOVE worker on the other) and a pub/sub pair
+/// (a publisher on one proxy, a subscriber on the other), running until stopped.
+struct Apps {
+    stop: Arc<AtomicBool>,
+    producer: std::thread::JoinHandle<usize>,
+    worker: std::thread::JoinHandle<Vec<String>>,
+    publisher: std::thread::JoinHandle<usize>,
+    subscriber: std::thread::JoinHandle<Vec<String>>,
+}
+
+const QUEUE: &str = "token:{queue}:in";
+const TAKEN: &str = "token:{queue}:taken";
+
+impl Apps {
+    fn start(p1: &ProxyProcess, p2: &ProxyProcess) -> Apps {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (mut producer, mut worker, mut publisher) = (p1.conn(), p2.conn_resp3(), p2.conn());
+        let subscribed = Arc::new(AtomicBool::new(false));
+        let mut sub = p1.conn();
+        let subscriber = {
+            let (stop, subscribed) = (stop.clone(), subscribed.clone());
+            std::thread::spawn(move || {
+                let mut pubsub = sub.as_pubsub();
+                pubsub.subscribe("walk").unwrap();
+                pubsub.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+                subscribed.store(true, Ordering::SeqCst);
+                let mut heard = Vec::new();
+                loop {
+                    match pubsub.get_message() {
+                        Ok(m) => heard.push(m.get_payload::<String>().unwrap()),
+                        Err(e) if e.is_timeout() && stop.load(Ordering::SeqCst) => return heard,
+                        Err(e) if e.is_timeout() => {}
+                        Err(e) => panic!("subscriber: {e}"),
+                    }
+                }
+            })
+        };
+        wait_for("subscribed", Duration::from_secs(10), || {
+            subscribed.load(Ordering::SeqCst)
+        });
+        let until = |stop: &Arc<AtomicBool>| {
+            let stop = stop.clone();
+            move || !stop.load(Ordering::SeqCst)
+        };
+        let running = until(&stop);
+        let producer = std::thread::spawn(move || {
+            let mut n = 0;
+            while running() {
+                let _: i64 = producer
+                    .rpush(QUEUE, format!("job{n}"))
+                    .expect("RPUSH acknowledged");
+                n += 1;
+                // A hot key: a job every 10 ms, taken at once through the other proxy, so both
+                // proxies mirror the queue (and the taken list) while it keeps changing; it
+                // converges without a failed sync (issue 9; `proxy_hotkeys.rs` runs it hotter).
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            n
+        });
+        let running = until(&stop);
+        let worker = std::thread::spawn(move || {
+            let mut taken = Vec::new();
+            loop {
+                let job: Option<String> = redis::cmd("BLMOVE")
+                    .arg(QUEUE)
+                    .arg(TAKEN)
+                    .arg("LEFT")
+                    .arg("RIGHT")
+                    .arg(1)
+                    .query(&mut worker)
+                    .expect("BLMOVE answered");
+                match job {
+                    Some(job) => taken.push(job),
+                    None if !running() => return taken,
+                    None => {}
+                }
+            }
+        });
+        let running = until(&stop);
+        let publisher = std::thread::spawn(move || {
+            let mut n = 0;
+            while running() {
+                let _: i64 = publisher
+                    .publish("walk", format!("msg{n}"))
+                    .expect("PUBLISH acknowledged");
+                n += 1;
+                std::thread::sleep(Duration::from_millis(11));
+            }
+            n
+        });
+        Apps {
+            stop,
+            producer,
+            worker,
+            publisher,
+            subscriber,
+        }
+    }
+
+    /// Stops everything and checks: every job taken exactly once, in order, and recorded on
+    /// both sides; every message heard exactly once.
+    fn finish(self, sb: &Sandbox) {
+        self.stop.store(true, Ordering::SeqCst);
+        let produced = self.producer.join().expect("producer");
+        let published = self.publisher.join().expect("publisher");
+        let taken = self.worker.join().expect("worker");
+        let jobs: Vec<String> = (0..produced).map(|n| format!("job{n}")).collect();
+        assert_eq!(
+            taken, jobs,
+            "every job taken once, in order ({produced} produced)"
+        );
+        let mut heard = self.subscriber.join().expect("subscriber");
+        heard.sort();
+        let mut messages: Vec<String> = (0..published).map(|n| format!("msg{n}")).collect();
+        messages.sort();
+        assert_eq!(heard, messages, "every message heard once");
+        let on_new: Vec<String> = sb.target.cluster_conn().lrange(TAKEN, 0, -1).unwrap();
+        assert_eq!(on_new, jobs, "the taken list on new");
+        wait_for("the taken list on old", Duration::from_secs(10), || {
+            sb.source.conn().lrange::<_, Vec<String>>(TAKEN, 0, -1).unwrap() == jobs
+        });
+        assert!(
+            produced > 20 && published > 100,
+            "busy: {produced} jobs, {published} messages"
+        );
+    }
+}
+
+/// Waits until every proxy routes by the flag file's generation.
 fn settle(sb: &Sandbox, proxies: &[&ProxyProcess]) {
     let generation = sb.flag().map_or(0, |f| f.generation);
     for p in proxies {
         p.wait_generation(generation);
     }
-    std::thread::sleep(Duration::from_millis(1200));
 }
 
+/// How long the next step's gates may take to pass before the walk fails.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Waits, as an operator would, until `plan --detailed-exitcode` says the next step is ready
+/// (exit 4): every proxy has reported the generation, and the gates fed by the reports (acks,
+/// mirror errors, shadow samples and mismatches) have the data they need. Bounded by
+/// [`READY_TIMEOUT`]; on time-out the last plan output says which gate blocked.
+fn wait_until_ready(sb: &Sandbox) {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        let run = sb.cachemig(&["plan", "--detailed-exitcode"]);
+        if run.status == 4 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the next step's gates did not pass within {READY_TIMEOUT:?} (exit {}):\n{}\n{}",
+            run.status,
+            run.stdout,
+            run.stderr
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Runs a CLI step once the proxies follow the current generation and, for `advance`, once its
+/// gates pass (rollbacks are never gated; `resume` waits for the acks itself).
 fn step_cli(sb: &Sandbox, proxies: &[&ProxyProcess], args: &[&str], expect: &str) {
     settle(sb, proxies);
     if args[0] == "advance" {
-        // As an operator would: wait until the gates pass (shadow samples accumulate at the
-        // writers' pace, which a loaded machine slows), bounded; the step then re-checks them.
-        // A catch-up that met keys changing under it leaves them unresolved: an operator
-        // re-runs it (`resume`), as the gate's hint says.
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while std::time::Instant::now() < deadline {
-            let plan = sb.cachemig(&["plan", "--detailed-exitcode"]);
-            if plan.status == 4 {
-                break;
-            }
-            let unresolved = plan
-                .stdout
-                .lines()
-                .any(|l| l.contains("catch-up-clean") && l.contains("blocked"));
-            if unresolved {
-                sb.cachemig(&["resume"]);
-            }
-            std::thread::sleep(Duration::from_millis(500));
-        }
+        wait_until_ready(sb);
     }
     let run = sb.cachemig(args);
     let phase = sb.flag().map(|f| f.phase).unwrap_or_default();
@@ -259,6 +445,7 @@ fn two_proxies_and_concurrent_writers_through_every_phase_lose_no_write() {
         }
     }
     let writers = Writers::start(&proxies, &seeded);
+    let apps = Apps::start(&p1, &p2);
     // Forward through every phase, with a step back (and forward again) at every pair whose
     // routing differs most: the dual-write modes, the read switch and the fenced write switch.
     // Re-entering sync-dual-write needs a fresh catch-up, which `resume` runs after a rollback.
@@ -285,6 +472,7 @@ fn two_proxies_and_concurrent_writers_through_every_phase_lose_no_write() {
     std::thread::sleep(Duration::from_millis(500));
     let (model, ops) = writers.finish();
     assert!(ops > 1000, "the writers were busy: {ops} ops");
+    apps.finish(&sb);
 
     for p in proxies {
         wait_for("reverse mirror drained", Duration::from_secs(10), || {
@@ -296,15 +484,20 @@ fn two_proxies_and_concurrent_writers_through_every_phase_lose_no_write() {
     let mut old = sb.source.conn();
     let mut checked = 0;
     for w in 0..WRITERS {
-        for i in 0..KEYS_PER_WRITER {
-            let key = format!("token:w{w}:{i}");
+        let tagged = (0..TAGGED).map(|j| format!("token:{{w{w}}}:t{j}"));
+        for key in (0..KEYS_PER_WRITER)
+            .map(|i| format!("token:w{w}:{i}"))
+            .chain(tagged)
+        {
             let want = model.get(&key).cloned();
             assert_eq!(observed(&mut new, &key), want, "new: {key}");
             assert_eq!(observed(&mut old, &key), want, "old (reverse mirror): {key}");
             checked += 1;
         }
     }
-    assert_eq!(checked, WRITERS * KEYS_PER_WRITER);
+    assert_eq!(checked, WRITERS * (KEYS_PER_WRITER + TAGGED as usize));
+    let tagged_written = model.keys().filter(|k| k.contains("}:t")).count();
+    assert!(tagged_written > 0, "transactions and scripts ran");
 }
 
 #[test]
@@ -322,14 +515,19 @@ fn a_proxy_that_stops_acking_makes_the_fence_release_writes_on_the_old_primary()
     ] {
         for i in 0..20 {
             let _: () = conn.set(format!("token:warm:{i}"), i).unwrap();
-            let _: Option<String> = conn.get(format!("token:warm:{i}")).unwrap();
+        }
+        // Reads for the shadow samples read-cutover needs (5 at a 50 % sample rate).
+        for i in 0..100 {
+            let _: Option<String> = conn.get(format!("token:warm:{}", i % 20)).unwrap();
         }
         step_cli(&sb, &[&p1, &p2], &["advance", "--yes"], phase);
     }
     for i in 0..20 {
         let _: Option<String> = conn.get(format!("token:warm:{i}")).unwrap();
     }
+    // Both proxies have reported read-cutover and the fence's gates pass: p2 is live and acking.
     settle(&sb, &[&p1, &p2]);
+    wait_until_ready(&sb);
     // p2 freezes: still "live" by its last report, but it will never ack the fence.
     let p2_pid = p2.pid();
     freeze(p2_pid);

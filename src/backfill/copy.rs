@@ -128,7 +128,8 @@ impl Copier {
                     out.counters.bytes += snap.size() as u64;
                 }
                 Ok(Applied::Deleted) => out.counters.vanished += 1,
-                Ok(Applied::KeptExisting) => out.counters.skipped_existing += 1,
+                // (The backfill writes without the lease: never covered.)
+                Ok(Applied::KeptExisting | Applied::Covered) => out.counters.skipped_existing += 1,
                 Err(e) => out.dead.push(DeadLetter {
                     key: key.clone(),
                     reason: format!("target: {e}"),

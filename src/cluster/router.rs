@@ -60,6 +60,19 @@ impl Router {
         map.owner[key_slot(key) as usize].map(|node| map.nodes[usize::from(node)].1.clone())
     }
 
+    /// The address of the master that serves `key`'s slot in the current map, if any (to open a
+    /// connection of one's own to it).
+    pub async fn master_addr_for(&self, key: &[u8]) -> Option<String> {
+        let map = self.map.read().await;
+        map.owner[key_slot(key) as usize].map(|node| map.nodes[usize::from(node)].0.clone())
+    }
+
+    /// [`Router::master_addr_for`] without waiting: `None` also while the map is being replaced.
+    pub fn master_addr_now(&self, key: &[u8]) -> Option<String> {
+        let map = self.map.try_read().ok()?;
+        map.owner[key_slot(key) as usize].map(|node| map.nodes[usize::from(node)].0.clone())
+    }
+
     /// Reloads the slot map, unless another task did so since `seen`.
     async fn refresh(&self, seen: Instant) {
         let _one_at_a_time = self.refreshing.lock().await;

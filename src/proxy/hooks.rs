@@ -24,14 +24,15 @@ pub type SyncWait = std::pin::Pin<Box<dyn std::future::Future<Output = bool> + S
 /// read-cutover, where new serves reads: there the sync is retried once and only then an error
 /// is returned.
 ///
-/// `seed` is the origin's snapshot of a single-key write, read in the write's own pipeline (see
-/// [`seed_request`]).
+/// `_seed` is unused: a sync reads the origin while holding the key's lease (see
+/// [`crate::keysync::lock`]), so a snapshot read before it cannot be written ([`seed_request`]
+/// asks for none).
 pub fn mirror(
     proxy: &Arc<Proxy>,
     routing: &FlagRouting,
     side: Side,
     call: &Call,
-    seed: Option<Snapshot>,
+    _seed: Option<Snapshot>,
 ) -> Option<SyncWait> {
     let dir = direction(proxy, routing, side, call)?;
     let keys: Vec<Bytes> = call.keys().cloned().collect();
@@ -44,10 +45,7 @@ pub fn mirror(
     let proxy = proxy.clone();
     let retry = routing.read == side.other();
     Some(Box::pin(async move {
-        let mut seed = seed;
-        let syncs = keys
-            .into_iter()
-            .map(|key| sync_one(&proxy, dir, key, retry, seed.take()));
+        let syncs = keys.into_iter().map(|key| sync_one(&proxy, dir, key, retry));
         join_all(syncs).await.into_iter().all(|ok| ok)
     }))
 }
@@ -73,16 +71,23 @@ fn direction(proxy: &Proxy, routing: &FlagRouting, side: Side, call: &Call) -> O
     }
 }
 
-/// For a single-key write that will be sync-mirrored: the snapshot read to send right behind the
-/// write, in the same pipeline, so the sync starts from it and saves a round trip. The write's
-/// connection orders the two, so the snapshot shows the write (or something later).
-pub fn seed_request(proxy: &Proxy, routing: &FlagRouting, side: Side, call: &Call) -> Option<Bytes> {
+/// Called for a single-key write just before it is sent: for a write that will be sync-mirrored,
+/// takes the key's lease on the destination now, in parallel with the write, so the sync that
+/// follows its reply skips that round trip ([`super::mirror::Mirror::prepare`]).
+///
+/// It returns the snapshot read to send right behind the write, in its pipeline: none any more.
+/// A sync must read the origin *after* taking the key's lease, or a round of another proxy that
+/// read later could be overwritten by this older snapshot; a seed read with the write could never
+/// be used. (The batch still asks, so the plumbing stays until it is removed there.)
+pub fn seed_request(proxy: &Arc<Proxy>, routing: &FlagRouting, side: Side, call: &Call) -> Option<Bytes> {
     let dir = direction(proxy, routing, side, call)?;
-    if routing.mirror != MirrorMode::Sync || call.keys.len() != 1 || !proxy.mirror.seeds(dir) {
-        return None;
+    if routing.mirror == MirrorMode::Sync
+        && call.keys.len() == 1
+        && let Some(key) = call.first_key()
+    {
+        proxy.mirror.prepare(dir, key.clone());
     }
-    let key = call.first_key()?;
-    Some(Bytes::from(keysync::snapshot_evalsha(key).get_packed_command()))
+    None
 }
 
 /// The seed from its reply; `None` (the sync reads for itself) on NOSCRIPT or any error.
@@ -92,16 +97,12 @@ pub fn seed_from(reply: &Reply) -> Option<Snapshot> {
 }
 
 /// One key's sync mirror; `false` only when the client must get an error (see [`mirror`]).
-async fn sync_one(proxy: &Proxy, dir: Direction, key: Bytes, retry: bool, seed: Option<Snapshot>) -> bool {
-    if proxy
-        .mirror
-        .sync(dir, key.clone(), proxy.sync_timeout, seed)
-        .await
-    {
+async fn sync_one(proxy: &Proxy, dir: Direction, key: Bytes, retry: bool) -> bool {
+    if proxy.mirror.sync(dir, key.clone(), proxy.sync_timeout).await {
         return true;
     }
     proxy.metrics.sync_mirror_failures.inc();
-    !retry || proxy.mirror.sync(dir, key, proxy.sync_timeout, None).await
+    !retry || proxy.mirror.sync(dir, key, proxy.sync_timeout).await
 }
 
 /// Starts a shadow read of `call` when the routing asks for one and the sample says so.

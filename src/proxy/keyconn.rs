@@ -3,16 +3,22 @@
 //! The mirror makes the same `sync_key` calls as the backfill and the catch-up, so there is one
 //! implementation of "make K on the destination equal to K on the origin now". This adapter lets
 //! it run on the proxy's multiplexed connections: a key-sync's requests are batched with client
-//! traffic instead of opening connections of their own.
+//! traffic instead of opening connections of their own. Only a destination that refuses the
+//! lock scripts makes a sync open a connection of its own ([`BackendExclusive`]), for `WATCH`.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use redis::aio::ConnectionLike;
-use redis::{Cmd, Pipeline, RedisFuture, Value};
+use futures::future::BoxFuture;
+use redis::aio::{ConnectionLike, MultiplexedConnection};
+use redis::{Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, RedisResult, Value};
 
 use super::backend::{Backend, Unit};
-use super::resp::Reply;
+use super::resp::{Proto, Reply};
+use crate::keysync::Exclusive;
+use crate::keysync::lock::Pool;
 
 /// A connection-like handle that sends everything to the node serving `slot` on `backend`.
 #[derive(Clone)]
@@ -67,5 +73,81 @@ impl ConnectionLike for SlotConn {
 
     fn get_db(&self) -> i64 {
         0
+    }
+}
+
+/// Opens a connection of a sync's own to the node of `backend` that serves a key, logged in as
+/// the proxy's connections are (user, password, database), through the `redis` crate: a
+/// connection that never reconnects by itself, so `WATCH` cannot silently vanish under a
+/// `MULTI … EXEC` (the proxy's own node connections reconnect transparently). Connections given
+/// back are kept per node; which node serves a slot is remembered for a second.
+pub struct BackendExclusive {
+    backend: Arc<Backend>,
+    pool: Pool,
+    owners: Mutex<HashMap<u16, (String, Instant)>>,
+}
+
+/// How long a slot's owner is trusted without asking the backend again.
+const OWNER_TTL: Duration = Duration::from_secs(1);
+
+impl BackendExclusive {
+    /// For syncs whose destination is `backend`.
+    pub fn new(backend: Arc<Backend>) -> BackendExclusive {
+        BackendExclusive {
+            backend,
+            pool: Pool::default(),
+            owners: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The address of the node that serves `slot`.
+    async fn owner(&self, slot: u16) -> String {
+        if let Some((addr, at)) = self.owners.lock().expect("owners").get(&slot)
+            && at.elapsed() < OWNER_TTL
+        {
+            return addr.clone();
+        }
+        // Where the slot lives now; the node connection itself is not used.
+        let addr = self
+            .backend
+            .dedicated(Some(slot), Proto::Resp2)
+            .await
+            .addr()
+            .to_string();
+        self.owners
+            .lock()
+            .expect("owners")
+            .insert(slot, (addr.clone(), Instant::now()));
+        addr
+    }
+}
+
+impl Exclusive for BackendExclusive {
+    fn open<'a>(&'a self, key: &'a [u8]) -> BoxFuture<'a, RedisResult<MultiplexedConnection>> {
+        Box::pin(async move {
+            let addr = self.owner(crate::cluster::key_slot(key)).await;
+            if let Some(conn) = self.pool.take(&addr) {
+                return Ok(conn);
+            }
+            let (_, login) = self.backend.subscriber().await;
+            let io =
+                |e: String| RedisError::from((ErrorKind::Io, "connecting for WATCH", format!("{addr}: {e}")));
+            let mut url =
+                url::Url::parse(&format!("redis://{addr}/{}", login.db)).map_err(|e| io(e.to_string()))?;
+            if let Some(user) = &login.user {
+                url.set_username(user).map_err(|_| io("bad user name".into()))?;
+            }
+            crate::endpoint::connect_node(&url, login.password.as_deref())
+                .await
+                .map_err(|e| io(e.to_string()))
+        })
+    }
+
+    fn recycle(&self, key: &[u8], conn: MultiplexedConnection) {
+        let slot = crate::cluster::key_slot(key);
+        let owners = self.owners.lock().expect("owners");
+        if let Some((addr, _)) = owners.get(&slot) {
+            self.pool.give(addr, conn);
+        }
     }
 }

@@ -7,18 +7,24 @@
 //! and counted, never blocking the client; a repair loop feeds dirty keys back as room frees up.
 //! A failed sync also marks the key dirty. Sync-mode waiters are woken only by a sync that started
 //! after their write.
+//!
+//! Across the fleet, syncs of one key are serialized by the key's lease on the destination
+//! ([`crate::keysync::lock`]): a key that two proxies write all the time converges, and a sync
+//! that finds another proxy's round under way is satisfied by it instead of failing.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
 use tokio::sync::{Notify, oneshot};
 
 use super::backend::Backend;
-use super::keyconn::SlotConn;
+use super::keyconn::{BackendExclusive, SlotConn};
 use super::metrics::Metrics;
-use crate::keysync::{self, ScriptSupport, Snapshot, SyncOptions};
+use crate::keysync::{self, KeySync};
 
 /// Concurrent key-syncs per proxy.
 pub const WORKERS: usize = 32;
@@ -41,6 +47,14 @@ pub enum Direction {
 
 type Job = (Direction, Bytes);
 
+/// A key's lease taken on the destination while the write that needs its sync was on its way to
+/// the origin (`Some(token)`, or `None` when someone else held it).
+type Prepared = Shared<BoxFuture<'static, Option<Vec<u8>>>>;
+
+/// A prepared lease that no sync took within this long is released by the repair loop (its
+/// write was not mirrored after all, say because the client went away).
+const PREPARED_FOR: Duration = Duration::from_millis(100);
+
 /// Per-key bookkeeping while a key is queued or being synced.
 #[derive(Default)]
 struct Entry {
@@ -52,9 +66,6 @@ struct Entry {
     waiters: Vec<oneshot::Sender<bool>>,
     /// Waiting for the sync after the running one.
     next_waiters: Vec<oneshot::Sender<bool>>,
-    /// The origin as read right after the write that queued this sync (same pipeline), so the
-    /// sync can skip its first read. Dropped as soon as a later write joins the entry.
-    seed: Option<(Snapshot, Instant)>,
 }
 
 #[derive(Default)]
@@ -70,6 +81,8 @@ struct State {
     /// Dirty keys not remembered (beyond [`DIRTY_LIMIT`]): this proxy can no longer tell what it
     /// owes, so it never reports the mirror drained again; `verify --repair` must run.
     forgotten: u64,
+    /// Leases taken ahead of a sync-mode write's sync, and when.
+    prepared: HashMap<Job, (Prepared, Instant)>,
 }
 
 /// The mirror of one proxy.
@@ -81,8 +94,10 @@ pub struct Mirror {
     new: Arc<Backend>,
     metrics: Arc<Metrics>,
     last_error: Mutex<Option<String>>,
-    /// Whether old, and new, run the snapshot script (else MULTI/EXEC).
-    scripts: [ScriptSupport; 2],
+    /// Per direction: scripts on both sides, the lease, tokens.
+    keysync: [KeySync; 2],
+    /// Connections of a sync's own to old, and new, for a destination that refuses scripts.
+    exclusive: [BackendExclusive; 2],
 }
 
 impl Mirror {
@@ -92,11 +107,15 @@ impl Mirror {
             state: Mutex::new(State::default()),
             work: Notify::new(),
             capacity: capacity.max(1),
-            old,
-            new,
             metrics,
             last_error: Mutex::new(None),
-            scripts: Default::default(),
+            keysync: Default::default(),
+            exclusive: [
+                BackendExclusive::new(old.clone()),
+                BackendExclusive::new(new.clone()),
+            ],
+            old,
+            new,
         })
     }
 
@@ -116,7 +135,6 @@ impl Mirror {
             if entry.running && !entry.queued {
                 entry.again = true;
             }
-            entry.seed = None;
             return;
         }
         if st.queue.len() >= self.capacity {
@@ -131,10 +149,69 @@ impl Mirror {
         self.work.notify_one();
     }
 
+    /// Takes `key`'s lease on the destination now, while the write whose sync will need it is
+    /// sent to the origin, so that sync skips a round trip: it reads the origin as soon as the
+    /// write is answered. Only when no sync of the key is queued, running or prepared (those
+    /// hold or take the lease themselves). A lease no sync takes within [`PREPARED_FOR`] is
+    /// released.
+    pub fn prepare(self: &Arc<Self>, dir: Direction, key: Bytes) {
+        let job = (dir, key);
+        let mut st = self.state.lock().expect("mirror state");
+        if st.entries.contains_key(&job) || st.prepared.contains_key(&job) {
+            return;
+        }
+        let me = self.clone();
+        let key = job.1.clone();
+        let lease: Prepared = async move {
+            let mut to = SlotConn::for_key(me.dest(dir).clone(), &key);
+            keysync::acquire_lease(&mut to, &key, &me.keysync[dir as usize]).await
+        }
+        .boxed()
+        .shared();
+        st.prepared.insert(job, (lease.clone(), Instant::now()));
+        drop(st);
+        // Sent now, not when the sync first waits for it.
+        tokio::spawn(lease.map(|_| ()));
+    }
+
+    /// Releases the prepared leases no sync took within [`PREPARED_FOR`].
+    fn sweep_prepared(self: &Arc<Self>) {
+        let stale: Vec<(Job, Prepared)> = {
+            let mut st = self.state.lock().expect("mirror state");
+            let old: Vec<Job> = st
+                .prepared
+                .iter()
+                .filter(|(_, (_, at))| at.elapsed() > PREPARED_FOR)
+                .map(|(job, _)| job.clone())
+                .collect();
+            old.into_iter()
+                .filter_map(|job| st.prepared.remove(&job).map(|(lease, _)| (job, lease)))
+                .collect()
+        };
+        for ((dir, key), lease) in stale {
+            // Still in flight: it will run out on its own.
+            let Some(Some(token)) = lease.peek().cloned() else {
+                continue;
+            };
+            let me = self.clone();
+            tokio::spawn(async move {
+                let mut to = SlotConn::for_key(me.dest(dir).clone(), &key);
+                let exclusive = &me.exclusive[1 - dir as usize];
+                keysync::release_lease(&mut to, exclusive, &key, &me.keysync[dir as usize], &token).await;
+            });
+        }
+    }
+
+    fn dest(&self, dir: Direction) -> &Arc<Backend> {
+        match dir {
+            Direction::OldToNew => &self.new,
+            Direction::NewToOld => &self.old,
+        }
+    }
+
     /// Syncs `key` and waits up to `timeout` for a sync that started after this call. `true`
     /// when it completed; `false` on failure or timeout (the key is then dirty or still queued).
-    /// `seed` is the origin read right after the write, if the caller has it.
-    pub async fn sync(&self, dir: Direction, key: Bytes, timeout: Duration, seed: Option<Snapshot>) -> bool {
+    pub async fn sync(&self, dir: Direction, key: Bytes, timeout: Duration) -> bool {
         let (tx, rx) = oneshot::channel();
         {
             let mut st = self.state.lock().expect("mirror state");
@@ -144,15 +221,11 @@ impl Mirror {
                     entry.again = true;
                     entry.next_waiters.push(tx);
                 }
-                Some(entry) => {
-                    entry.waiters.push(tx);
-                    entry.seed = None;
-                }
+                Some(entry) => entry.waiters.push(tx),
                 None => {
                     // Sync writes are bounded by the clients waiting on them: no capacity check.
                     let entry = Entry {
                         waiters: vec![tx],
-                        seed: seed.map(|s| (s, Instant::now())),
                         ..Entry::default()
                     };
                     push(&mut st, job, entry);
@@ -195,17 +268,17 @@ impl Mirror {
 
     async fn worker(self: Arc<Self>) {
         loop {
-            let Some((job, waiters, seed)) = self.take() else {
+            let Some((job, waiters)) = self.take() else {
                 self.work.notified().await;
                 continue;
             };
-            let ok = self.sync_once(&job, seed).await;
+            let ok = self.sync_once(&job).await;
             self.finish(job, waiters, ok);
         }
     }
 
-    /// The next queued key, marked running, with the waiters its sync satisfies and its seed.
-    fn take(&self) -> Option<(Job, Vec<oneshot::Sender<bool>>, Option<Snapshot>)> {
+    /// The next queued key, marked running, with the waiters its sync satisfies.
+    fn take(&self) -> Option<(Job, Vec<oneshot::Sender<bool>>)> {
         let mut st = self.state.lock().expect("mirror state");
         if st.queue.is_empty() && !st.due.is_empty() {
             self.refill(&mut st);
@@ -216,12 +289,11 @@ impl Mirror {
         entry.queued = false;
         entry.running = true;
         let waiters = std::mem::take(&mut entry.waiters);
-        let seed = entry.seed.take().map(|(s, read_at)| s.aged(read_at.elapsed()));
         self.metrics
             .mirror_lag_seconds
             .set(st.queue.front().map_or(0.0, |(_, t)| t.elapsed().as_secs_f64()));
         self.gauges(&st);
-        Some((job, waiters, seed))
+        Some((job, waiters))
     }
 
     fn finish(&self, job: Job, waiters: Vec<oneshot::Sender<bool>>, ok: bool) {
@@ -248,25 +320,26 @@ impl Mirror {
         self.gauges(&st);
     }
 
-    /// Whether writes mirrored in `dir` should carry a seed: not once the origin refused the
-    /// snapshot script (the extra EVALSHA would only fail).
-    pub fn seeds(&self, dir: Direction) -> bool {
-        !self.scripts[dir as usize].refused()
-    }
-
-    async fn sync_once(&self, (dir, key): &Job, seed: Option<Snapshot>) -> bool {
+    /// Key-syncs one key under its lease on the destination; a sync covered by another
+    /// proxy's round counts as done.
+    async fn sync_once(&self, (dir, key): &Job) -> bool {
         let (origin, dest) = match dir {
             Direction::OldToNew => (&self.old, &self.new),
             Direction::NewToOld => (&self.new, &self.old),
         };
-        let scripts = &self.scripts[*dir as usize];
         let from = SlotConn::for_key(origin.clone(), key);
         let mut to = SlotConn::for_key(dest.clone(), key);
-        let options = SyncOptions {
-            replace: true,
-            recheck: true,
+        let exclusive = &self.exclusive[1 - *dir as usize];
+        let keysync = &self.keysync[*dir as usize];
+        let prepared = {
+            let mut st = self.state.lock().expect("mirror state");
+            st.prepared.remove(&(*dir, key.clone()))
         };
-        match keysync::sync_key_from(&from, &mut to, key, options, scripts, seed).await {
+        let held = match prepared {
+            Some((lease, _)) => lease.await,
+            None => None,
+        };
+        match keysync::sync_key_holding(&from, &mut to, exclusive, key, keysync, held).await {
             Ok(_) => {
                 self.metrics.mirror_ok.inc();
                 true
@@ -286,6 +359,7 @@ impl Mirror {
     async fn repair_loop(self: Arc<Self>) {
         loop {
             tokio::time::sleep(REPAIR_EVERY).await;
+            self.sweep_prepared();
             let mut st = self.state.lock().expect("mirror state");
             self.refill(&mut st);
             drop(st);

@@ -12,6 +12,7 @@ use super::verdict::Verdict;
 use super::{DifferenceRow, EXAMPLES, Kind, KindCounts, Pass, RECHECK_DELAY, REPAIR_CONCURRENCY};
 use crate::backfill::{bigkey, escape_key};
 use crate::cluster::with_retries;
+use crate::keysync::{self, KeySync};
 use crate::phase::Side as Primary;
 
 /// What repair did for one difference.
@@ -21,10 +22,23 @@ pub(super) enum Status {
     Unrepaired,
     /// Synced, and equal afterwards.
     Repaired,
+    /// Synced (or covered by a mirror's sync that read later), but the key changed on the write
+    /// primary since: its later writes are the proxies' to mirror. A hot key looks like this.
+    RepairedThenChanged,
     /// The sync failed but the key matched afterwards anyway.
     ResolvedAnyway(String),
     /// Still different after repair.
     Unresolved(String),
+}
+
+/// What a repair wrote.
+pub(super) enum Repair {
+    /// A key-sync landed this state.
+    Landed(keysync::Landed),
+    /// A mirror's key-sync that read the primary later landed first.
+    Covered,
+    /// A big key copied in chunks.
+    Chunked,
 }
 
 /// Counters of one batch.
@@ -83,6 +97,8 @@ pub(super) struct Engine {
     pub repair: Option<Primary>,
     /// DUMP payload bytes in flight (permits are bytes).
     pub budget: Semaphore,
+    /// Repairs key-sync under each key's lease on the written side, as the mirrors do.
+    pub keysync: KeySync,
     pub collector: Mutex<Collector>,
 }
 
@@ -130,52 +146,93 @@ impl Engine {
         } else {
             vec![Status::Unrepaired; confirmed.len()]
         };
-        stats.repaired = statuses.iter().filter(|s| **s == Status::Repaired).count() as u64;
+        stats.repaired = statuses
+            .iter()
+            .filter(|s| matches!(s, Status::Repaired | Status::RepairedThenChanged))
+            .count() as u64;
         self.record(confirmed, statuses);
         stats
     }
 
     /// Key-syncs every confirmed difference from the write primary, then checks each key again.
+    ///
+    /// A key that still differs after a key-sync that landed is looked at once more on the
+    /// primary: if it changed since the snapshot the sync wrote (or the sync was covered by a
+    /// mirror's later one), the difference is its later writes on their way through the mirror,
+    /// not a failed repair — a key written all the time always differs at some instant. If it
+    /// did not change, the repair did not stick: unresolved.
     async fn repair_all(&self, pass: Pass, primary: Primary, confirmed: &[Confirmed]) -> Vec<Status> {
         let work: Vec<(Vec<u8>, Option<u64>)> =
             confirmed.iter().map(|c| (c.key.clone(), c.source_size)).collect();
-        let attempts: Vec<Result<(), String>> = futures::stream::iter(work)
+        let (origin, dest) = match primary {
+            Primary::Old => (&self.source, &self.target),
+            Primary::New => (&self.target, &self.source),
+        };
+        let attempts: Vec<Result<Repair, String>> = futures::stream::iter(work)
             .map(|(key, size)| async move {
-                match primary {
-                    Primary::Old => self.repair_one(&self.source, &self.target, &key, size).await,
-                    Primary::New => self.repair_one(&self.target, &self.source, &key, None).await,
-                }
+                let size = if primary == Primary::Old { size } else { None };
+                self.repair_one(origin, dest, &key, size).await
             })
             .buffered(REPAIR_CONCURRENCY)
             .collect()
             .await;
         let keys: Vec<Vec<u8>> = confirmed.iter().map(|c| c.key.clone()).collect();
         let (after, _) = self.check(pass, &keys).await;
-        attempts
-            .into_iter()
-            .zip(after)
-            .map(|(attempt, after)| match (attempt, after) {
-                (Ok(()), Verdict::Same | Verdict::Gone) => Status::Repaired,
+        let mut statuses = Vec::with_capacity(keys.len());
+        for ((key, attempt), after) in keys.iter().zip(attempts).zip(after) {
+            statuses.push(match (attempt, after) {
+                (Ok(_), Verdict::Same | Verdict::Gone) => Status::Repaired,
                 (Err(e), Verdict::Same | Verdict::Gone) => Status::ResolvedAnyway(e),
-                (Ok(()), Verdict::Differs { kind, details, .. }) => {
+                (Ok(Repair::Covered), Verdict::Differs { .. }) => Status::RepairedThenChanged,
+                (Ok(Repair::Landed(landed)), Verdict::Differs { kind, details, .. }) => {
+                    if self.changed_since(origin, key, &landed).await {
+                        Status::RepairedThenChanged
+                    } else {
+                        Status::Unresolved(format!("still differs after repair ({kind}: {details})"))
+                    }
+                }
+                (Ok(Repair::Chunked), Verdict::Differs { kind, details, .. }) => {
                     Status::Unresolved(format!("still differs after repair ({kind}: {details})"))
                 }
                 (Err(e), Verdict::Differs { .. }) => Status::Unresolved(format!("repair failed: {e}")),
-            })
-            .collect()
+            });
+        }
+        statuses
+    }
+
+    /// Whether `key` on `origin` is no longer the state a repair wrote (value, or expiry beyond
+    /// [`keysync::EXPIRY_TOLERANCE`]). A key that cannot be read counts as unchanged.
+    async fn changed_since(&self, origin: &Side, key: &[u8], landed: &keysync::Landed) -> bool {
+        let conn = origin.node_conn(key).await;
+        let sent = std::time::Instant::now();
+        let read = keysync::read_many(&conn, &[key.to_vec()], &self.keysync.origin_scripts).await;
+        let window = keysync::ReadWindow {
+            sent,
+            received: std::time::Instant::now(),
+        };
+        match read {
+            Ok(mut now) => {
+                let now = now.pop().unwrap_or(keysync::Snapshot::Absent);
+                !landed
+                    .snapshot
+                    .same_state(landed.read, &now, window, keysync::EXPIRY_TOLERANCE)
+            }
+            Err(_) => false,
+        }
     }
 
     /// Makes `key` on `dest` equal to `origin` (the write primary): chunked copy for a big key,
-    /// otherwise key-sync (`RESTORE … REPLACE`, or `DEL` when the origin has no such key).
-    /// `origin_size` is the key's `MEMORY USAGE` on the origin when the comparison read it; it
-    /// is asked for here otherwise (the comparison reads sizes on the source only).
+    /// otherwise key-sync under the key's lease on `dest` (`RESTORE … REPLACE`, or `DEL` when
+    /// the origin has no such key). `origin_size` is the key's `MEMORY USAGE` on the origin when
+    /// the comparison read it; it is asked for here otherwise (the comparison reads sizes on the
+    /// source only).
     async fn repair_one(
         &self,
         origin: &Side,
         dest: &Side,
         key: &[u8],
         origin_size: Option<u64>,
-    ) -> Result<(), String> {
+    ) -> Result<Repair, String> {
         let size = match origin_size {
             Some(size) => Some(size),
             None => origin
@@ -188,17 +245,22 @@ impl Engine {
             let mut source = origin.node_conn(key).await;
             match dest.writer().copy_big(&mut source, key).await {
                 Ok(bigkey::BigCopy::Vanished) => {} // gone from the origin: key-sync deletes it
-                Ok(_) => return Ok(()),
+                Ok(_) => return Ok(Repair::Chunked),
                 Err(e) => return Err(format!("chunked copy of a big key: {e}")),
             }
         }
-        with_retries(|| async {
+        let synced = with_retries(|| async {
             let mut source = origin.node_conn(key).await;
-            dest.writer().sync_from(&mut source, key).await
+            dest.writer()
+                .sync_from(&mut source, key, dest, &self.keysync)
+                .await
         })
         .await
-        .map(|_| ())
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?;
+        Ok(match synced.landed {
+            Some(landed) => Repair::Landed(landed),
+            None => Repair::Covered,
+        })
     }
 
     /// Writes confirmed differences to the CSV and the tally.
@@ -216,6 +278,13 @@ impl Engine {
                 Status::Repaired => {
                     c.tally.repaired += 1;
                     format!("{}; repaired", d.details)
+                }
+                Status::RepairedThenChanged => {
+                    c.tally.repaired += 1;
+                    format!(
+                        "{}; repaired, and written again since on the primary (mirrored)",
+                        d.details
+                    )
                 }
                 Status::ResolvedAnyway(e) => {
                     format!("{}; repair failed ({e}) but the key now matches", d.details)

@@ -113,7 +113,8 @@ pub struct Summary {
     pub kinds: KindCounts,
     /// Differences that were gone when re-checked (live keys that just changed).
     pub transient: u64,
-    /// Differences repaired (and found equal afterwards).
+    /// Differences repaired (and found equal afterwards, or different only because the primary
+    /// changed again since the repair).
     pub repaired: u64,
     /// Differences still present at the end (all of them without `--repair`).
     pub unresolved: u64,
@@ -212,6 +213,7 @@ pub async fn run(plan: &Plan, options: &Options) -> anyhow::Result<Summary> {
         big_key_bytes: plan.backfill.big_key_bytes,
         repair: options.repair.then_some(options.primary),
         budget: Semaphore::new(BUDGET_BYTES as usize),
+        keysync: crate::keysync::KeySync::default(),
         collector: Mutex::new(Collector {
             csv: Some(csv),
             ..Collector::default()

@@ -7,6 +7,7 @@
 //! with transient errors retried with back-off.
 
 use anyhow::{Context, Result};
+use futures::future::BoxFuture;
 use redis::aio::MultiplexedConnection;
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, RedisError, RedisResult, ToRedisArgs, Value};
@@ -15,6 +16,8 @@ use url::Url;
 use crate::cluster::{Router, node_url, transient, with_retries};
 use crate::endpoint::Endpoint;
 use crate::inspect::NodeSetReport;
+use crate::keysync::lock::Pool;
+use crate::keysync::{Exclusive, KeySync, Synced};
 
 /// A connected side.
 pub(super) struct Side {
@@ -24,6 +27,8 @@ pub(super) struct Side {
     /// The standalone node's URL, or the first seed (node URLs are derived from it).
     base: Url,
     link: Link,
+    /// Idle connections of key-syncs' own (WATCH, when this side refuses scripts).
+    pool: Pool,
 }
 
 /// How a side is reached.
@@ -57,6 +62,7 @@ impl Side {
                 endpoint: endpoint.clone(),
                 base: first,
                 link: Link::Cluster { router, writes },
+                pool: Pool::default(),
             });
         }
         let mut last_err = None;
@@ -68,6 +74,7 @@ impl Side {
                         endpoint: endpoint.clone(),
                         base: url.clone(),
                         link: Link::Standalone(conn),
+                        pool: Pool::default(),
                     });
                 }
                 Err(e) => last_err = Some(e),
@@ -191,23 +198,70 @@ impl Writer {
         }
     }
 
-    /// Key-syncs `key` from `origin` to this side (`RESTORE … REPLACE` or `DEL`, with
-    /// write-then-recheck).
+    /// Key-syncs `key` from `origin` to this side (`RESTORE … REPLACE` or `DEL`) under the key's
+    /// lease on this side, as the proxies' mirrors do ([`crate::keysync::lock`]); `exclusive`
+    /// opens connections of the sync's own to this side when it refuses scripts.
     pub async fn sync_from(
         &mut self,
         origin: &mut MultiplexedConnection,
         key: &[u8],
-    ) -> RedisResult<crate::keysync::Applied> {
-        let options = crate::keysync::SyncOptions {
-            replace: true,
-            recheck: true,
-        };
-        let scripts = crate::keysync::ScriptSupport::default();
+        exclusive: &dyn Exclusive,
+        keysync: &KeySync,
+    ) -> RedisResult<Synced> {
         match self {
-            Writer::Cluster(c) => crate::keysync::sync_key(&*origin, c, key, options, &scripts).await,
-            Writer::Node(c) => crate::keysync::sync_key(&*origin, c, key, options, &scripts).await,
+            Writer::Cluster(c) => crate::keysync::sync_key(&*origin, c, exclusive, key, keysync).await,
+            Writer::Node(c) => crate::keysync::sync_key(&*origin, c, exclusive, key, keysync).await,
         }
     }
+}
+
+/// A connection of a key-sync's own to the node of this side that serves a key (for `WATCH`,
+/// when the side refuses the lock scripts).
+impl Exclusive for Side {
+    fn open<'a>(&'a self, key: &'a [u8]) -> BoxFuture<'a, RedisResult<MultiplexedConnection>> {
+        Box::pin(async move {
+            let url = self.node_of(key).await?;
+            if let Some(conn) = self.pool.take(url.as_str()) {
+                return Ok(conn);
+            }
+            self.endpoint
+                .connect_node(&url)
+                .await
+                .map_err(|e| watch_error(e.to_string()))
+        })
+    }
+
+    fn recycle(&self, key: &[u8], conn: MultiplexedConnection) {
+        // The slot map is only read, so this finds the node `open` used unless it changed.
+        if let Link::Cluster { router, .. } = &self.link
+            && let Some(addr) = router.master_addr_now(key)
+            && let Ok(url) = node_url(&self.base, &addr)
+        {
+            self.pool.give(url.as_str(), conn);
+        } else if let Link::Standalone(_) = &self.link {
+            self.pool.give(self.base.as_str(), conn);
+        }
+    }
+}
+
+impl Side {
+    /// The URL of the node that serves `key`.
+    async fn node_of(&self, key: &[u8]) -> RedisResult<Url> {
+        match &self.link {
+            Link::Standalone(_) => Ok(self.base.clone()),
+            Link::Cluster { router, .. } => {
+                let addr = router
+                    .master_addr_for(key)
+                    .await
+                    .ok_or_else(|| watch_error("the key's slot has no master".into()))?;
+                node_url(&self.base, &addr).map_err(|e| watch_error(format!("{e:#}")))
+            }
+        }
+    }
+}
+
+fn watch_error(text: String) -> RedisError {
+    RedisError::from((redis::ErrorKind::Io, "connecting for WATCH", text))
 }
 
 /// `commands` as one pipeline on a standalone node, retried with back-off while the whole

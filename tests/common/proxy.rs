@@ -87,7 +87,16 @@ impl ProxyProcess {
 
     /// A connection to the proxy.
     pub fn conn(&self) -> redis::Connection {
-        let client = redis::Client::open(format!("redis://127.0.0.1:{}/", self.port)).unwrap();
+        self.conn_with("")
+    }
+
+    /// A RESP3 connection to the proxy (it opens with `HELLO 3`).
+    pub fn conn_resp3(&self) -> redis::Connection {
+        self.conn_with("?protocol=resp3")
+    }
+
+    fn conn_with(&self, query: &str) -> redis::Connection {
+        let client = redis::Client::open(format!("redis://127.0.0.1:{}/{query}", self.port)).unwrap();
         let conn = client
             .get_connection_with_timeout(Duration::from_secs(5))
             .unwrap();

@@ -262,25 +262,10 @@ async fn publish(
     }
 }
 
-/// The temporary key for `key`: `__cachemig:tmp:{tag}:<nonce>`, in the same cluster slot.
-///
-/// Redis Cluster hashes only the content between the first `{` and the next `}` when it is not
-/// empty, the whole key otherwise. So: a key with such a hashtag lends it to the temporary key;
-/// a key without one becomes the tag itself (`{<key>}`), unless it is empty or contains a `}`
-/// (which would end the tag early), in which case the tag is the shortest decimal number that
-/// hashes to the key's slot.
+/// The temporary key for `key`: `__cachemig:tmp:{tag}:<nonce>`, in the same cluster slot (the
+/// tag is [`crate::keys::slot_tag`]).
 pub fn temp_key(key: &[u8], nonce: &str) -> Vec<u8> {
-    let tag: Vec<u8> = match hashtag(key) {
-        Some(tag) => tag.to_vec(),
-        None if !key.is_empty() && !key.contains(&b'}') => key.to_vec(),
-        None => {
-            let slot = crate::cluster::key_slot(key);
-            (0u64..)
-                .map(|n| n.to_string().into_bytes())
-                .find(|candidate| crate::cluster::key_slot(candidate) == slot)
-                .expect("every slot is reached by some decimal number")
-        }
-    };
+    let tag = crate::keys::slot_tag(key);
     let mut temp = Vec::with_capacity(TEMP_PREFIX.len() + tag.len() + nonce.len() + 3);
     temp.extend_from_slice(TEMP_PREFIX);
     temp.push(b'{');
@@ -288,14 +273,6 @@ pub fn temp_key(key: &[u8], nonce: &str) -> Vec<u8> {
     temp.extend_from_slice(b"}:");
     temp.extend_from_slice(nonce.as_bytes());
     temp
-}
-
-/// The hashtag of `key`: the bytes between the first `{` and the next `}`, if not empty.
-fn hashtag(key: &[u8]) -> Option<&[u8]> {
-    let open = key.iter().position(|&b| b == b'{')?;
-    let len = key[open + 1..].iter().position(|&b| b == b'}')?;
-    let tag = &key[open + 1..open + 1 + len];
-    (!tag.is_empty()).then_some(tag)
 }
 
 /// A name unique to this copy: process id, clock and a per-process counter.
@@ -361,16 +338,6 @@ mod tests {
                 String::from_utf8_lossy(&temp)
             );
         }
-    }
-
-    #[test]
-    fn hashtags_follow_the_cluster_rules() {
-        assert_eq!(hashtag(b"a{bc}d"), Some(&b"bc"[..]));
-        assert_eq!(hashtag(b"{}{x}"), None);
-        assert_eq!(hashtag(b"{{x}}"), Some(&b"{x"[..]));
-        assert_eq!(hashtag(b"no tag"), None);
-        assert_eq!(temp_key(b"a{bc}d", "n"), b"__cachemig:tmp:{bc}:n".to_vec());
-        assert_eq!(temp_key(b"plain", "n"), b"__cachemig:tmp:{plain}:n".to_vec());
     }
 
     #[test]

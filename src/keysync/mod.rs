@@ -3,18 +3,24 @@
 //! operation, because it is state-based (correct for INCR, LPUSH, EXPIRE, DEL, … alike) and
 //! idempotent (retries and duplicates are harmless).
 //!
-//! Reading: PTTL and DUMP in one MULTI/EXEC, so value and TTL belong to the same instant.
+//! Reading: PTTL and DUMP in one atomic call, so value and TTL belong to the same instant.
 //! Writing: `RESTORE K ttl payload [REPLACE]`, or `DEL K` when the origin has no such key.
-//! Ordering across processes: with `recheck`, the origin is read again after the write and the
-//! sync repeats if the key changed meanwhile, so a late, stale RESTORE cannot stick. "Changed"
-//! covers the value and the **absolute expiry** (within [`EXPIRY_TOLERANCE`]): a late RESTORE
-//! that carries the TTL of an earlier write (proxy A's `SET k v EX 5` landing after proxy B
-//! synced `EXPIRE k 86400`) is re-synced, not left to expire the copy days early.
+//!
+//! Ordering across processes (two proxies, a proxy and the catch-up): [`sync_key`] runs under a
+//! short per-key lease on the destination ([`lock`]): the origin is read while holding it and the
+//! write lands only if the lease is still held, so landed states follow the origin's order — a
+//! late, stale RESTORE cannot land after a fresh one, and a key that never goes quiet converges
+//! without re-checks. The backfill writes without the lease (`RESTORE` without `REPLACE`: a
+//! BUSYKEY reply means "the destination is newer").
 
 use std::time::{Duration, Instant};
 
 use redis::aio::ConnectionLike;
 use redis::{ErrorKind, RedisError, RedisResult, Value};
+
+pub mod lock;
+
+pub use lock::{Acquire, Baseline, Commit, Exclusive, LEASE, NoExclusive, NodeExclusive, lock_key, wait_key};
 
 /// A key's value and TTL read atomically from the origin.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -154,22 +160,17 @@ impl ReadWindow {
     }
 }
 
-/// How far apart the origin's absolute expiry may be, between the snapshot a sync wrote and the
-/// re-check after it, and still count as unchanged: 1 s.
+/// How far apart two reads of the origin may put its absolute expiry and still count as the
+/// same state: 1 s. `verify --repair` uses it to tell a key written again since its repair (a
+/// hot key: the difference is its later writes on their way through the mirror) from a repair
+/// that did not stick.
 ///
 /// - Read latency does not eat into it: each read is bracketed by a [`ReadWindow`], so this only
-///   absorbs PTTL's millisecond truncation, a caller's seed (known only as of one instant) and
-///   clock steps on the origin.
+///   absorbs PTTL's millisecond truncation and clock steps on the origin.
 /// - It equals the smallest TTL difference `verify` reports
-///   ([`crate::verify::TTL_TOLERANCE_MS`]): a sync the re-check accepts never leaves a `ttl`
-///   difference for verify. A larger, relative tolerance (verify's 1 % of the TTL) would accept a
-///   stale RESTORE from an `EXPIRE k 86400` made ten minutes earlier.
+///   ([`crate::verify::TTL_TOLERANCE_MS`]).
 /// - A key whose expiry is refreshed on every request (a sliding session: `EXPIRE k 1800` per
-///   hit) moves its expiry by the time between requests; within 1 s that counts as unchanged,
-///   so such a key does not loop until "kept changing during sync". Its copy then expires at
-///   most 1 s before the origin, and the next write's sync refreshes it.
-/// - The hazard it catches, a late RESTORE carrying the TTL of an earlier write, is off by the
-///   difference between two TTLs an application chose: seconds to days.
+///   hit) moves its expiry by the time between requests; within 1 s that counts as unchanged.
 pub const EXPIRY_TOLERANCE: Duration = Duration::from_millis(crate::verify::TTL_TOLERANCE_MS);
 
 /// What a write did on the destination.
@@ -181,20 +182,10 @@ pub enum Applied {
     Deleted,
     /// `replace` was off and the destination already had the key (BUSYKEY): it is newer.
     KeptExisting,
+    /// Another sync of the key, which read the origin after this one started, landed: nothing
+    /// left to write (see [`lock`]).
+    Covered,
 }
-
-/// How to write.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SyncOptions {
-    /// Overwrite an existing destination key (`RESTORE … REPLACE`). Off, a BUSYKEY reply means
-    /// "the destination is newer" and the key is left alone.
-    pub replace: bool,
-    /// Re-read the origin after writing and repeat if it changed (write-then-recheck).
-    pub recheck: bool,
-}
-
-/// How often write-then-recheck repeats before giving up on a key that changes all the time.
-const MAX_RECHECKS: usize = 5;
 
 /// A pipeline-ready MULTI / PTTL / DUMP / EXEC for `key`; its one reply is `[pttl, dump]`.
 pub fn snapshot_pipeline(pipe: &mut redis::Pipeline, key: &[u8]) {
@@ -250,6 +241,11 @@ impl ScriptSupport {
     pub fn refused(&self) -> bool {
         self.refused.load(std::sync::atomic::Ordering::Relaxed)
     }
+
+    /// Notes that the server refused scripts, for the rest of the run.
+    pub(crate) fn refuse(&self) {
+        self.refused.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// Atomic snapshots of `keys`, pipelined: EVALSHA of [`SNAPSHOT_LUA`] per key, loading the script
@@ -276,7 +272,7 @@ pub async fn read_many<C: ConnectionLike + Clone>(
                 }
                 Err(e) if refuses_scripts(&e) => {
                     tracing::warn!("the origin refuses the snapshot script ({e}); using MULTI/EXEC");
-                    scripts.refused.store(true, std::sync::atomic::Ordering::Relaxed);
+                    scripts.refuse();
                     break;
                 }
                 Err(e) => return Err(e),
@@ -338,61 +334,245 @@ pub async fn write(
     interpret_write(snapshot, reply)
 }
 
-/// Makes `key` on `dest` equal to `key` on `origin` now. Returns what the last write did.
-///
-/// The origin is read with one `EVALSHA` of [`SNAPSHOT_LUA`] (or MULTI/EXEC once `scripts`
-/// says the origin refuses scripts): one command instead of four, twice per sync with the
-/// re-check, on the server that is usually the busiest.
-pub async fn sync_key<C: ConnectionLike + Clone>(
-    origin: &C,
-    dest: &mut impl ConnectionLike,
-    key: &[u8],
-    options: SyncOptions,
-    scripts: &ScriptSupport,
-) -> RedisResult<Applied> {
-    sync_key_from(origin, dest, key, options, scripts, None).await
+/// How long a sync may wait for a lease held by others before it gives up. Healthy holders land
+/// or lose within a few round trips (or [`LEASE`] when frozen), and a waiter is covered within two
+/// rounds of whoever holds the key; this only bounds a destination that keeps answering "busy".
+pub const WAIT_LIMIT: Duration = Duration::from_secs(60);
+
+/// How long a round may read the origin, renewing its lease, before it gives up.
+pub const READ_LIMIT: Duration = Duration::from_secs(30);
+
+/// The first pause between looks at a busy lease; it doubles up to [`POLL_MAX`].
+const POLL_FIRST: Duration = Duration::from_millis(1);
+/// The longest pause between looks at a busy lease.
+const POLL_MAX: Duration = Duration::from_millis(8);
+
+/// What one run shares between its key-syncs in one direction: whether the origin runs the
+/// snapshot script and the destination the lock scripts, the lease, and the token source.
+#[derive(Debug)]
+pub struct KeySync {
+    /// Whether the origin runs the snapshot script (else MULTI/EXEC).
+    pub origin_scripts: ScriptSupport,
+    /// Whether the destination runs the lock scripts (else WATCH/MULTI).
+    pub dest_scripts: ScriptSupport,
+    lease: Duration,
+    tokens: lock::Tokens,
 }
 
-/// [`sync_key`], starting from `first` when the caller already read the origin (the proxy reads
-/// a written key in the same pipeline as the write, saving a round trip).
-pub async fn sync_key_from<C: ConnectionLike + Clone>(
-    origin: &C,
-    dest: &mut impl ConnectionLike,
-    key: &[u8],
-    options: SyncOptions,
-    scripts: &ScriptSupport,
-    first: Option<Snapshot>,
-) -> RedisResult<Applied> {
-    let read_one = || async {
-        let sent = Instant::now();
-        let mut snapshots = read_many(origin, &[key.to_vec()], scripts).await?;
-        let window = ReadWindow {
-            sent,
-            received: Instant::now(),
-        };
-        Ok::<_, RedisError>((snapshots.pop().unwrap_or(Snapshot::Absent), window))
-    };
-    // A seed is aged by its caller to describe the origin as of now.
-    let (mut snapshot, mut read) = match first {
-        Some(s) => (s, ReadWindow::at(Instant::now())),
-        None => read_one().await?,
-    };
-    for _ in 0..MAX_RECHECKS {
-        let applied = write(dest, key, &snapshot, options.replace).await?;
-        if !options.recheck || applied == Applied::KeptExisting {
-            return Ok(applied);
-        }
-        let (now, now_read) = read_one().await?;
-        if snapshot.same_state(read, &now, now_read, EXPIRY_TOLERANCE) {
-            return Ok(applied);
-        }
-        (snapshot, read) = (now, now_read);
+impl Default for KeySync {
+    fn default() -> Self {
+        KeySync::with_lease(LEASE)
     }
-    Err(RedisError::from((
-        ErrorKind::Io,
-        "key kept changing during sync",
-        format!("gave up after {MAX_RECHECKS} re-checks; it will be repaired by the next verify"),
-    )))
+}
+
+impl KeySync {
+    /// With a lease of `lease` (tests shorten it; everyone else uses [`LEASE`]).
+    pub fn with_lease(lease: Duration) -> KeySync {
+        KeySync {
+            origin_scripts: ScriptSupport::default(),
+            dest_scripts: ScriptSupport::default(),
+            lease,
+            tokens: lock::Tokens::new(),
+        }
+    }
+
+    /// A fresh lease token, unique across the fleet.
+    pub fn token(&self) -> Vec<u8> {
+        self.tokens.next()
+    }
+
+    /// The lease a round takes.
+    pub fn lease(&self) -> Duration {
+        self.lease
+    }
+}
+
+/// The state a sync wrote, as read from the origin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Landed {
+    /// The snapshot as read (the write shortened its TTL by the time since the read).
+    pub snapshot: Snapshot,
+    /// When it was read.
+    pub read: ReadWindow,
+}
+
+/// What a sync did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Synced {
+    /// Restored, deleted, or covered by another sync.
+    pub applied: Applied,
+    /// What this sync wrote (`None` when covered).
+    pub landed: Option<Landed>,
+}
+
+/// Makes `key` on `dest` equal to `key` on `origin` as of a moment after this call began, under
+/// the key's lease on the destination (see [`lock`]): take the lease (or, when others hold it,
+/// wait until a round that started after this call landed), read the origin while holding it
+/// (renewing it when the read is slow), and write only if it is still held. A lost lease means
+/// another round took over; this sync then looks again. Nothing here gives up because the key
+/// keeps changing.
+///
+/// `exclusive` opens connections of the sync's own, for a destination that refuses scripts.
+pub async fn sync_key<O, D>(
+    origin: &O,
+    dest: &mut D,
+    exclusive: &dyn Exclusive,
+    key: &[u8],
+    ks: &KeySync,
+) -> RedisResult<Synced>
+where
+    O: ConnectionLike + Clone + Send + Sync,
+    D: ConnectionLike + Send,
+{
+    sync_key_holding(origin, dest, exclusive, key, ks, None).await
+}
+
+/// [`sync_key`], starting with the lease `held` when the caller already took it (with
+/// [`acquire_lease`], while the write that needs this sync was on its way to the origin): the
+/// first round then skips its acquire. A lease that ran out meanwhile is harmless: the commit
+/// finds it gone and the sync goes on as usual.
+pub async fn sync_key_holding<O, D>(
+    origin: &O,
+    dest: &mut D,
+    exclusive: &dyn Exclusive,
+    key: &[u8],
+    ks: &KeySync,
+    held: Option<Vec<u8>>,
+) -> RedisResult<Synced>
+where
+    O: ConnectionLike + Clone + Send + Sync,
+    D: ConnectionLike + Send,
+{
+    let mut session = lock::Session::new(dest, exclusive, &ks.dest_scripts, ks.lease, key);
+    let mut base: Option<Baseline> = None;
+    let mut poll = POLL_FIRST;
+    let started = Instant::now();
+    let mut held = held;
+    loop {
+        let token = match held.take() {
+            Some(token) => token,
+            None => {
+                let token = ks.token();
+                match session.acquire(&token, base.as_ref()).await? {
+                    Acquire::Covered => {
+                        return Ok(Synced {
+                            applied: Applied::Covered,
+                            landed: None,
+                        });
+                    }
+                    Acquire::Busy(seen) => {
+                        if started.elapsed() > WAIT_LIMIT {
+                            return Err(RedisError::from((
+                                ErrorKind::Io,
+                                "key-sync lease busy",
+                                format!("waited {WAIT_LIMIT:?}; it will be repaired by the next verify"),
+                            )));
+                        }
+                        if base.as_ref().is_none_or(|b| b.epoch != seen.epoch) {
+                            base = Some(seen);
+                        }
+                        tokio::time::sleep(poll).await;
+                        poll = (poll * 2).min(POLL_MAX);
+                        continue;
+                    }
+                    Acquire::Acquired => token,
+                }
+            }
+        };
+        let (snapshot, read) = match read_holding(origin, &mut session, &token, key, ks).await {
+            Ok(Some(read)) => read,
+            Ok(None) => {
+                // The lease ran out while reading and someone took it: look again.
+                (base, poll) = (None, POLL_FIRST);
+                continue;
+            }
+            Err(e) => {
+                let _ = session.commit(&token, None).await;
+                return Err(e);
+            }
+        };
+        let aged = snapshot.clone().aged(read.sent.elapsed());
+        match session.commit(&token, Some(&aged)).await? {
+            Commit::Landed => {
+                let applied = match aged {
+                    Snapshot::Absent => Applied::Deleted,
+                    Snapshot::Present { .. } => Applied::Restored,
+                };
+                return Ok(Synced {
+                    applied,
+                    landed: Some(Landed { snapshot, read }),
+                });
+            }
+            Commit::Lost(seen) => (base, poll) = (seen, POLL_FIRST),
+        }
+    }
+}
+
+/// Takes `key`'s lease on `dest` once (`SET … NX PX`), without waiting: the token when it is
+/// ours (hand it to [`sync_key_holding`] or [`release_lease`]), `None` when someone else holds
+/// it, or on any error.
+pub async fn acquire_lease<D: ConnectionLike + Send>(
+    dest: &mut D,
+    key: &[u8],
+    ks: &KeySync,
+) -> Option<Vec<u8>> {
+    let token = ks.token();
+    let mut session = lock::Session::new(dest, &NoExclusive, &ks.dest_scripts, ks.lease, key);
+    match session.try_take(&token).await {
+        Ok(true) => Some(token),
+        _ => None,
+    }
+}
+
+/// Gives up a lease taken with [`acquire_lease`] and never used, writing nothing.
+pub async fn release_lease<D: ConnectionLike + Send>(
+    dest: &mut D,
+    exclusive: &dyn Exclusive,
+    key: &[u8],
+    ks: &KeySync,
+    token: &[u8],
+) {
+    let mut session = lock::Session::new(dest, exclusive, &ks.dest_scripts, ks.lease, key);
+    let _ = session.commit(token, None).await;
+}
+
+/// Reads `key` from the origin while holding the lease `token`, renewing it every third of the
+/// lease while the read runs. `None` when the lease was lost meanwhile.
+async fn read_holding<O, D>(
+    origin: &O,
+    session: &mut lock::Session<'_, D>,
+    token: &[u8],
+    key: &[u8],
+    ks: &KeySync,
+) -> RedisResult<Option<(Snapshot, ReadWindow)>>
+where
+    O: ConnectionLike + Clone + Send + Sync,
+    D: ConnectionLike + Send,
+{
+    let keys = [key.to_vec()];
+    let sent = Instant::now();
+    let read = read_many(origin, &keys, &ks.origin_scripts);
+    tokio::pin!(read);
+    loop {
+        tokio::select! {
+            snapshots = &mut read => {
+                let window = ReadWindow { sent, received: Instant::now() };
+                return Ok(Some((snapshots?.pop().unwrap_or(Snapshot::Absent), window)));
+            }
+            _ = tokio::time::sleep(ks.lease / 3) => {
+                if sent.elapsed() > READ_LIMIT {
+                    return Err(RedisError::from((
+                        ErrorKind::Io,
+                        "origin read too slow",
+                        format!("no snapshot within {READ_LIMIT:?}"),
+                    )));
+                }
+                if !session.renew(token).await? {
+                    return Ok(None);
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
