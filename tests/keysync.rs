@@ -77,7 +77,8 @@ struct Tally {
 /// the while. Checks: no sync fails; right after a sync returns, the destination holds that
 /// write (the counter is at least the INCR's reply); the destination's counter never goes back
 /// (no stale RESTORE lands after a fresh one); at the end both sides equal the model.
-async fn hot_key_run(scripts: bool, for_how_long: Duration) -> Tally {
+/// (`min_writes`: each of the four writers writes at least this often, however long it takes.)
+async fn hot_key_run(scripts: bool, for_how_long: Duration, min_writes: u64) -> Tally {
     let (origin_server, dest_server) = (RedisServer::start(), RedisServer::start());
     let mut dest = connect(&dest_server).await;
     if !scripts {
@@ -113,7 +114,9 @@ async fn hot_key_run(scripts: bool, for_how_long: Duration) -> Tally {
             let mut popped = Vec::new();
             let mut n = 0u64;
             let mut o = origin.clone();
-            while started.elapsed() < for_how_long {
+            // Time alone would make the load depend on the machine's: each writer also makes at
+            // least `min_writes` writes, so the key is as hot on a loaded machine.
+            while started.elapsed() < for_how_long || n < min_writes {
                 n += 1;
                 let (key, counted) = if n.is_multiple_of(3) {
                     if p.is_multiple_of(2) {
@@ -204,7 +207,7 @@ async fn hot_key_run(scripts: bool, for_how_long: Duration) -> Tally {
 #[test]
 fn a_hot_key_synced_by_four_writers_converges_without_errors_under_lua_leases() {
     runtime().block_on(async {
-        let tally = hot_key_run(true, Duration::from_secs(3)).await;
+        let tally = hot_key_run(true, Duration::from_secs(3), 300).await;
         eprintln!("{tally:?}");
         assert!(tally.writes.load(Ordering::Relaxed) > 1000, "hot: {tally:?}");
         assert!(
@@ -217,7 +220,7 @@ fn a_hot_key_synced_by_four_writers_converges_without_errors_under_lua_leases() 
 #[test]
 fn a_hot_key_converges_without_errors_when_the_destination_refuses_scripts() {
     runtime().block_on(async {
-        let tally = hot_key_run(false, Duration::from_secs(3)).await;
+        let tally = hot_key_run(false, Duration::from_secs(3), 100).await;
         eprintln!("{tally:?}");
         assert!(tally.writes.load(Ordering::Relaxed) > 300, "hot: {tally:?}");
         assert!(

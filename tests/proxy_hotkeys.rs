@@ -9,7 +9,7 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -53,6 +53,8 @@ struct HotLoad {
     producer: std::thread::JoinHandle<Vec<String>>,
     consumer: std::thread::JoinHandle<(Vec<String>, u64)>,
     errors: Arc<Mutex<Vec<String>>>,
+    /// INCRs acknowledged so far, by every thread.
+    incrs: Arc<AtomicU64>,
 }
 
 /// Sleeps what is left of `PACE` since `since`.
@@ -66,16 +68,20 @@ impl HotLoad {
     fn start(p1: &ProxyProcess, p2: &ProxyProcess) -> HotLoad {
         let stop = Arc::new(AtomicBool::new(false));
         let errors = Arc::new(Mutex::new(Vec::new()));
+        let incrs = Arc::new(AtomicU64::new(0));
         let incr = (0..INCR_THREADS)
             .map(|t| {
                 let mut conn = [p1, p2][t % 2].conn();
-                let (stop, errors) = (stop.clone(), errors.clone());
+                let (stop, errors, incrs) = (stop.clone(), errors.clone(), incrs.clone());
                 std::thread::spawn(move || {
                     let mut acked = 0;
                     while !stop.load(Ordering::Relaxed) {
                         let at = Instant::now();
                         match conn.incr::<_, _, i64>(COUNTER, 1) {
-                            Ok(_) => acked += 1,
+                            Ok(_) => {
+                                acked += 1;
+                                incrs.fetch_add(1, Ordering::Relaxed);
+                            }
                             Err(e) => {
                                 errors.lock().unwrap().push(format!("INCR: {e}"));
                                 break;
@@ -137,6 +143,7 @@ impl HotLoad {
             producer,
             consumer,
             errors,
+            incrs,
         }
     }
 
@@ -222,6 +229,10 @@ fn hot_keys_on(sb: Sandbox, phase: &str) {
     p2.wait_generation(1);
     let load = HotLoad::start(&p1, &p2);
     std::thread::sleep(Duration::from_secs(5));
+    // However loaded the machine, the key takes at least this many writes before the checks.
+    wait_for("2,000 acknowledged INCRs", Duration::from_secs(120), || {
+        load.incrs.load(Ordering::Relaxed) >= 2_000 || !load.errors.lock().unwrap().is_empty()
+    });
     let acked = load.finish();
     let rate = acked.ops as f64 / acked.elapsed.as_secs_f64();
     eprintln!(
@@ -230,7 +241,6 @@ fn hot_keys_on(sb: Sandbox, phase: &str) {
         acked.incrs,
         acked.elapsed.as_secs_f64()
     );
-    assert!(rate > 400.0, "hot enough: {rate:.0} writes/s");
     assert_no_mirror_errors(&[&p1, &p2]);
     assert_sides_equal_the_model(&sb, &acked);
 }

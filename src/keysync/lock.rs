@@ -220,10 +220,11 @@ redis.call('PEXPIRE', KEYS[2], ARGV[3])
 return {0, e, n, h}
 "#;
 
-/// `KEYS[1]` lock, `KEYS[2]` record, `KEYS[3]` the key; `ARGV`: token, mode (`r` RESTORE, `d`
-/// DEL, `x` release only), ttl ms, payload. Replies `{1}` landed (or released), `{0}` lost
-/// without a record, `{0, epoch, landings, holder}` lost; a RESTORE error is returned as the
-/// error, after releasing without a landing.
+/// `KEYS[1]` lock, `KEYS[2]` record, `KEYS[3]` the key, `KEYS[4]` (mode `m` only) the temporary
+/// key of a chunked copy; `ARGV`: token, mode (`r` RESTORE, `d` DEL, `m` RENAME the temporary
+/// key onto the key, `x` release only), ttl ms, payload. Replies `{1}` landed (or released),
+/// `{0}` lost without a record, `{0, epoch, landings, holder}` lost; a RESTORE or RENAME error
+/// is returned as the error, after releasing without a landing.
 const COMMIT_LUA: &str = r#"
 local h = redis.call('GET', KEYS[1])
 if h ~= ARGV[1] then
@@ -238,6 +239,17 @@ elseif ARGV[2] == 'r' then
   if type(r) == 'table' and r.err then
     redis.call('DEL', KEYS[1])
     return r
+  end
+elseif ARGV[2] == 'm' then
+  local r = redis.pcall('RENAME', KEYS[4], KEYS[3])
+  if type(r) == 'table' and r.err then
+    redis.call('DEL', KEYS[1])
+    return r
+  end
+  if tonumber(ARGV[3]) > 0 then
+    redis.call('PEXPIRE', KEYS[3], ARGV[3])
+  else
+    redis.call('PERSIST', KEYS[3])
   end
 end
 redis.call('DEL', KEYS[1])
@@ -430,6 +442,15 @@ impl<'a, D: ConnectionLike + Send> Session<'a, D> {
         }
     }
 
+    /// A handle of its own on the destination (for the chunks of a big key's copy, which run
+    /// while this session renews the lease).
+    pub fn dest_handle(&self) -> D
+    where
+        D: Clone,
+    {
+        D::clone(self.dest)
+    }
+
     /// Whether this session talks `WATCH` (the destination refused scripts).
     fn watching(&self) -> bool {
         self.watch.is_some() || self.scripts.refused()
@@ -592,20 +613,38 @@ impl<'a, D: ConnectionLike + Send> Session<'a, D> {
 
     /// Writes `snapshot` if the lease is still `token`'s, releasing it; `None` only releases.
     pub async fn commit(&mut self, token: &[u8], snapshot: Option<&Snapshot>) -> RedisResult<Commit> {
-        let (mode, ttl, payload): (&[u8], Vec<u8>, &[u8]) = match snapshot {
-            None => (b"x", b"0".to_vec(), b""),
-            Some(Snapshot::Absent) => (b"d", b"0".to_vec(), b""),
-            Some(Snapshot::Present { ttl_ms, payload }) => (
-                b"r",
-                ttl_ms.unwrap_or(0).to_string().into_bytes(),
-                payload.as_slice(),
-            ),
+        let write = match snapshot {
+            None => Write::Release,
+            Some(s) => Write::Snapshot(s),
         };
+        self.commit_write(token, write).await
+    }
+
+    /// Renames `temp` (a chunked copy of the key, in its slot) onto the key with `ttl_ms` (0: no
+    /// expiry) if the lease is still `token`'s, releasing it. When lost, `temp` is left to the
+    /// caller.
+    pub async fn commit_move(&mut self, token: &[u8], temp: &[u8], ttl_ms: u64) -> RedisResult<Commit> {
+        self.commit_write(token, Write::Move { temp, ttl_ms }).await
+    }
+
+    async fn commit_write(&mut self, token: &[u8], write: Write<'_>) -> RedisResult<Commit> {
+        let (mode, ttl, payload): (&[u8], u64, &[u8]) = match &write {
+            Write::Release => (b"x", 0, b""),
+            Write::Snapshot(Snapshot::Absent) => (b"d", 0, b""),
+            Write::Snapshot(Snapshot::Present { ttl_ms, payload }) => (b"r", ttl_ms.unwrap_or(0), payload),
+            Write::Move { ttl_ms, .. } => (b"m", *ttl_ms, b""),
+        };
+        let ttl = ttl.to_string().into_bytes();
         let (lock, waits, key) = (self.lock.clone(), self.waits.clone(), self.key);
         let args: [&[u8]; 4] = [token, mode, &ttl, payload];
-        if let Some(v) = self.script(&COMMIT, &[&lock, &waits, key], &args).await? {
+        let keys: Vec<&[u8]> = match &write {
+            Write::Move { temp, .. } => vec![&lock, &waits, key, temp],
+            _ => vec![&lock, &waits, key],
+        };
+        if let Some(v) = self.script(&COMMIT, &keys, &args).await? {
             return decode_commit(v);
         }
+        let writes = !matches!(write, Write::Release);
         loop {
             let (holder, record) = self.watch_read().await?;
             let count = match decide_commit(holder.as_deref(), record.as_ref(), token) {
@@ -613,18 +652,9 @@ impl<'a, D: ConnectionLike + Send> Session<'a, D> {
                     self.unwatch().await?;
                     return Ok(Commit::Lost(seen));
                 }
-                Ok(count) => count && snapshot.is_some(),
+                Ok(count) => count && writes,
             };
-            let mut cmds = Vec::new();
-            match snapshot {
-                None => {}
-                Some(Snapshot::Absent) => {
-                    let mut del = redis::cmd("DEL");
-                    del.arg(key);
-                    cmds.push(del);
-                }
-                Some(s) => cmds.push(super::write_command(key, s, true)),
-            }
+            let mut cmds = write_commands(key, &write);
             let mut del = redis::cmd("DEL");
             del.arg(&lock);
             cmds.push(del);
@@ -638,9 +668,9 @@ impl<'a, D: ConnectionLike + Send> Session<'a, D> {
             let Some(replies) = self.exec(cmds).await? else {
                 continue; // the lock or the record changed between the read and EXEC: look again
             };
-            // A RESTORE refused inside the transaction (a payload this server cannot read) did
-            // not write the key, although the record now counts a landing.
-            if let Some(Value::ServerError(e)) = replies.first().filter(|_| snapshot.is_some()) {
+            // A RESTORE or RENAME refused inside the transaction (a payload this server cannot
+            // read) did not write the key, although the record now counts a landing.
+            if let Some(Value::ServerError(e)) = replies.first().filter(|_| writes) {
                 return Err(RedisError::from(e.clone()));
             }
             return Ok(Commit::Landed);
@@ -663,6 +693,41 @@ impl<'a, D: ConnectionLike + Send> Session<'a, D> {
             if self.exec(vec![pexpire(&lock, self.lease)]).await?.is_some() {
                 return Ok(true);
             }
+        }
+    }
+}
+
+/// What a commit writes on the key while the lease is still ours.
+enum Write<'s> {
+    /// Nothing: only release the lease.
+    Release,
+    /// The snapshot: `RESTORE … REPLACE`, or `DEL` when absent.
+    Snapshot(&'s Snapshot),
+    /// A chunked copy: `RENAME` the temporary key onto the key, then its TTL.
+    Move {
+        /// The temporary key, in the key's slot.
+        temp: &'s [u8],
+        /// The TTL to set (0: none).
+        ttl_ms: u64,
+    },
+}
+
+/// The commands of `write` on `key`, for a `MULTI … EXEC` commit.
+fn write_commands(key: &[u8], write: &Write<'_>) -> Vec<Cmd> {
+    match write {
+        Write::Release => Vec::new(),
+        Write::Snapshot(s) => vec![super::write_command(key, s, true)],
+        Write::Move { temp, ttl_ms } => {
+            let mut rename = redis::cmd("RENAME");
+            rename.arg(*temp).arg(key);
+            let expiry = if *ttl_ms > 0 {
+                pexpire(key, Duration::from_millis(*ttl_ms))
+            } else {
+                let mut persist = redis::cmd("PERSIST");
+                persist.arg(key);
+                persist
+            };
+            vec![rename, expiry]
         }
     }
 }

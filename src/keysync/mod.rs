@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use redis::aio::ConnectionLike;
 use redis::{ErrorKind, RedisError, RedisResult, Value};
 
+mod big;
 pub mod lock;
 
 pub use lock::{Acquire, Baseline, Commit, Exclusive, LEASE, NoExclusive, NodeExclusive, lock_key, wait_key};
@@ -255,29 +256,9 @@ pub async fn read_many<C: ConnectionLike + Clone>(
     keys: &[Vec<u8>],
     scripts: &ScriptSupport,
 ) -> RedisResult<Vec<Snapshot>> {
-    if !scripts.refused() {
-        for _ in 0..2 {
-            let mut pipe = redis::pipe();
-            for key in keys {
-                pipe.add_command(snapshot_evalsha(key));
-            }
-            match pipe.query_async::<Vec<Value>>(&mut origin.clone()).await {
-                Ok(replies) => return replies.into_iter().map(decode_snapshot).collect(),
-                Err(e) if e.code() == Some("NOSCRIPT") => {
-                    redis::cmd("SCRIPT")
-                        .arg("LOAD")
-                        .arg(SNAPSHOT_LUA)
-                        .query_async::<String>(&mut origin.clone())
-                        .await?;
-                }
-                Err(e) if refuses_scripts(&e) => {
-                    tracing::warn!("the origin refuses the snapshot script ({e}); using MULTI/EXEC");
-                    scripts.refuse();
-                    break;
-                }
-                Err(e) => return Err(e),
-            }
-        }
+    let calls = keys.iter().map(|key| snapshot_evalsha(key)).collect();
+    if let Some(replies) = run_script(origin, SNAPSHOT_LUA, calls, scripts).await? {
+        return replies.into_iter().map(decode_snapshot).collect();
     }
     let mut pipe = redis::pipe();
     for key in keys {
@@ -285,6 +266,41 @@ pub async fn read_many<C: ConnectionLike + Clone>(
     }
     let replies: Vec<Value> = pipe.query_async(&mut origin.clone()).await?;
     replies.into_iter().map(decode_snapshot).collect()
+}
+
+/// Sends `calls` (`EVALSHA`s of `body`) as one pipeline, loading `body` on NOSCRIPT and trying
+/// once more; `None` when the origin refuses scripts (noted in `scripts` for the whole run), or
+/// when they were refused before.
+async fn run_script<C: ConnectionLike + Clone>(
+    origin: &C,
+    body: &str,
+    calls: Vec<redis::Cmd>,
+    scripts: &ScriptSupport,
+) -> RedisResult<Option<Vec<Value>>> {
+    if scripts.refused() {
+        return Ok(None);
+    }
+    let mut pipe = redis::pipe();
+    for call in calls {
+        pipe.add_command(call);
+    }
+    for _ in 0..2 {
+        match pipe.query_async::<Vec<Value>>(&mut origin.clone()).await {
+            Ok(replies) => return Ok(Some(replies)),
+            Err(e) if e.code() == Some("NOSCRIPT") => {
+                redis::cmd("SCRIPT")
+                    .arg("LOAD")
+                    .arg(body)
+                    .query_async::<String>(&mut origin.clone())
+                    .await?;
+            }
+            Err(e) if refuses_scripts(&e) => break,
+            Err(e) => return Err(e),
+        }
+    }
+    tracing::warn!("the origin refuses the snapshot script; using MULTI/EXEC");
+    scripts.refuse();
+    Ok(None)
 }
 
 /// The destination command that makes `key` equal to `snapshot`.
@@ -357,6 +373,9 @@ pub struct KeySync {
     pub dest_scripts: ScriptSupport,
     lease: Duration,
     tokens: lock::Tokens,
+    /// Keys whose `MEMORY USAGE` on the origin is above this are copied in chunks, not with
+    /// DUMP/RESTORE (the mirror sets it; see [`big`]).
+    big_key_bytes: Option<u64>,
 }
 
 impl Default for KeySync {
@@ -373,7 +392,16 @@ impl KeySync {
             dest_scripts: ScriptSupport::default(),
             lease,
             tokens: lock::Tokens::new(),
+            big_key_bytes: None,
         }
+    }
+
+    /// Copies keys above `limit` bytes (`MEMORY USAGE` on the origin) in chunks, under the lease,
+    /// instead of with one DUMP/RESTORE that would stall both servers and every client sharing
+    /// the connection ([`big`]).
+    pub fn with_big_keys(mut self, limit: u64) -> KeySync {
+        self.big_key_bytes = Some(limit);
+        self
     }
 
     /// A fresh lease token, unique across the fleet.
@@ -422,7 +450,7 @@ pub async fn sync_key<O, D>(
 ) -> RedisResult<Synced>
 where
     O: ConnectionLike + Clone + Send + Sync,
-    D: ConnectionLike + Send,
+    D: ConnectionLike + Clone + Send + Sync,
 {
     sync_key_holding(origin, dest, exclusive, key, ks, None).await
 }
@@ -441,7 +469,7 @@ pub async fn sync_key_holding<O, D>(
 ) -> RedisResult<Synced>
 where
     O: ConnectionLike + Clone + Send + Sync,
-    D: ConnectionLike + Send,
+    D: ConnectionLike + Clone + Send + Sync,
 {
     let mut session = lock::Session::new(dest, exclusive, &ks.dest_scripts, ks.lease, key);
     let mut base: Option<Baseline> = None;
@@ -480,7 +508,21 @@ where
             }
         };
         let (snapshot, read) = match read_holding(origin, &mut session, &token, key, ks).await {
-            Ok(Some(read)) => read,
+            Ok(Some((big::Read::Snapshot(snapshot), read))) => (snapshot, read),
+            Ok(Some((big::Read::Big(_), _))) => {
+                match big::copy_holding(origin, &mut session, &token, key, ks).await {
+                    Ok(Some(synced)) => return Ok(synced),
+                    Ok(None) => {
+                        // The lease was lost during the copy, which was not published: look again.
+                        (base, poll) = (None, POLL_FIRST);
+                        continue;
+                    }
+                    Err(e) => {
+                        let _ = session.commit(&token, None).await;
+                        return Err(e);
+                    }
+                }
+            }
             Ok(None) => {
                 // The lease ran out while reading and someone took it: look again.
                 (base, poll) = (None, POLL_FIRST);
@@ -536,35 +578,62 @@ pub async fn release_lease<D: ConnectionLike + Send>(
     let _ = session.commit(token, None).await;
 }
 
-/// Reads `key` from the origin while holding the lease `token`, renewing it every third of the
-/// lease while the read runs. `None` when the lease was lost meanwhile.
+/// Reads `key` from the origin while holding the lease `token` (see [`holding`]): its snapshot,
+/// or, when `ks` diverts big keys and the key is one, its size. `None` when the lease was lost.
 async fn read_holding<O, D>(
     origin: &O,
     session: &mut lock::Session<'_, D>,
     token: &[u8],
     key: &[u8],
     ks: &KeySync,
-) -> RedisResult<Option<(Snapshot, ReadWindow)>>
+) -> RedisResult<Option<(big::Read, ReadWindow)>>
 where
     O: ConnectionLike + Clone + Send + Sync,
     D: ConnectionLike + Send,
 {
-    let keys = [key.to_vec()];
     let sent = Instant::now();
-    let read = read_many(origin, &keys, &ks.origin_scripts);
-    tokio::pin!(read);
+    let read = async {
+        match ks.big_key_bytes {
+            Some(limit) => big::read_guarded(origin, key, &ks.origin_scripts, limit).await,
+            None => {
+                let mut snapshots = read_many(origin, &[key.to_vec()], &ks.origin_scripts).await?;
+                Ok(big::Read::Snapshot(snapshots.pop().unwrap_or(Snapshot::Absent)))
+            }
+        }
+    };
+    let read = holding(session, token, ks, READ_LIMIT, "origin read too slow", read).await?;
+    let window = ReadWindow {
+        sent,
+        received: Instant::now(),
+    };
+    Ok(read.map(|read| (read, window)))
+}
+
+/// Runs `work` while holding the lease `token`, renewing it every third of the lease: its
+/// result, or `None` when the lease was lost meanwhile (someone else may have taken it, so what
+/// `work` read must not be written). `work` running past `limit` is an error.
+async fn holding<T, D>(
+    session: &mut lock::Session<'_, D>,
+    token: &[u8],
+    ks: &KeySync,
+    limit: Duration,
+    too_slow: &'static str,
+    work: impl std::future::Future<Output = RedisResult<T>>,
+) -> RedisResult<Option<T>>
+where
+    D: ConnectionLike + Send,
+{
+    let started = Instant::now();
+    tokio::pin!(work);
     loop {
         tokio::select! {
-            snapshots = &mut read => {
-                let window = ReadWindow { sent, received: Instant::now() };
-                return Ok(Some((snapshots?.pop().unwrap_or(Snapshot::Absent), window)));
-            }
+            done = &mut work => return done.map(Some),
             _ = tokio::time::sleep(ks.lease / 3) => {
-                if sent.elapsed() > READ_LIMIT {
+                if started.elapsed() > limit {
                     return Err(RedisError::from((
                         ErrorKind::Io,
-                        "origin read too slow",
-                        format!("no snapshot within {READ_LIMIT:?}"),
+                        too_slow,
+                        format!("not done within {limit:?}"),
                     )));
                 }
                 if !session.renew(token).await? {

@@ -101,15 +101,22 @@ pub struct Mirror {
 }
 
 impl Mirror {
-    /// A mirror between `old` and `new` with a queue of `capacity` keys; call [`Mirror::start`].
-    pub fn new(capacity: usize, old: Arc<Backend>, new: Arc<Backend>, metrics: Arc<Metrics>) -> Arc<Mirror> {
+    /// A mirror between `old` and `new` with a queue of `capacity` keys; keys above
+    /// `big_key_bytes` are copied in chunks. Call [`Mirror::start`].
+    pub fn new(
+        capacity: usize,
+        old: Arc<Backend>,
+        new: Arc<Backend>,
+        metrics: Arc<Metrics>,
+        big_key_bytes: u64,
+    ) -> Arc<Mirror> {
         Arc::new(Mirror {
             state: Mutex::new(State::default()),
             work: Notify::new(),
             capacity: capacity.max(1),
             metrics,
             last_error: Mutex::new(None),
-            keysync: Default::default(),
+            keysync: [0, 1].map(|_| KeySync::default().with_big_keys(big_key_bytes)),
             exclusive: [
                 BackendExclusive::new(old.clone()),
                 BackendExclusive::new(new.clone()),

@@ -84,6 +84,7 @@ pub async fn run(plan: Plan, options: Options) -> Result<()> {
         old.clone(),
         new.clone(),
         metrics.clone(),
+        plan.backfill.big_key_bytes,
     );
     mirror.start();
     let proxy = Arc::new(Proxy {

@@ -1,7 +1,6 @@
 //! One chunk of a big key: read from the source, written into the temporary key on the target.
 
 use super::Target;
-use redis::aio::MultiplexedConnection;
 use redis::{ErrorKind, RedisError, RedisResult};
 
 use super::stream::next_id;
@@ -123,7 +122,7 @@ pub(super) fn adapt_count(count: usize, elements: usize, bytes: u64) -> usize {
 
 /// Reads the chunk of `key` at `position` (at most `count` elements), retrying transient errors.
 pub(super) async fn read(
-    source: &MultiplexedConnection,
+    source: &impl Target,
     key: &[u8],
     kind: Kind,
     position: &Position,

@@ -64,7 +64,7 @@ pub use stream::next_id as next_stream_id;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use redis::aio::{ConnectionLike, MultiplexedConnection};
+use redis::aio::ConnectionLike;
 use redis::{ErrorKind, RedisError, RedisResult};
 
 use crate::cluster::{ATTEMPTS, backoff, transient, with_retries};
@@ -79,8 +79,9 @@ pub const TEMP_PREFIX: &[u8] = b"__cachemig:tmp:";
 /// The safety TTL of a temporary key while it is being filled, refreshed with every chunk.
 const SAFETY_TTL_MS: u64 = 60 * 60 * 1000;
 
-/// Where a chunked copy writes: the new cluster's connection (backfill, repairs from old), or a
-/// standalone node's or an old cluster's (repairs from new while it is the write primary).
+/// A connection a chunked copy reads from or writes to: the new cluster's (backfill, repairs
+/// from old), a standalone node's or an old cluster's (repairs from new while it is the write
+/// primary), or a proxy's shared connections (the mirror).
 pub trait Target: ConnectionLike + Clone + Send + Sync {}
 
 impl<T: ConnectionLike + Clone + Send + Sync> Target for T {}
@@ -105,14 +106,70 @@ pub enum BigCopy {
 /// missing from the source at the start or gone by the end is [`BigCopy::Vanished`] (and nothing
 /// is written). Any error is returned; no temporary key is left behind on purpose.
 pub async fn copy(
-    source: &mut MultiplexedConnection,
+    source: &mut impl Target,
     target: &mut impl Target,
     key: &[u8],
     replace: bool,
 ) -> RedisResult<BigCopy> {
+    if !replace {
+        let exists: bool = query(target, redis::cmd("EXISTS").arg(key)).await?;
+        if exists {
+            return Ok(BigCopy::KeptExisting);
+        }
+    }
+    let temp = temp_key(key, &nonce());
+    let result = match fill(source, target, key, &temp).await {
+        Ok(Filled::Vanished) => Ok(BigCopy::Vanished),
+        Ok(Filled::Ready { bytes, ttl_ms }) => match publish(target, &temp, key, replace, ttl_ms).await {
+            Ok(true) => Ok(BigCopy::Copied { bytes }),
+            Ok(false) => Ok(BigCopy::KeptExisting),
+            Err(e) => Err(e),
+        },
+        Err(e) => Err(e),
+    };
+    if !matches!(result, Ok(BigCopy::Copied { .. })) {
+        drop_temp(target, &temp).await;
+    }
+    result
+}
+
+/// What [`fill`] left in the temporary key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Filled {
+    /// The whole value, ready to be renamed onto the key with `ttl_ms` (0 = no expiry).
+    Ready {
+        /// Bytes moved.
+        bytes: u64,
+        /// The source's `PTTL` read after the last chunk (0 = none).
+        ttl_ms: u64,
+    },
+    /// The key was missing from the source at the start, or gone by the end.
+    Vanished,
+}
+
+/// A fresh temporary key for a chunked copy of `key` (see [`temp_key`]).
+pub fn new_temp_key(key: &[u8]) -> Vec<u8> {
+    temp_key(key, &nonce())
+}
+
+/// Deletes a temporary key left by a copy that did not publish it (best effort: its safety TTL
+/// covers the rest).
+pub async fn drop_temp(target: &mut impl Target, temp: &[u8]) {
+    let _ = redis::cmd("DEL").arg(temp).query_async::<i64>(&mut *target).await;
+}
+
+/// Fills `temp` on `target` with the value of `key` on `source`, chunk by chunk, and reads the
+/// source's TTL last; publishing it under `key` is the caller's ([`copy`] renames it; a
+/// key-sync renames it only while it holds the key's lease).
+pub async fn fill(
+    source: &mut impl Target,
+    target: &mut impl Target,
+    key: &[u8],
+    temp: &[u8],
+) -> RedisResult<Filled> {
     let type_name: String = query(source, redis::cmd("TYPE").arg(key)).await?;
     if type_name == "none" {
-        return Ok(BigCopy::Vanished);
+        return Ok(Filled::Vanished);
     }
     let Some(kind) = Kind::parse(&type_name) else {
         return Err(RedisError::from((
@@ -121,33 +178,6 @@ pub async fn copy(
             format!("type {type_name:?}; raise big_key_bytes so it is copied with DUMP/RESTORE"),
         )));
     };
-    if !replace {
-        let exists: bool = query(target, redis::cmd("EXISTS").arg(key)).await?;
-        if exists {
-            return Ok(BigCopy::KeptExisting);
-        }
-    }
-    let temp = temp_key(key, &nonce());
-    let result = copy_into(source, target, key, &temp, kind, replace).await;
-    if !matches!(result, Ok(BigCopy::Copied { .. })) {
-        // Best effort: on success the key was renamed away; otherwise the safety TTL covers it.
-        let _ = redis::cmd("DEL")
-            .arg(&temp)
-            .query_async::<i64>(&mut *target)
-            .await;
-    }
-    result
-}
-
-/// Fills `temp` with the value of `key`, then publishes it under `key` with the source's TTL.
-async fn copy_into(
-    source: &mut MultiplexedConnection,
-    target: &mut impl Target,
-    key: &[u8],
-    temp: &[u8],
-    kind: Kind,
-    replace: bool,
-) -> RedisResult<BigCopy> {
     let mut count = MAX_COUNT;
     let mut bytes = 0u64;
     let mut written = 0u64;
@@ -199,14 +229,12 @@ async fn copy_into(
 
     let pttl: i64 = query(source, redis::cmd("PTTL").arg(key)).await?;
     if pttl == 0 || pttl <= -2 {
-        return Ok(BigCopy::Vanished);
+        return Ok(Filled::Vanished);
     }
-    let ttl_ms = if pttl > 0 { pttl } else { 0 };
-    if publish(target, temp, key, replace, ttl_ms).await? {
-        Ok(BigCopy::Copied { bytes })
-    } else {
-        Ok(BigCopy::KeptExisting)
-    }
+    Ok(Filled::Ready {
+        bytes,
+        ttl_ms: pttl.max(0) as u64,
+    })
 }
 
 /// Atomically renames `temp` onto `key` (RENAMENX unless `replace`) and sets the final TTL
@@ -232,7 +260,7 @@ async fn publish(
     temp: &[u8],
     key: &[u8],
     replace: bool,
-    ttl_ms: i64,
+    ttl_ms: u64,
 ) -> RedisResult<bool> {
     let mut attempt = 1;
     loop {

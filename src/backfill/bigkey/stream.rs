@@ -1,7 +1,6 @@
 //! What a stream has besides its entries: the ID counter and the consumer groups.
 
 use super::Target;
-use redis::aio::MultiplexedConnection;
 use redis::{ErrorKind, FromRedisValue, RedisError, RedisResult, Value};
 
 use super::{MAX_COUNT, SAFETY_TTL_MS, query, transient};
@@ -29,7 +28,7 @@ pub fn next_id(id: &str) -> Option<String> {
 ///
 /// Consumers' seen/active times are not copied.
 pub(super) async fn copy_meta(
-    source: &MultiplexedConnection,
+    source: &impl Target,
     target: &impl Target,
     key: &[u8],
     temp: &[u8],
@@ -111,7 +110,7 @@ pub(super) async fn copy_meta(
 
 /// Creates the group's consumers that own no pending entry (the others come with XCLAIM).
 async fn copy_idle_consumers(
-    source: &MultiplexedConnection,
+    source: &impl Target,
     target: &impl Target,
     key: &[u8],
     temp: &[u8],
@@ -141,7 +140,7 @@ async fn copy_idle_consumers(
 
 /// Copies the group's pending entries list in pages of [`MAX_COUNT`].
 async fn copy_pending(
-    source: &MultiplexedConnection,
+    source: &impl Target,
     target: &impl Target,
     key: &[u8],
     temp: &[u8],
