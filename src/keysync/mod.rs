@@ -507,24 +507,21 @@ where
                 }
             }
         };
-        let (snapshot, read) = match read_holding(origin, &mut session, &token, key, ks).await {
-            Ok(Some((big::Read::Snapshot(snapshot), read))) => (snapshot, read),
-            Ok(Some((big::Read::Big(_), _))) => {
-                match big::copy_holding(origin, &mut session, &token, key, ks).await {
-                    Ok(Some(synced)) => return Ok(synced),
-                    Ok(None) => {
-                        // The lease was lost during the copy, which was not published: look again.
-                        (base, poll) = (None, POLL_FIRST);
-                        continue;
-                    }
-                    Err(e) => {
-                        let _ = session.commit(&token, None).await;
-                        return Err(e);
-                    }
-                }
-            }
+        // A small key is read here and written by the commit below; a big one is copied and
+        // published by `big` on its own.
+        let round = match read_holding(origin, &mut session, &token, key, ks).await {
+            Ok(Some((big::Read::Snapshot(snapshot), read))) => Ok(Some(Round::Read(snapshot, read))),
+            Ok(Some((big::Read::Big(_), _))) => big::copy_holding(origin, &mut session, &token, key, ks)
+                .await
+                .map(|done| done.map(Round::Done)),
+            Ok(None) => Ok(None),
+            Err(e) => Err(e),
+        };
+        let (snapshot, read) = match round {
+            Ok(Some(Round::Done(synced))) => return Ok(synced),
+            Ok(Some(Round::Read(snapshot, read))) => (snapshot, read),
             Ok(None) => {
-                // The lease ran out while reading and someone took it: look again.
+                // The lease ran out while reading or copying and someone took it: look again.
                 (base, poll) = (None, POLL_FIRST);
                 continue;
             }
@@ -548,6 +545,13 @@ where
             Commit::Lost(seen) => (base, poll) = (seen, POLL_FIRST),
         }
     }
+}
+
+/// What a round holding the lease got: a small key's snapshot to commit, or a big key's copy,
+/// already published.
+enum Round {
+    Read(Snapshot, ReadWindow),
+    Done(Synced),
 }
 
 /// Takes `key`'s lease on `dest` once (`SET … NX PX`), without waiting: the token when it is
