@@ -232,15 +232,6 @@ const CASES: &[Case] = &[
         "workers = 8",
     ),
     (
-        "password_env unset",
-        "[target]",
-        "[target]\npassword_env = \"CACHEMIG_TEST_SURELY_UNSET_VAR\"",
-        8,
-        16,
-        "not set",
-        "export CACHEMIG_TEST_SURELY_UNSET_VAR",
-    ),
-    (
         "password_env not a variable name",
         "[target]",
         "[target]\npassword_env = \"my password\"",
@@ -402,4 +393,33 @@ fn every_file_in_plans_is_covered_by_a_test() {
         ["cluster-to-cluster.toml", "standalone-to-cluster.toml"],
         "add new example plans to example_plans_validate_offline"
     );
+}
+
+/// Issue 11: offline, an unset secret's variable is a note (CI validates plans without secrets);
+/// online, every command refuses it at load, naming file, line and what to export.
+#[test]
+fn an_unset_password_env_is_a_note_offline_and_an_error_online() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = BASE.replacen(
+        "[target]",
+        "[target]\npassword_env = \"CACHEMIG_TEST_SURELY_UNSET_VAR\"",
+        1,
+    );
+    let path = write_plan(dir.path(), "unset.toml", &body);
+    let plan = path.to_str().unwrap();
+    let offline = Cachemig::new().args(["plan", plan, "--offline"]).run();
+    offline
+        .assert_code(0)
+        .assert_stdout_contains(&format!("note: {}:8:16:", path.display()))
+        .assert_stdout_contains("$CACHEMIG_TEST_SURELY_UNSET_VAR, which is not set");
+    for command in ["plan", "status", "advance"] {
+        let online = Cachemig::new().args([command, plan]).run();
+        online.assert_code(2);
+        assert!(
+            online.stderr.contains(&format!("{}:8:16:", path.display()))
+                && online.stderr.contains("export CACHEMIG_TEST_SURELY_UNSET_VAR"),
+            "{command}: {}",
+            online.stderr
+        );
+    }
 }

@@ -23,6 +23,9 @@ struct PlanReport {
     state_dir: String,
     flag_file: String,
     offline: bool,
+    /// Things worth knowing that do not make the plan invalid (offline: a secret's variable not
+    /// set here).
+    notes: Vec<String>,
     current: Current,
     next: Option<Next>,
     gates: Vec<GateResult>,
@@ -73,7 +76,11 @@ impl From<&Result<NodeSetReport, String>> for Side {
 
 /// Runs `plan`.
 pub fn run(path: &Path, offline: bool, format: Format, detailed_exitcode: bool) -> Result<u8> {
-    let plan = Plan::load(path)?;
+    let (plan, notes) = if offline {
+        Plan::load_offline(path)?
+    } else {
+        (Plan::load(path)?, Vec::new())
+    };
     let session = Session::open(plan)?;
     let inspection: Option<Inspection> = if offline {
         None
@@ -109,6 +116,7 @@ pub fn run(path: &Path, offline: bool, format: Format, detailed_exitcode: bool) 
         state_dir: p.state_dir.display().to_string(),
         flag_file: p.flag_file.display().to_string(),
         offline,
+        notes,
         current: Current {
             phase: session.state.phase.clone(),
             generation: session.state.generation,
@@ -140,6 +148,9 @@ pub fn run(path: &Path, offline: bool, format: Format, detailed_exitcode: bool) 
 fn print_table(r: &PlanReport) {
     println!("plan {} is valid: migration {}", r.plan_file, r.migration);
     println!("  state_dir {}   flag_file {}", r.state_dir, r.flag_file);
+    for note in &r.notes {
+        println!("note: {note}");
+    }
     for (name, side) in [("source", &r.source), ("target", &r.target)] {
         match side {
             None => println!("{name}: not inspected (--offline)"),

@@ -50,21 +50,26 @@ impl PlanError {
     }
 }
 
-impl fmt::Display for PlanError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl PlanError {
+    /// `file:line:column: message`, without the hint.
+    pub fn headline(&self) -> String {
         if self.line == 0 {
-            write!(f, "{}: {}", self.file.display(), self.message)?;
+            format!("{}: {}", self.file.display(), self.message)
         } else {
-            write!(
-                f,
+            format!(
                 "{}:{}:{}: {}",
                 self.file.display(),
                 self.line,
                 self.column,
                 self.message
-            )?;
+            )
         }
-        write!(f, "\n  hint: {}", self.hint)
+    }
+}
+
+impl fmt::Display for PlanError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}\n  hint: {}", self.headline(), self.hint)
     }
 }
 

@@ -132,6 +132,13 @@ mod humantime_serde_secs {
 impl Plan {
     /// Reads, parses and validates the plan at `path`.
     pub fn load(path: &Path) -> Result<Plan, PlanError> {
+        let text = Self::read(path)?;
+        let raw = parse::parse(path, &text)?;
+        resolve::resolve(path, &text, raw, Catalog::builtin())
+    }
+
+    /// The plan file's text.
+    fn read(path: &Path) -> Result<String, PlanError> {
         let bytes = std::fs::read(path).map_err(|e| {
             PlanError::whole_file(
                 path,
@@ -142,8 +149,15 @@ impl Plan {
         let text = String::from_utf8(bytes).map_err(|_| {
             PlanError::whole_file(path, "the plan is not valid UTF-8", "save the file as UTF-8")
         })?;
+        Ok(text)
+    }
+
+    /// [`Plan::load`] for validating without connecting (`plan --offline`): a secret's variable
+    /// that is not set is returned as a note instead of failing the load.
+    pub fn load_offline(path: &Path) -> Result<(Plan, Vec<String>), PlanError> {
+        let text = Self::read(path)?;
         let raw = parse::parse(path, &text)?;
-        resolve::resolve(path, &text, raw, Catalog::builtin())
+        resolve::resolve_with(path, &text, raw, Catalog::builtin(), true)
     }
 
     /// The threshold in force for `gate` when entering `phase`: the plan's `[gates.<phase>]`

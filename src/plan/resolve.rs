@@ -20,6 +20,10 @@ use crate::phase::{Catalog, Threshold};
 struct Ctx<'a> {
     path: &'a Path,
     text: &'a str,
+    /// Validating without connecting (`plan --offline`): a secret's variable may be unset, which
+    /// becomes a note instead of an error (CI checks plans without the secrets).
+    offline: bool,
+    notes: std::cell::RefCell<Vec<String>>,
 }
 
 impl Ctx<'_> {
@@ -103,7 +107,14 @@ impl Ctx<'_> {
         if let (Some(name), Some(v)) = (&name, v)
             && std::env::var_os(name).is_none()
         {
-            return Err(self.err(v.span(), format!("[{section}] password_env names ${name}, which is not set"), format!("export {name}=<password> before running cachemig, or remove `password_env` if the server has no password")));
+            let unset = self.err(v.span(), format!("[{section}] password_env names ${name}, which is not set"), format!("export {name}=<password> before running cachemig, or remove `password_env` if the server has no password"));
+            if !self.offline {
+                return Err(unset);
+            }
+            self.notes.borrow_mut().push(format!(
+                "{} (fine offline: set it where cachemig connects)",
+                unset.headline()
+            ));
         }
         Ok(name)
     }
@@ -162,8 +173,30 @@ fn redact_str(s: &str) -> String {
 
 /// Validates `raw` (parsed from `text` at `path`) into a [`Plan`].
 pub fn resolve(path: &Path, text: &str, raw: RawPlan, catalog: &Catalog) -> Result<Plan, PlanError> {
-    let cx = Ctx { path, text };
-    let name = migration_name(&cx, &raw.migration.name)?;
+    resolve_with(path, text, raw, catalog, false).map(|(plan, _)| plan)
+}
+
+/// [`resolve`]; `offline` turns an unset secret variable into a note (returned beside the plan).
+pub fn resolve_with(
+    path: &Path,
+    text: &str,
+    raw: RawPlan,
+    catalog: &Catalog,
+    offline: bool,
+) -> Result<(Plan, Vec<String>), PlanError> {
+    let cx = Ctx {
+        path,
+        text,
+        offline,
+        notes: Default::default(),
+    };
+    let plan = resolve_in(&cx, raw, catalog)?;
+    Ok((plan, cx.notes.into_inner()))
+}
+
+fn resolve_in(cx: &Ctx, raw: RawPlan, catalog: &Catalog) -> Result<Plan, PlanError> {
+    let (path, text) = (cx.path, cx.text);
+    let name = migration_name(cx, &raw.migration.name)?;
     let base = path.parent().map_or_else(PathBuf::new, Path::to_path_buf);
     let relative = |v: &Option<SpannedStr>, default: String| {
         base.join(v.as_ref().map_or(default, |v| v.get_ref().clone()))
@@ -196,12 +229,12 @@ pub fn resolve(path: &Path, text: &str, raw: RawPlan, catalog: &Catalog) -> Resu
     };
     let target = Endpoint {
         role: "target",
-        urls: target_urls(&cx, &raw.target.urls)?,
+        urls: target_urls(cx, &raw.target.urls)?,
         password_env: cx.password_env(&raw.target.password_env, "target")?,
     };
     let keys = KeyFilter {
-        include: patterns(&cx, &raw.keys.include, "include")?,
-        exclude: patterns(&cx, &raw.keys.exclude, "exclude")?,
+        include: patterns(cx, &raw.keys.include, "include")?,
+        exclude: patterns(cx, &raw.keys.exclude, "exclude")?,
     };
 
     let b = &raw.backfill;
@@ -211,7 +244,7 @@ pub fn resolve(path: &Path, text: &str, raw: RawPlan, catalog: &Catalog) -> Resu
         max_keys_per_sec: cx.int(&b.max_keys_per_sec, "max_keys_per_sec", 0, 0, i64::MAX)? as u64,
         max_source_latency_ms: cx.int(&b.max_source_latency_ms, "max_source_latency_ms", 5, 1, 60_000)?
             as u64,
-        big_key_bytes: big_key_bytes(&cx, &b.big_key_bytes)?,
+        big_key_bytes: big_key_bytes(cx, &b.big_key_bytes)?,
         on_existing: b.on_existing.unwrap_or_default(),
     };
     let d = &raw.dual_write;
@@ -227,10 +260,10 @@ pub fn resolve(path: &Path, text: &str, raw: RawPlan, catalog: &Catalog) -> Resu
         min_samples: cx.int(&s.min_samples, "min_samples", 10_000, 0, i64::MAX)? as u64,
         max_mismatch_ratio: cx.ratio(&s.max_mismatch_ratio, "max_mismatch_ratio", 0.0001)?,
     };
-    let gates = gate_settings(&cx, &raw.gates, catalog)?;
+    let gates = gate_settings(cx, &raw.gates, catalog)?;
     let raw_proxies = raw.proxies.as_ref().map(Spanned::get_ref);
     let proxies = ProxySettings {
-        expected: proxies_expected(&cx, raw.proxies.as_ref())?,
+        expected: proxies_expected(cx, raw.proxies.as_ref())?,
         heartbeat_timeout: cx.duration(
             &raw_proxies.and_then(|p| p.heartbeat_timeout.clone()),
             "heartbeat_timeout",
