@@ -68,8 +68,8 @@ pub enum Command {
         /// Skip this gate (journaled and shown by `status` forever after). Repeatable.
         #[arg(long = "skip-gate", value_name = "NAME", requires = "reason")]
         skip_gate: Vec<String>,
-        /// Why the gate is skipped.
-        #[arg(long, value_name = "TEXT")]
+        /// Why the gate is skipped (journaled; must say something).
+        #[arg(long, value_name = "TEXT", value_parser = non_empty_reason)]
         reason: Option<String>,
         /// Output format.
         #[arg(long, value_enum, default_value_t)]
@@ -137,4 +137,15 @@ pub enum Command {
         #[arg(long)]
         allow_missing_flag_file: bool,
     },
+}
+
+/// A `--reason` that says something: the journal keeps it forever as the why of an override.
+fn non_empty_reason(text: &str) -> Result<String, String> {
+    if text.trim().is_empty() {
+        return Err(
+            "the reason is empty; say why, e.g. --reason \"shadow mismatches are TTL rounding, see INC-123\""
+                .into(),
+        );
+    }
+    Ok(text.to_string())
 }

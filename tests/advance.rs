@@ -165,6 +165,33 @@ fn skip_gate_is_journaled_and_shown_by_status_forever_after() {
     // a typo in --skip-gate is an error, never a silent no-op
     sb.cachemig(&["advance", "--yes", "--skip-gate", "target-empt", "--reason", "x"])
         .assert_code(2);
+    // an empty reason is refused: the journal keeps the why of an override forever
+    let empty = sb.cachemig(&["advance", "--yes", "--skip-gate", "target-empty", "--reason", " "]);
+    empty.assert_code(2);
+    assert!(empty.stderr.contains("the reason is empty"), "{}", empty.stderr);
+}
+
+/// Issue 11: the journal names the real user even where `$USER` and `$LOGNAME` are not set (a
+/// container, cron): the login name of the uid, and the host.
+#[test]
+fn the_journal_records_the_real_user_without_user_or_logname() {
+    let sb = Sandbox::start();
+    sb.source_cmd(&["SET", "token:1", "v"]);
+    common::Cachemig::new()
+        .args(["advance".as_ref(), sb.plan().as_os_str(), "--yes".as_ref()])
+        .env_remove("USER")
+        .env_remove("LOGNAME")
+        .run()
+        .assert_code(0);
+    let whoami = std::process::Command::new("id").arg("-un").output().unwrap();
+    let login = String::from_utf8(whoami.stdout).unwrap().trim().to_string();
+    let entries = sb.journal_entries();
+    let last = entries.last().unwrap();
+    assert!(
+        last.user.starts_with(&format!("{login}@")) && last.user.len() > login.len() + 1,
+        "journal user {:?}, login {login:?}",
+        last.user
+    );
 }
 
 #[test]

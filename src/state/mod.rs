@@ -56,10 +56,43 @@ impl StateDir {
 
 /// Who runs this command, for the journal: `user@host`.
 pub fn actor() -> String {
-    let user = std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| "unknown".into());
-    format!("{user}@{}", hostname())
+    format!("{}@{}", user(), hostname())
+}
+
+/// The real user: `$USER`, else `$LOGNAME`, else the login name of this process's uid in
+/// `/etc/passwd`, else `uid <n>` (a container without a passwd entry still names someone).
+pub fn user() -> String {
+    let from_env = ["USER", "LOGNAME"]
+        .iter()
+        .filter_map(|v| std::env::var(v).ok())
+        .find(|u| !u.trim().is_empty());
+    if let Some(user) = from_env {
+        return user;
+    }
+    let Some(uid) = uid() else {
+        return "unknown".into();
+    };
+    std::fs::read_to_string("/etc/passwd")
+        .ok()
+        .and_then(|passwd| login_of(&passwd, uid))
+        .unwrap_or_else(|| format!("uid {uid}"))
+}
+
+/// This process's real uid, from `/proc/self/status`.
+fn uid() -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find_map(|l| l.strip_prefix("Uid:"))?;
+    line.split_whitespace().next()?.parse().ok()
+}
+
+/// The login name of `uid` in a passwd file's text.
+fn login_of(passwd: &str, uid: u32) -> Option<String> {
+    passwd.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        let name = fields.next()?;
+        let id: u32 = fields.nth(1)?.parse().ok()?;
+        (id == uid && !name.is_empty()).then(|| name.to_string())
+    })
 }
 
 /// This machine's host name.
@@ -70,4 +103,15 @@ pub fn hostname() -> String {
         .filter(|s| !s.is_empty())
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| "localhost".into())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_uid_is_named_from_the_passwd_file() {
+        let passwd = "root:x:0:0:root:/root:/bin/bash\n\nbroken\nops:x:1000:1000::/home/ops:/bin/sh\n";
+        assert_eq!(super::login_of(passwd, 1000).as_deref(), Some("ops"));
+        assert_eq!(super::login_of(passwd, 0).as_deref(), Some("root"));
+        assert_eq!(super::login_of(passwd, 42), None);
+    }
 }
