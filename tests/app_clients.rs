@@ -2,7 +2,8 @@
 //!
 //! Each library runs a script of application-like steps (tests/clients/: `app.py` for redis-py
 //! 8.x and 5.x, `node_redis.mjs`, `ioredis.mjs`; libraries pinned and installed under
-//! `target/clients/` by `scripts/install-clients`, which these tests call first). A script prints
+//! `target/clients/` by `scripts/install-clients`, which these tests call first; `rs/app.rs` for
+//! redis-rs, the dev-dependency, run in-process on a thread of its own). A script prints
 //! one JSON line per step and, last, the model of every acknowledged write of the steps that
 //! passed: `{"writes": {KEY: "value" | ["list", "items"] | null}}` (null: the key must not exist).
 //!
@@ -16,6 +17,8 @@
 //!   on the way to the dual-write phases) then copies those keys before `sync-dual-write`.
 
 mod common;
+#[path = "clients/rs/app.rs"]
+mod redis_rs_app;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
@@ -60,6 +63,8 @@ enum Client {
     NodeRedis,
     /// ioredis: `HELLO 3` by default, RESP2 on `NOPROTO`.
     Ioredis,
+    /// redis-rs (the `redis` crate): RESP2 by default.
+    RedisRs,
 }
 
 impl Client {
@@ -70,31 +75,34 @@ impl Client {
             Client::RedisPy5 => "redis-py5",
             Client::NodeRedis => "node-redis",
             Client::Ioredis => "ioredis",
+            Client::RedisRs => "redis-rs",
         }
     }
 
     /// The RESP version the library speaks in its default configuration against Redis 7.
     fn default_protocol(self) -> u64 {
         match self {
-            Client::RedisPy5 => 2,
+            Client::RedisPy5 | Client::RedisRs => 2,
             Client::RedisPy8 | Client::NodeRedis | Client::Ioredis => 3,
         }
     }
 
-    /// The command running this client's script, libraries taken from `clients`.
-    fn command(self, clients: &Path) -> Command {
+    /// The command running this client's script, libraries taken from `clients` (`None`: the
+    /// client runs in-process).
+    fn command(self, clients: &Path) -> Option<Command> {
         let scripts = repo().join("tests/clients");
         let (program, script) = match self {
             Client::RedisPy8 => (clients.join("py-redis8/bin/python"), scripts.join("py/app.py")),
             Client::RedisPy5 => (clients.join("py-redis5/bin/python"), scripts.join("py/app.py")),
             Client::NodeRedis => ("node".into(), scripts.join("node/node_redis.mjs")),
             Client::Ioredis => ("node".into(), scripts.join("node/ioredis.mjs")),
+            Client::RedisRs => return None,
         };
         let mut cmd = Command::new(program);
         cmd.arg(script)
             .env("CACHEMIG_CLIENTS_DIR", clients)
             .env("PYTHONDONTWRITEBYTECODE", "1");
-        cmd
+        Some(cmd)
     }
 }
 
@@ -145,6 +153,30 @@ fn run_bounded(mut cmd: Command, timeout: Duration) -> Output {
         stdout: out.join().unwrap(),
         stderr: err.join().unwrap(),
         timed_out,
+    }
+}
+
+/// Runs the redis-rs steps on a thread, bounded like a script (a step that hangs past
+/// [`SCRIPT_TIMEOUT`] is reported, its thread left behind).
+fn run_in_process(port: u16, prefix: &str, steps: &str) -> Output {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (prefix, steps) = (prefix.to_string(), steps.to_string());
+    std::thread::spawn(move || {
+        let _ = tx.send(redis_rs_app::run(port, &prefix, &steps));
+    });
+    match rx.recv_timeout(SCRIPT_TIMEOUT) {
+        Ok((stdout, ok)) => Output {
+            code: Some(if ok { 0 } else { 1 }),
+            stdout,
+            stderr: String::new(),
+            timed_out: false,
+        },
+        Err(e) => Output {
+            code: None,
+            stdout: String::new(),
+            stderr: format!("the redis-rs steps did not finish: {e}"),
+            timed_out: true,
+        },
     }
 }
 
@@ -201,9 +233,17 @@ struct AppRun {
 
 /// Runs `client`'s script against 127.0.0.1:`port` with `steps`, every key under `prefix`.
 fn run_app(client: Client, port: u16, prefix: &str, steps: &str) -> AppRun {
-    let mut cmd = client.command(&clients_dir());
-    cmd.args(["--port", &port.to_string(), "--prefix", prefix, "--steps", steps]);
-    let output = run_bounded(cmd, SCRIPT_TIMEOUT);
+    // The in-process client needs none of the installed libraries.
+    let external = (!matches!(client, Client::RedisRs))
+        .then(|| client.command(&clients_dir()))
+        .flatten();
+    let output = match external {
+        Some(mut cmd) => {
+            cmd.args(["--port", &port.to_string(), "--prefix", prefix, "--steps", steps]);
+            run_bounded(cmd, SCRIPT_TIMEOUT)
+        }
+        None => run_in_process(port, prefix, steps),
+    };
     let mut run = AppRun {
         label: format!("{} on port {port}, prefix {prefix}", client.name()),
         output,
@@ -597,6 +637,16 @@ fn node_redis_passes_every_step_against_plain_redis() {
 #[test]
 fn ioredis_passes_every_step_against_plain_redis() {
     baseline(Client::Ioredis);
+}
+
+#[test]
+fn redis_rs_passes_every_step_against_plain_redis() {
+    baseline(Client::RedisRs);
+}
+
+#[test]
+fn redis_rs_works_through_the_proxy_in_every_phase() {
+    through_the_proxy(Client::RedisRs);
 }
 
 #[test]
