@@ -619,6 +619,38 @@ fn through_the_proxy(client: Client) {
     );
 }
 
+/// node-redis's opt-in client-side cache (`RESP: 3, clientSideCache`; no popular client enables
+/// one by default, and redis-py's `cache_config` wants Redis 7.4): against Redis a write by
+/// another client invalidates the cached value; through the proxy, which refuses `CLIENT
+/// TRACKING`, the client fails at connect with that refusal instead of serving stale values.
+#[test]
+fn node_redis_client_side_cache_fails_clearly_at_connect_through_the_proxy() {
+    let tracking = |run: &AppRun| {
+        run.assert_ok("tracking");
+        let step = run.steps.iter().find(|s| s["step"] == "tracking").unwrap();
+        step["tracking"].as_str().unwrap_or_default().to_string()
+    };
+    let server = RedisServer::start();
+    let run = run_app(Client::NodeRedis, server.port(), "token:csc:base:", "tracking");
+    assert_eq!(tracking(&run), "on", "{}", run.transcript());
+    let sb = Sandbox::start();
+    let proxy = ProxyProcess::start(&sb, "p1");
+    let mut generation = 0;
+    let mut model = Model::new();
+    for phase in ["planned", "sync-dual-write", "read-cutover"] {
+        enter(&sb, &proxy, &mut generation, phase);
+        let run = run_app(Client::NodeRedis, proxy.port, &format!("token:csc:{phase}:"), "tracking");
+        assert_eq!(tracking(&run), "refused", "{phase}\n{}", run.transcript());
+        wait_status(&proxy, "the mirror drained", |s| s["mirror"]["drained"] == true);
+        if phase == "planned" {
+            sb.cachemig(&["verify", "--repair"]).assert_success();
+        }
+        model.extend(run.writes.clone());
+        let found = differences(&sb, "token:csc:", &model);
+        assert!(found.is_empty(), "{phase}: {found:#?}");
+    }
+}
+
 #[test]
 fn redis_py_8_passes_every_step_against_plain_redis() {
     baseline(Client::RedisPy8);

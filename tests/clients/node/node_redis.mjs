@@ -222,6 +222,36 @@ class App {
     return { writes };
   }
 
+  /**
+   * The opt-in client-side cache (RESP3 + clientSideCache: CLIENT TRACKING on connect). Against
+   * Redis a write by another client invalidates the cached value; where CLIENT TRACKING is refused
+   * (the proxy), connecting must fail with that refusal, never serve a stale value.
+   */
+  async step_tracking() {
+    const k = this.key('tracking');
+    const other = await this.client();
+    await other.set(k, 'v1');
+    const seen = [];
+    const cached = createClient({ url: this.url, RESP: 3, clientSideCache: { ttl: 0, maxEntries: 0 } });
+    cached.on('error', (err) => seen.push(describe(err)));
+    this.open.push(cached);
+    try {
+      await withTimeout(cached.connect(), CONNECT_TIMEOUT_MS, 'connect');
+    } catch (e) {
+      const refusal = [describe(e), ...seen].find((m) => m.includes('CLIENT TRACKING'));
+      check(refusal !== undefined, `connect failed without naming CLIENT TRACKING: ${describe(e)}; ${seen}`);
+      return { writes: { [k]: 'v1' }, details: { tracking: 'refused', refusal, connect: describe(e) } };
+    }
+    check((await cached.get(k)) === 'v1' && (await cached.get(k)) === 'v1', 'the cached read');
+    await other.set(k, 'v2');
+    const deadline = Date.now() + WAIT_MS;
+    while ((await cached.get(k)) !== 'v2') {
+      check(Date.now() < deadline, 'the cached value was never invalidated');
+      await sleep(10);
+    }
+    return { writes: { [k]: 'v2' }, details: { tracking: 'on' } };
+  }
+
   /** createCluster pointed at the port: SET, GET and INCR on keys in different slots. */
   async step_cluster() {
     const cluster = createCluster({ rootNodes: [{ url: this.url }] });
