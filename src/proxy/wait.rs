@@ -87,7 +87,9 @@ async fn targets(
             Side::Old
         };
         let backend = proxy.backend(side);
-        let slot = slot.filter(|_| backend.is_cluster());
+        // A keyless write (EVAL with no keys) went to any master: slot 0's stands for it, so
+        // the marker's slot and the node it is sent to agree.
+        let slot = backend.is_cluster().then(|| slot.unwrap_or(0));
         let addr = backend.owner(slot).await;
         if seen.insert((side == Side::New, addr.clone())) {
             out.push((backend, addr, slot));
