@@ -21,15 +21,14 @@ mod common;
 mod redis_rs_app;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use common::proxy::{ProxyProcess, set_phase};
 use common::sandbox::Sandbox;
-use common::{RedisCluster, RedisServer};
+use common::{Bounded as Output, RedisCluster, RedisServer, run_bounded};
 
 /// The steps every client runs through the proxy, in every phase. It grows as the proxy learns
 /// what real applications send; [`ALL_STEPS`] is the goal. To try others without editing this,
@@ -109,51 +108,6 @@ impl Client {
 /// The repository root.
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// What a bounded child process did.
-struct Output {
-    /// The exit code; `None` when killed (by a signal, or on timeout).
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-    timed_out: bool,
-}
-
-/// Runs `cmd` to completion with stdout and stderr captured; kills it after `timeout`.
-fn run_bounded(mut cmd: Command, timeout: Duration) -> Output {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    let reader = |mut r: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            let _ = r.read_to_end(&mut buf);
-            String::from_utf8_lossy(&buf).into_owned()
-        })
-    };
-    let out = reader(Box::new(child.stdout.take().unwrap()));
-    let err = reader(Box::new(child.stderr.take().unwrap()));
-    let deadline = Instant::now() + timeout;
-    let (status, timed_out) = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break (status, false);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            break (child.wait().unwrap(), true);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    Output {
-        code: status.code(),
-        stdout: out.join().unwrap(),
-        stderr: err.join().unwrap(),
-        timed_out,
-    }
 }
 
 /// Runs the redis-rs steps on a thread, bounded like a script (a step that hangs past
@@ -524,7 +478,7 @@ fn baseline(client: Client) {
 
 /// The proxy's `/status`, or `None` when it does not answer (e.g. it exited).
 fn try_status(proxy: &ProxyProcess) -> Option<serde_json::Value> {
-    use std::io::Write;
+    use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", proxy.metrics_port)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     let request = "GET /status HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
@@ -639,7 +593,12 @@ fn node_redis_client_side_cache_fails_clearly_at_connect_through_the_proxy() {
     let mut model = Model::new();
     for phase in ["planned", "sync-dual-write", "read-cutover"] {
         enter(&sb, &proxy, &mut generation, phase);
-        let run = run_app(Client::NodeRedis, proxy.port, &format!("token:csc:{phase}:"), "tracking");
+        let run = run_app(
+            Client::NodeRedis,
+            proxy.port,
+            &format!("token:csc:{phase}:"),
+            "tracking",
+        );
         assert_eq!(tracking(&run), "refused", "{phase}\n{}", run.transcript());
         wait_status(&proxy, "the mirror drained", |s| s["mirror"]["drained"] == true);
         if phase == "planned" {
