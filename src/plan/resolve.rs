@@ -242,6 +242,7 @@ pub fn resolve(path: &Path, text: &str, raw: RawPlan, catalog: &Catalog) -> Resu
             "5s",
         )?,
         password_env: cx.env_name(&raw_proxies.and_then(|p| p.password_env.clone()))?,
+        allow_flush: raw_proxies.and_then(|p| p.allow_flush).unwrap_or(false),
     };
 
     let sha256 = hex::encode(Sha256::digest(text.as_bytes()));

@@ -75,6 +75,8 @@ enum Step {
     Function(Vec<Bytes>),
     /// WAIT ([`wait`]), on connections of its own to the nodes the client wrote.
     Wait(Vec<Bytes>),
+    /// FLUSHDB/FLUSHALL, where the plan allows them ([`keyspace::flush`]).
+    Flush(Vec<Bytes>),
 }
 
 impl Step {
@@ -85,6 +87,8 @@ impl Step {
             Step::Function(_) => false,
             Step::Forward(_, write) | Step::Blocking(_, write) => *write,
             Step::Tx(step) => step.writes(),
+            // Deletes keys on both sides: fenced and counted in flight like any write.
+            Step::Flush(_) => true,
         }
     }
 }
@@ -163,6 +167,11 @@ pub async fn handle(proxy: &Arc<Proxy>, session: &mut Session, batch: Vec<Reques
             Step::Function(args) => {
                 flush(proxy, &applied, &mut segment, &mut replies, proto).await;
                 replies[i] = Some(functions::answer(proxy, &applied, &args, proto).await);
+                continue;
+            }
+            Step::Flush(args) => {
+                flush(proxy, &applied, &mut segment, &mut replies, proto).await;
+                replies[i] = Some(keyspace::flush(proxy, &args).await);
                 continue;
             }
             Step::Wait(args) => {
@@ -295,7 +304,16 @@ async fn classify(proxy: &Proxy, session: &mut Session, request: Request) -> Ste
         Class::PubSub if session.multi.is_none() => Step::PubSub(args),
         Class::Function if session.multi.is_none() => Step::Function(args),
         Class::Wait if session.multi.is_none() => Step::Wait(args),
-        Class::PubSub | Class::Function | Class::Wait => {
+        Class::Flush if !proxy.allow_flush => {
+            proxy.metrics.rejected.inc();
+            let refusal = Reply::error(format!(
+                "ERR cachemig: {} would bypass the migration's key mirroring; set [proxies] allow_flush = true in the plan to apply it to both sides",
+                spec.name
+            ));
+            queued_or(proxy, session, Err(refusal))
+        }
+        Class::Flush if session.multi.is_none() => Step::Flush(args),
+        Class::PubSub | Class::Function | Class::Wait | Class::Flush => {
             let refusal = Reply::error(format!("ERR cachemig: {} inside a transaction", spec.name));
             queued_or(proxy, session, Err(refusal))
         }

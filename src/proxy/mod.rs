@@ -91,6 +91,8 @@ pub struct Proxy {
     pub sync_timeout: Duration,
     /// `[dual_write] reverse_mirror`.
     pub reverse_mirror: bool,
+    /// `[proxies] allow_flush`: FLUSHDB/FLUSHALL applied to both sides instead of refused.
+    pub allow_flush: bool,
     /// Write segments sent but not yet mirrored: the fence is acknowledged only at zero.
     pub writes_in_flight: AtomicUsize,
     /// Script bodies seen, for answering NOSCRIPT.

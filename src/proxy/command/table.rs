@@ -323,8 +323,9 @@ pub(super) static TABLE: &[Spec] = &[
         1,
         "would show one server's traffic, not the application's; run it on a server",
     ),
-    reject("FLUSHALL", -1, BYPASS),
-    reject("FLUSHDB", -1, BYPASS),
+    // Refused unless `[proxies] allow_flush` (proxy::keyspace::flush).
+    spec("FLUSHALL", Class::Flush, -1, NO),
+    spec("FLUSHDB", Class::Flush, -1, NO),
     reject("SWAPDB", 3, BYPASS),
     reject("MOVE", 3, BYPASS),
     reject("MIGRATE", -6, BYPASS),

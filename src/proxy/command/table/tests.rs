@@ -45,14 +45,15 @@ fn commands_are_classified_as_specified() {
         ),
         (Class::Function, "FUNCTION"),
         (Class::Wait, "WAIT"),
+        (Class::Flush, "FLUSHALL FLUSHDB"),
     ];
     for (class, names) in cases {
         for name in names.split_whitespace() {
             assert_eq!(get(name).class, *class, "{name}");
         }
     }
-    let rejected = "MONITOR FLUSHALL \
-         FLUSHDB SWAPDB MOVE MIGRATE CONFIG SHUTDOWN DEBUG SAVE BGSAVE \
+    let rejected = "MONITOR \
+         SWAPDB MOVE MIGRATE CONFIG SHUTDOWN DEBUG SAVE BGSAVE \
          BGREWRITEAOF LASTSAVE REPLICAOF SLAVEOF SYNC PSYNC ACL SLOWLOG \
          LATENCY MODULE FAILOVER ROLE LOLWUT SORT GEORADIUS GEORADIUSBYMEMBER";
     for name in rejected.split_whitespace() {
@@ -282,6 +283,7 @@ fn table_agrees_with_a_live_redis() {
                 | Class::PubSub
                 | Class::Function
                 | Class::Wait
+                | Class::Flush
         );
         // SCRIPT's and PUBSUB's subcommands take no keys; GETKEYS wants a subcommand it knows.
         // SPUBLISH's shard channel routes like a key, though Redis flags it "not a key".
