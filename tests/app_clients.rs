@@ -2,7 +2,8 @@
 //!
 //! Each library runs a script of application-like steps (tests/clients/: `app.py` for redis-py
 //! 8.x and 5.x, `node_redis.mjs`, `ioredis.mjs`; libraries pinned and installed under
-//! `target/clients/` by `scripts/install-clients`, which these tests call first). A script prints
+//! `target/clients/` by `scripts/install-clients`, which these tests call first; `rs/app.rs` for
+//! redis-rs, the dev-dependency, run in-process on a thread of its own). A script prints
 //! one JSON line per step and, last, the model of every acknowledged write of the steps that
 //! passed: `{"writes": {KEY: "value" | ["list", "items"] | null}}` (null: the key must not exist).
 //!
@@ -16,17 +17,18 @@
 //!   on the way to the dual-write phases) then copies those keys before `sync-dual-write`.
 
 mod common;
+#[path = "clients/rs/app.rs"]
+mod redis_rs_app;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use common::proxy::{ProxyProcess, set_phase};
 use common::sandbox::Sandbox;
-use common::{RedisCluster, RedisServer};
+use common::{Bounded as Output, RedisCluster, RedisServer, run_bounded};
 
 /// The steps every client runs through the proxy, in every phase. It grows as the proxy learns
 /// what real applications send; [`ALL_STEPS`] is the goal. To try others without editing this,
@@ -60,6 +62,8 @@ enum Client {
     NodeRedis,
     /// ioredis: `HELLO 3` by default, RESP2 on `NOPROTO`.
     Ioredis,
+    /// redis-rs (the `redis` crate): RESP2 by default.
+    RedisRs,
 }
 
 impl Client {
@@ -70,31 +74,34 @@ impl Client {
             Client::RedisPy5 => "redis-py5",
             Client::NodeRedis => "node-redis",
             Client::Ioredis => "ioredis",
+            Client::RedisRs => "redis-rs",
         }
     }
 
     /// The RESP version the library speaks in its default configuration against Redis 7.
     fn default_protocol(self) -> u64 {
         match self {
-            Client::RedisPy5 => 2,
+            Client::RedisPy5 | Client::RedisRs => 2,
             Client::RedisPy8 | Client::NodeRedis | Client::Ioredis => 3,
         }
     }
 
-    /// The command running this client's script, libraries taken from `clients`.
-    fn command(self, clients: &Path) -> Command {
+    /// The command running this client's script, libraries taken from `clients` (`None`: the
+    /// client runs in-process).
+    fn command(self, clients: &Path) -> Option<Command> {
         let scripts = repo().join("tests/clients");
         let (program, script) = match self {
             Client::RedisPy8 => (clients.join("py-redis8/bin/python"), scripts.join("py/app.py")),
             Client::RedisPy5 => (clients.join("py-redis5/bin/python"), scripts.join("py/app.py")),
             Client::NodeRedis => ("node".into(), scripts.join("node/node_redis.mjs")),
             Client::Ioredis => ("node".into(), scripts.join("node/ioredis.mjs")),
+            Client::RedisRs => return None,
         };
         let mut cmd = Command::new(program);
         cmd.arg(script)
             .env("CACHEMIG_CLIENTS_DIR", clients)
             .env("PYTHONDONTWRITEBYTECODE", "1");
-        cmd
+        Some(cmd)
     }
 }
 
@@ -103,48 +110,27 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// What a bounded child process did.
-struct Output {
-    /// The exit code; `None` when killed (by a signal, or on timeout).
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-    timed_out: bool,
-}
-
-/// Runs `cmd` to completion with stdout and stderr captured; kills it after `timeout`.
-fn run_bounded(mut cmd: Command, timeout: Duration) -> Output {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    let reader = |mut r: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            let _ = r.read_to_end(&mut buf);
-            String::from_utf8_lossy(&buf).into_owned()
-        })
-    };
-    let out = reader(Box::new(child.stdout.take().unwrap()));
-    let err = reader(Box::new(child.stderr.take().unwrap()));
-    let deadline = Instant::now() + timeout;
-    let (status, timed_out) = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break (status, false);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            break (child.wait().unwrap(), true);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    Output {
-        code: status.code(),
-        stdout: out.join().unwrap(),
-        stderr: err.join().unwrap(),
-        timed_out,
+/// Runs the redis-rs steps on a thread, bounded like a script (a step that hangs past
+/// [`SCRIPT_TIMEOUT`] is reported, its thread left behind).
+fn run_in_process(port: u16, prefix: &str, steps: &str) -> Output {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (prefix, steps) = (prefix.to_string(), steps.to_string());
+    std::thread::spawn(move || {
+        let _ = tx.send(redis_rs_app::run(port, &prefix, &steps));
+    });
+    match rx.recv_timeout(SCRIPT_TIMEOUT) {
+        Ok((stdout, ok)) => Output {
+            code: Some(if ok { 0 } else { 1 }),
+            stdout,
+            stderr: String::new(),
+            timed_out: false,
+        },
+        Err(e) => Output {
+            code: None,
+            stdout: String::new(),
+            stderr: format!("the redis-rs steps did not finish: {e}"),
+            timed_out: true,
+        },
     }
 }
 
@@ -201,9 +187,17 @@ struct AppRun {
 
 /// Runs `client`'s script against 127.0.0.1:`port` with `steps`, every key under `prefix`.
 fn run_app(client: Client, port: u16, prefix: &str, steps: &str) -> AppRun {
-    let mut cmd = client.command(&clients_dir());
-    cmd.args(["--port", &port.to_string(), "--prefix", prefix, "--steps", steps]);
-    let output = run_bounded(cmd, SCRIPT_TIMEOUT);
+    // The in-process client needs none of the installed libraries.
+    let external = (!matches!(client, Client::RedisRs))
+        .then(|| client.command(&clients_dir()))
+        .flatten();
+    let output = match external {
+        Some(mut cmd) => {
+            cmd.args(["--port", &port.to_string(), "--prefix", prefix, "--steps", steps]);
+            run_bounded(cmd, SCRIPT_TIMEOUT)
+        }
+        None => run_in_process(port, prefix, steps),
+    };
     let mut run = AppRun {
         label: format!("{} on port {port}, prefix {prefix}", client.name()),
         output,
@@ -484,7 +478,7 @@ fn baseline(client: Client) {
 
 /// The proxy's `/status`, or `None` when it does not answer (e.g. it exited).
 fn try_status(proxy: &ProxyProcess) -> Option<serde_json::Value> {
-    use std::io::Write;
+    use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", proxy.metrics_port)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     let request = "GET /status HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
@@ -579,6 +573,43 @@ fn through_the_proxy(client: Client) {
     );
 }
 
+/// node-redis's opt-in client-side cache (`RESP: 3, clientSideCache`; no popular client enables
+/// one by default, and redis-py's `cache_config` wants Redis 7.4): against Redis a write by
+/// another client invalidates the cached value; through the proxy, which refuses `CLIENT
+/// TRACKING`, the client fails at connect with that refusal instead of serving stale values.
+#[test]
+fn node_redis_client_side_cache_fails_clearly_at_connect_through_the_proxy() {
+    let tracking = |run: &AppRun| {
+        run.assert_ok("tracking");
+        let step = run.steps.iter().find(|s| s["step"] == "tracking").unwrap();
+        step["tracking"].as_str().unwrap_or_default().to_string()
+    };
+    let server = RedisServer::start();
+    let run = run_app(Client::NodeRedis, server.port(), "token:csc:base:", "tracking");
+    assert_eq!(tracking(&run), "on", "{}", run.transcript());
+    let sb = Sandbox::start();
+    let proxy = ProxyProcess::start(&sb, "p1");
+    let mut generation = 0;
+    let mut model = Model::new();
+    for phase in ["planned", "sync-dual-write", "read-cutover"] {
+        enter(&sb, &proxy, &mut generation, phase);
+        let run = run_app(
+            Client::NodeRedis,
+            proxy.port,
+            &format!("token:csc:{phase}:"),
+            "tracking",
+        );
+        assert_eq!(tracking(&run), "refused", "{phase}\n{}", run.transcript());
+        wait_status(&proxy, "the mirror drained", |s| s["mirror"]["drained"] == true);
+        if phase == "planned" {
+            sb.cachemig(&["verify", "--repair"]).assert_success();
+        }
+        model.extend(run.writes.clone());
+        let found = differences(&sb, "token:csc:", &model);
+        assert!(found.is_empty(), "{phase}: {found:#?}");
+    }
+}
+
 #[test]
 fn redis_py_8_passes_every_step_against_plain_redis() {
     baseline(Client::RedisPy8);
@@ -597,6 +628,16 @@ fn node_redis_passes_every_step_against_plain_redis() {
 #[test]
 fn ioredis_passes_every_step_against_plain_redis() {
     baseline(Client::Ioredis);
+}
+
+#[test]
+fn redis_rs_passes_every_step_against_plain_redis() {
+    baseline(Client::RedisRs);
+}
+
+#[test]
+fn redis_rs_works_through_the_proxy_in_every_phase() {
+    through_the_proxy(Client::RedisRs);
 }
 
 #[test]

@@ -141,3 +141,158 @@ fn a_subscriber_on_one_proxy_hears_every_message_published_through_another_acros
     let pong = exchange(&mut s2, &resp(&["PING"]), b"$0\r\n\r\n");
     assert_eq!(pong, "*2\r\n$4\r\npong\r\n$0\r\n\r\n");
 }
+
+/// The payloads of every `smessage` frame in `text` (RESP2 arrays or RESP3 pushes), in order.
+fn shard_payloads(text: &str) -> Vec<(String, String)> {
+    let bulk = |s: &str| -> (String, usize) {
+        // "$<n>\r\n<data>\r\n": the data and the length of the whole frame.
+        let (len, rest) = s[1..].split_once("\r\n").unwrap();
+        let n: usize = len.parse().unwrap();
+        (rest[..n].to_string(), 1 + len.len() + 2 + n + 2)
+    };
+    text.split("$8\r\nsmessage\r\n")
+        .skip(1)
+        .map(|part| {
+            let (channel, used) = bulk(part);
+            (channel, bulk(&part[used..]).0)
+        })
+        .collect()
+}
+
+/// Reads from `s` until `count` shard messages arrived; their (channel, payload)s.
+fn read_shard_messages(s: &mut std::net::TcpStream, count: usize) -> Vec<(String, String)> {
+    let mut text = String::new();
+    while shard_payloads(&text).len() < count || !text.ends_with("\r\n") {
+        text += &exchange(s, b"", b"\r\n");
+    }
+    shard_payloads(&text)
+}
+
+/// The id and port of the master of the new cluster that owns `slot`.
+fn owner_of(sb: &Sandbox, slot: u16) -> (String, u16) {
+    let nodes: String = sb.target.masters()[0].query(&["CLUSTER", "NODES"]);
+    for line in nodes.lines() {
+        let f: Vec<&str> = line.split(' ').collect();
+        let owns = |r: &&str| match r.split_once('-') {
+            Some((a, b)) => (a.parse().unwrap_or(u16::MAX)..=b.parse().unwrap_or(0)).contains(&slot),
+            None => r.parse::<u16>().ok() == Some(slot),
+        };
+        if f[2].contains("master") && f[8..].iter().any(owns) {
+            let port = f[1].split('@').next().unwrap().rsplit(':').next().unwrap();
+            return (f[0].to_string(), port.parse().unwrap());
+        }
+    }
+    panic!("no master owns slot {slot}:\n{nodes}");
+}
+
+/// Moves an empty `slot` to another master, as a resharding does; the new owner's port.
+fn move_slot(sb: &Sandbox, slot: u16) -> u16 {
+    let (from_id, from_port) = owner_of(sb, slot);
+    let masters = sb.target.masters();
+    let from = masters.iter().find(|m| m.port() == from_port).unwrap();
+    let to = masters.iter().find(|m| m.port() != from_port).unwrap();
+    let to_id: String = to.query(&["CLUSTER", "MYID"]);
+    let slot = slot.to_string();
+    let _: () = to.query(&["CLUSTER", "SETSLOT", &slot, "IMPORTING", &from_id]);
+    let _: () = from.query(&["CLUSTER", "SETSLOT", &slot, "MIGRATING", &to_id]);
+    for m in std::iter::once(to).chain(std::iter::once(from)).chain(
+        masters
+            .iter()
+            .filter(|m| m.port() != from_port && m.port() != to.port()),
+    ) {
+        let _: () = m.query(&["CLUSTER", "SETSLOT", &slot, "NODE", &to_id]);
+    }
+    to.port()
+}
+
+/// Publishes the next message on `channel`, through the proxies in turn; both subscribers hear it.
+fn spublish(publishers: &mut [redis::Connection; 2], channel: &str, sent: &mut Vec<(String, String)>) {
+    let payload = format!("m{}", sent.len());
+    let conn = &mut publishers[sent.len() % 2];
+    let heard: i64 = redis::cmd("SPUBLISH")
+        .arg(channel)
+        .arg(&payload)
+        .query(conn)
+        .unwrap();
+    assert_eq!(heard, 2, "SPUBLISH {channel} reached both subscribers");
+    sent.push((channel.to_string(), payload));
+}
+
+#[test]
+fn a_shard_subscriber_on_one_proxy_hears_every_spublish_through_another_across_switches_and_a_slot_move() {
+    let sb = Sandbox::start();
+    let (p1, p2) = (ProxyProcess::start(&sb, "p1"), ProxyProcess::start(&sb, "p2"));
+    let channels = ["shard:{a}", "shard:{b}", "shard:{c}"];
+    // RESP2 subscriber mode on p1, RESP3 pushes on p2; every channel confirmed with the shard count.
+    let mut s2 = raw(&p1);
+    let mut req = resp(&["SSUBSCRIBE", channels[0], channels[1]]);
+    req.extend(resp(&["SSUBSCRIBE", channels[2]]));
+    let confirmed = exchange(&mut s2, &req, b":3\r\n");
+    let want: String = channels
+        .iter()
+        .enumerate()
+        .map(|(i, c)| format!("*3\r\n$10\r\nssubscribe\r\n$9\r\n{c}\r\n:{}\r\n", i + 1))
+        .collect();
+    assert_eq!(confirmed, want);
+    let mut s3 = raw(&p2);
+    exchange(&mut s3, &resp(&["HELLO", "3"]), b"*0\r\n");
+    let mut req = Vec::new();
+    for c in channels {
+        req.extend(resp(&["SSUBSCRIBE", c]));
+    }
+    let confirmed = exchange(&mut s3, &req, b":3\r\n");
+    assert!(
+        confirmed.starts_with(">3\r\n$10\r\nssubscribe\r\n"),
+        "{confirmed}"
+    );
+    let mut publishers = [p1.conn(), p2.conn()];
+    let mut sent = Vec::new();
+    let phases = [
+        "planned",
+        "sync-dual-write",
+        "read-cutover",
+        "write-stop",
+        "read-cutover",
+    ];
+    for (generation, name) in phases.iter().enumerate() {
+        let generation = generation as u64 + 1;
+        set_phase(&sb.flag_path(), name, generation, false, 0.0);
+        // Publish while the proxies apply the switch.
+        for i in 0..15 {
+            spublish(&mut publishers, channels[i % 3], &mut sent);
+        }
+        p1.wait_generation(generation);
+        p2.wait_generation(generation);
+    }
+    // A resharding moves a channel's slot: its node drops the subscription, the proxy places it
+    // on the new owner (a message published before that would be lost, as for a direct client).
+    let slot = redis::cmd("CLUSTER")
+        .arg("KEYSLOT")
+        .arg(channels[0])
+        .query::<u16>(&mut sb.target.masters()[0].conn())
+        .unwrap();
+    let to = move_slot(&sb, slot);
+    let owner = sb.target.masters().iter().find(|m| m.port() == to).unwrap();
+    common::wait_for(
+        "both subscriptions on the new owner",
+        Duration::from_secs(10),
+        || {
+            let counts: Vec<redis::Value> = owner.query(&["PUBSUB", "SHARDNUMSUB", channels[0]]);
+            counts.get(1) == Some(&redis::Value::Int(2))
+        },
+    );
+    for _ in 0..10 {
+        spublish(&mut publishers, channels[0], &mut sent);
+    }
+    let mut expected = sent.clone();
+    expected.sort();
+    for (what, s) in [("RESP2 on p1", &mut s2), ("RESP3 on p2", &mut s3)] {
+        let mut heard = read_shard_messages(s, sent.len());
+        heard.sort();
+        assert_eq!(heard, expected, "{what}: every message exactly once");
+    }
+    // SUNSUBSCRIBE with no channel leaves them all; the client leaves subscriber mode.
+    let left = exchange(&mut s2, &resp(&["SUNSUBSCRIBE"]), b":0\r\n");
+    assert_eq!(left.matches("sunsubscribe").count(), 3, "{left}");
+    assert_eq!(exchange(&mut s2, &resp(&["PING"]), b"\r\n"), "+PONG\r\n");
+}

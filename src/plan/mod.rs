@@ -120,6 +120,9 @@ pub struct ProxySettings {
     /// The variable holding the password clients must AUTH with at the proxy (`cachemig proxy`
     /// refuses to start when it is named but unset).
     pub password_env: Option<String>,
+    /// Whether `FLUSHDB`/`FLUSHALL` through a proxy are applied (to both sides, sparing
+    /// cachemig's own keys) instead of refused.
+    pub allow_flush: bool,
 }
 
 mod humantime_serde_secs {

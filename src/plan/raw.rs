@@ -117,6 +117,7 @@ pub struct RawProxies {
     pub heartbeat_timeout: Option<SpannedStr>,
     pub max_write_pause: Option<SpannedStr>,
     pub password_env: Option<SpannedStr>,
+    pub allow_flush: Option<bool>,
 }
 
 /// Every key a plan may contain, with an example, for "did you mean" and type hints.
@@ -158,6 +159,7 @@ pub const KEY_EXAMPLES: &[(&str, &str)] = &[
     ("expected", "expected = 2"),
     ("heartbeat_timeout", "heartbeat_timeout = \"10s\""),
     ("max_write_pause", "max_write_pause = \"5s\""),
+    ("allow_flush", "allow_flush = false"),
 ];
 
 /// The example line for `key`, if it is a known plan key.

@@ -275,6 +275,7 @@ fn resolve_in(cx: &Ctx, raw: RawPlan, catalog: &Catalog) -> Result<Plan, PlanErr
             "5s",
         )?,
         password_env: cx.env_name(&raw_proxies.and_then(|p| p.password_env.clone()))?,
+        allow_flush: raw_proxies.and_then(|p| p.allow_flush).unwrap_or(false),
     };
 
     let sha256 = hex::encode(Sha256::digest(text.as_bytes()));

@@ -196,16 +196,26 @@ impl Backend {
     /// hold (WATCH) or waits it must not impose on others (blocking commands). It closes when
     /// the last handle is dropped.
     pub async fn dedicated(&self, slot: Option<u16>, proto: Proto) -> NodeConn {
-        let addr = match &self.kind {
-            Kind::Node(node) => node.addr().to_string(),
-            Kind::Cluster(cluster) => cluster.owner(slot).await,
-        };
+        let addr = self.owner(slot).await;
+        self.dedicated_at(&addr, proto)
+    }
+
+    /// A connection of its own to the node at `addr` (see [`Backend::dedicated`]).
+    pub fn dedicated_at(&self, addr: &str, proto: Proto) -> NodeConn {
         let login = Login {
             proto,
             hung_after: None,
             ..self.login.clone()
         };
-        NodeConn::spawn(self.label, &addr, login, self.errors.clone())
+        NodeConn::spawn(self.label, addr, login, self.errors.clone())
+    }
+
+    /// The address of the node serving `slot` (`None`: any master; a standalone side's node).
+    pub async fn owner(&self, slot: Option<u16>) -> String {
+        match &self.kind {
+            Kind::Node(node) => node.addr().to_string(),
+            Kind::Cluster(cluster) => cluster.owner(slot).await,
+        }
     }
 
     /// One shared RESP2 connection to every master, in slot-map order (a standalone side has
@@ -229,10 +239,12 @@ impl Backend {
     /// push frames, and no hung-node timeout: a quiet channel is not a hung node). On a cluster
     /// any master will do: `PUBLISH` reaches every node.
     pub async fn subscriber(&self) -> (String, Login) {
-        let addr = match &self.kind {
-            Kind::Node(node) => node.addr().to_string(),
-            Kind::Cluster(cluster) => cluster.owner(None).await,
-        };
+        self.subscriber_for(None).await
+    }
+
+    /// The same for a shard channel (`SSUBSCRIBE`) of `slot`, which lives on its slot's owner.
+    pub async fn subscriber_for(&self, slot: Option<u16>) -> (String, Login) {
+        let addr = self.owner(slot).await;
         let login = Login {
             proto: Proto::Resp3,
             hung_after: None,

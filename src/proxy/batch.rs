@@ -26,6 +26,7 @@ use super::local::{self, Session};
 use super::pubsub;
 use super::resp::{Proto, Reply, Request};
 use super::tx::{self, TxStep};
+use super::wait;
 use super::{Applied, Proxy};
 use crate::keys::RESERVED_PREFIX;
 use crate::phase::Side;
@@ -72,16 +73,22 @@ enum Step {
     PubSub(Vec<Bytes>),
     /// A function-library command ([`functions`]).
     Function(Vec<Bytes>),
+    /// WAIT ([`wait`]), on connections of its own to the nodes the client wrote.
+    Wait(Vec<Bytes>),
+    /// FLUSHDB/FLUSHALL, where the plan allows them ([`keyspace::flush`]).
+    Flush(Vec<Bytes>),
 }
 
 impl Step {
     fn writes(&self) -> bool {
         match self {
-            Step::Reply(_) | Step::Keyspace(_) | Step::PubSub(_) => false,
+            Step::Reply(_) | Step::Keyspace(_) | Step::PubSub(_) | Step::Wait(_) => false,
             // A library change is not a key write: nothing to mirror or fence.
             Step::Function(_) => false,
             Step::Forward(_, write) | Step::Blocking(_, write) => *write,
             Step::Tx(step) => step.writes(),
+            // Deletes keys on both sides: fenced and counted in flight like any write.
+            Step::Flush(_) => true,
         }
     }
 }
@@ -93,13 +100,17 @@ struct Segment {
     items: Vec<(usize, Call, bool)>,
 }
 
-/// Routes and answers one batch; one reply per request, in order (fewer after a QUIT).
+/// Routes and answers one batch; one reply per request, in order (fewer after a QUIT, and none
+/// for the requests `CLIENT REPLY` mutes).
 pub async fn handle(proxy: &Arc<Proxy>, session: &mut Session, batch: Vec<Request>) -> Vec<Reply> {
     // Classifying needs no routing, so it comes first: each command is looked up once, and the
     // batch knows whether it writes before it takes its routing snapshot.
     let mut steps = Vec::with_capacity(batch.len());
+    // CLIENT REPLY OFF|SKIP: which replies the client does not get (known as each is classified).
+    let mut muted = Vec::with_capacity(batch.len());
     for request in batch {
         steps.push(classify(proxy, session, request).await);
+        muted.push(session.replies.muted());
         if session.quit {
             break; // nothing after QUIT is answered
         }
@@ -158,6 +169,16 @@ pub async fn handle(proxy: &Arc<Proxy>, session: &mut Session, batch: Vec<Reques
                 replies[i] = Some(functions::answer(proxy, &applied, &args, proto).await);
                 continue;
             }
+            Step::Flush(args) => {
+                flush(proxy, &applied, &mut segment, &mut replies, proto).await;
+                replies[i] = Some(keyspace::flush(proxy, &args).await);
+                continue;
+            }
+            Step::Wait(args) => {
+                flush(proxy, &applied, &mut segment, &mut replies, proto).await;
+                replies[i] = Some(wait::answer(proxy, &applied, &session.written, &args).await);
+                continue;
+            }
             Step::Blocking(call, write) => {
                 flush(proxy, &applied, &mut segment, &mut replies, proto).await;
                 let reply = run_blocking(proxy, session, &mut applied, &mut in_flight, &call, write).await;
@@ -177,7 +198,11 @@ pub async fn handle(proxy: &Arc<Proxy>, session: &mut Session, batch: Vec<Reques
     drop(in_flight);
     replies
         .into_iter()
-        .map(|r| r.unwrap_or_else(|| Reply::error("ERR cachemig: internal error: request left unanswered")))
+        .zip(muted)
+        .filter(|(_, muted)| !muted)
+        .map(|(r, _)| {
+            r.unwrap_or_else(|| Reply::error("ERR cachemig: internal error: request left unanswered"))
+        })
         .collect()
 }
 
@@ -278,7 +303,17 @@ async fn classify(proxy: &Proxy, session: &mut Session, request: Request) -> Ste
         }
         Class::PubSub if session.multi.is_none() => Step::PubSub(args),
         Class::Function if session.multi.is_none() => Step::Function(args),
-        Class::PubSub | Class::Function => {
+        Class::Wait if session.multi.is_none() => Step::Wait(args),
+        Class::Flush if !proxy.allow_flush => {
+            proxy.metrics.rejected.inc();
+            let refusal = Reply::error(format!(
+                "ERR cachemig: {} would bypass the migration's key mirroring; set [proxies] allow_flush = true in the plan to apply it to both sides",
+                spec.name
+            ));
+            queued_or(proxy, session, Err(refusal))
+        }
+        Class::Flush if session.multi.is_none() => Step::Flush(args),
+        Class::PubSub | Class::Function | Class::Wait | Class::Flush => {
             let refusal = Reply::error(format!("ERR cachemig: {} inside a transaction", spec.name));
             queued_or(proxy, session, Err(refusal))
         }
@@ -291,6 +326,11 @@ async fn classify(proxy: &Proxy, session: &mut Session, request: Request) -> Ste
         }
         Class::Read | Class::Write => {
             let resolved = resolve(proxy, spec, args, raw);
+            if let Ok(call) = &resolved
+                && spec.class == Class::Write
+            {
+                session.written.record(call);
+            }
             if session.multi.is_some() {
                 return queued_or(proxy, session, resolved);
             }
@@ -340,6 +380,18 @@ fn queued_or(proxy: &Proxy, session: &mut Session, resolved: Result<Call, Reply>
 /// migrate with keys that do not.
 fn resolve(proxy: &Proxy, spec: &'static command::Spec, args: Vec<Bytes>, raw: Bytes) -> Result<Call, Reply> {
     let keys = spec.key_indices(args.len(), &args);
+    if spec.name == "SPUBLISH" {
+        // A shard channel is not data: it routes by its slot, to the read side whatever the
+        // plan's [keys] say, as PUBLISH does.
+        return Ok(Call {
+            on_primary: false,
+            migrates: true,
+            args,
+            raw,
+            spec,
+            keys,
+        });
+    }
     if keys.iter().any(|&k| args[k].starts_with(RESERVED_PREFIX)) {
         return Err(Reply::error(
             "ERR cachemig: keys under __cachemig: are reserved for the migration's own bookkeeping",

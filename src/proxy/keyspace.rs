@@ -10,6 +10,9 @@
 //! a scan may continue on any connection, and it inherits `SCAN`'s guarantee per node (a key
 //! present for the whole scan is returned at least once) as long as the set of masters does not
 //! change during the scan.
+//!
+//! `FLUSHDB`/`FLUSHALL`, where the plan allows them ([`flush`]), walk the masters the same way and
+//! delete what the application owns, sparing cachemig's own keys.
 
 use bytes::Bytes;
 use redis::Value;
@@ -231,4 +234,68 @@ async fn randomkey(proxy: &Proxy, nodes: &[(NodeConn, Keep)], proto: Proto) -> R
         }
     }
     Ok(Reply::null(proto))
+}
+
+/// FLUSHDB/FLUSHALL `[ASYNC|SYNC]`, where the plan allows them: every key of old (the
+/// application's whole database there) and every migrated key of new is deleted, master by
+/// master (SCAN, then UNLINK of each key), sparing cachemig's own keys (`__cachemig:*`: reports,
+/// the generation beacon, key-sync leases), which a real FLUSHALL would destroy. Not atomic:
+/// a write that lands while the walk runs may survive it.
+pub async fn flush(proxy: &Proxy, args: &[Bytes]) -> Reply {
+    let mode_ok = |m: &Bytes| matches!(m.to_ascii_uppercase().as_slice(), b"ASYNC" | b"SYNC");
+    if args.len() > 2 || args.get(1).is_some_and(|m| !mode_ok(m)) {
+        return Reply::error("ERR syntax error");
+    }
+    let mut nodes: Vec<(NodeConn, Keep)> = proxy
+        .old
+        .masters()
+        .await
+        .into_iter()
+        .map(|n| (n, Keep::All))
+        .collect();
+    nodes.extend(
+        proxy
+            .new
+            .masters()
+            .await
+            .into_iter()
+            .map(|n| (n, Keep::Migrating)),
+    );
+    for (node, keep) in &nodes {
+        if let Err(e) = clear(proxy, node, *keep).await {
+            return e;
+        }
+    }
+    Reply::ok()
+}
+
+/// Deletes the keys of `node` that `keep` selects.
+async fn clear(proxy: &Proxy, node: &NodeConn, keep: Keep) -> Result<(), Reply> {
+    let mut cursor = "0".to_string();
+    loop {
+        let value = ask(node, &[b"SCAN", cursor.as_bytes(), b"COUNT", b"1000"]).await?;
+        let Value::Array(parts) = value else {
+            return Err(Reply::error("ERR cachemig: unexpected SCAN reply"));
+        };
+        let unlinks: Vec<Bytes> = parts
+            .get(1)
+            .map(bulks)
+            .unwrap_or_default()
+            .iter()
+            .filter(|k| kept(proxy, keep, k))
+            .map(|k| encode_request(&[b"UNLINK".as_slice(), k]))
+            .collect();
+        if !unlinks.is_empty()
+            && let Some(e) = node.send(unlinks).await.into_iter().find(Reply::is_error)
+        {
+            return Err(e);
+        }
+        cursor = match parts.first() {
+            Some(Value::BulkString(c)) => String::from_utf8_lossy(c).into_owned(),
+            _ => return Ok(()),
+        };
+        if cursor == "0" {
+            return Ok(());
+        }
+    }
 }

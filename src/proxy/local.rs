@@ -10,6 +10,7 @@ use super::blocking::Pinned;
 use super::pubsub::{Message, PubSub, subscriber_mode};
 use super::resp::{Proto, Reply};
 use super::tx::{Multi, Watch};
+use super::wait::Written;
 use super::{Proxy, cluster_view};
 
 /// Per-connection state.
@@ -37,6 +38,52 @@ pub struct Session {
     pub pubsub: Option<PubSub>,
     /// Where the subscriber connections deliver messages for this client.
     pub messages: Option<mpsc::UnboundedSender<Message>>,
+    /// CLIENT REPLY: which replies the client gets.
+    pub replies: Replies,
+    /// Where the client's writes went since its last WAIT.
+    pub written: Written,
+}
+
+/// `CLIENT REPLY ON|OFF|SKIP`, as Redis keeps it: `OFF` drops every reply (its own too) until
+/// `ON`, `SKIP` drops its own reply and the next command's.
+#[derive(Default)]
+pub struct Replies {
+    off: bool,
+    /// The command being handled is the one after a `SKIP`.
+    skip: bool,
+    /// A `SKIP` was just handled: the next command is skipped.
+    skip_next: bool,
+    /// The command being handled is `CLIENT REPLY OFF|SKIP`, which never answers.
+    silent: bool,
+}
+
+impl Replies {
+    /// Called once after each command: whether its reply is dropped.
+    pub fn muted(&mut self) -> bool {
+        let muted = self.off || self.skip || self.silent;
+        self.skip = std::mem::take(&mut self.skip_next);
+        self.silent = false;
+        muted
+    }
+
+    fn set(&mut self, mode: &[u8]) -> Reply {
+        match mode.to_ascii_uppercase().as_slice() {
+            b"ON" => {
+                self.off = false;
+                self.skip = false;
+            }
+            b"OFF" => {
+                self.off = true;
+                self.silent = true;
+            }
+            b"SKIP" => {
+                self.skip_next = !self.off;
+                self.silent = true;
+            }
+            _ => return Reply::error("ERR syntax error"),
+        }
+        Reply::ok()
+    }
 }
 
 /// Answers a local command.
@@ -210,7 +257,9 @@ fn client(session: &mut Session, sub: Option<&str>, args: &[Bytes]) -> Reply {
             "ERR cachemig: CLIENT {} is not supported by the proxy (no client-side caching through it)",
             sub.unwrap_or_default()
         )),
-        Some("LIST" | "INFO" | "KILL" | "PAUSE" | "UNPAUSE" | "UNBLOCK" | "REPLY") => Reply::error(format!(
+        Some("REPLY") if args.len() == 3 => session.replies.set(&args[2]),
+        Some("REPLY") => wrong_args("client|reply"),
+        Some("LIST" | "INFO" | "KILL" | "PAUSE" | "UNPAUSE" | "UNBLOCK") => Reply::error(format!(
             "ERR cachemig: CLIENT {} is not supported by the proxy",
             sub.unwrap_or_default()
         )),
@@ -249,6 +298,41 @@ fn info(proxy: &Proxy, proto: Proto) -> Reply {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Feeds `CLIENT REPLY <mode>` (or, for `None`, another command) and says which were muted.
+    fn replies(script: &[Option<&str>]) -> Vec<bool> {
+        let mut r = Replies::default();
+        script
+            .iter()
+            .map(|mode| {
+                if let Some(mode) = mode {
+                    assert!(!r.set(mode.as_bytes()).is_error());
+                }
+                r.muted()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn client_reply_mutes_as_redis_does() {
+        // SKIP: itself and the next command; then replies again.
+        assert_eq!(replies(&[Some("skip"), None, None]), [true, true, false]);
+        // OFF until ON; ON itself answers.
+        assert_eq!(
+            replies(&[Some("OFF"), None, Some("ON"), None]),
+            [true, true, false, false]
+        );
+        // SKIP while OFF changes nothing; SKIP twice skips the second SKIP and the next one.
+        assert_eq!(
+            replies(&[Some("OFF"), Some("SKIP"), Some("ON"), None]),
+            [true, true, false, false]
+        );
+        assert_eq!(
+            replies(&[Some("SKIP"), Some("SKIP"), None, None]),
+            [true, true, true, false]
+        );
+        assert!(Replies::default().set(b"MAYBE").is_error());
+    }
 
     #[test]
     fn password_comparison() {

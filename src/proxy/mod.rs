@@ -9,8 +9,8 @@
 //! - [`client`], [`batch`], [`hooks`], [`local`]: one client connection, routing a batch of its
 //!   requests (segments, fence), the mirror and shadow hooks, and the commands the proxy answers
 //!   itself;
-//! - [`tx`], [`scripts`], [`blocking`], [`cluster_view`]: transactions, Lua scripts, blocking
-//!   commands, and the one-node cluster a cluster client sees;
+//! - [`tx`], [`scripts`], [`blocking`], [`wait`], [`cluster_view`]: transactions, Lua scripts, blocking
+//!   commands, WAIT, and the one-node cluster a cluster client sees;
 //! - [`functions`]: FUNCTION libraries on every master of both sides;
 //! - [`pubsub`]: subscriptions held on both sides, messages pushed to the client;
 //! - [`keyspace`]: SCAN, KEYS, DBSIZE and RANDOMKEY over every master of the side holding the keys;
@@ -46,6 +46,7 @@ pub mod server;
 pub mod shadow;
 pub mod stale;
 pub mod tx;
+pub mod wait;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
@@ -90,6 +91,8 @@ pub struct Proxy {
     pub sync_timeout: Duration,
     /// `[dual_write] reverse_mirror`.
     pub reverse_mirror: bool,
+    /// `[proxies] allow_flush`: FLUSHDB/FLUSHALL applied to both sides instead of refused.
+    pub allow_flush: bool,
     /// Write segments sent but not yet mirrored: the fence is acknowledged only at zero.
     pub writes_in_flight: AtomicUsize,
     /// Script bodies seen, for answering NOSCRIPT.

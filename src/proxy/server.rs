@@ -102,6 +102,7 @@ pub async fn run(plan: Plan, options: Options) -> Result<()> {
         filter: plan.keys.clone(),
         sync_timeout: Duration::from_millis(plan.dual_write.sync_timeout_ms),
         reverse_mirror: plan.dual_write.reverse_mirror,
+        allow_flush: plan.proxies.allow_flush,
         writes_in_flight: AtomicUsize::new(0),
         scripts: Default::default(),
         server_version,

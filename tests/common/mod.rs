@@ -436,40 +436,66 @@ impl Cachemig {
     /// Runs to completion (bounded by the timeout) and captures the output.
     pub fn run(self) -> Run {
         let (command, timeout) = (self.describe(), self.timeout);
-        let mut child = self.spawn();
-        let reader = |mut r: Box<dyn Read + Send>| {
-            std::thread::spawn(move || {
-                let mut buf = Vec::new();
-                let _ = r.read_to_end(&mut buf);
-                String::from_utf8_lossy(&buf).into_owned()
-            })
-        };
-        let out = reader(Box::new(child.stdout.take().unwrap()));
-        let err = reader(Box::new(child.stderr.take().unwrap()));
-        let deadline = Instant::now() + timeout;
-        let status = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                let run = Run {
-                    command,
-                    status: -1,
-                    stdout: out.join().unwrap(),
-                    stderr: err.join().unwrap(),
-                };
-                run.fail(&format!("timed out after {timeout:?}"));
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        };
-        Run {
+        let out = run_bounded(self.cmd, timeout);
+        let run = Run {
             command,
-            status: status.code().unwrap_or(-1),
-            stdout: out.join().unwrap(),
-            stderr: err.join().unwrap(),
+            status: out.code.unwrap_or(-1),
+            stdout: out.stdout,
+            stderr: out.stderr,
+        };
+        if out.timed_out {
+            run.fail(&format!("timed out after {timeout:?}"));
         }
+        run
+    }
+}
+
+/// What a bounded child process did.
+pub struct Bounded {
+    /// The exit code; `None` when killed (by a signal, or on timeout).
+    pub code: Option<i32>,
+    /// Everything written to stdout.
+    pub stdout: String,
+    /// Everything written to stderr.
+    pub stderr: String,
+    /// Whether it was killed for running past its timeout.
+    pub timed_out: bool,
+}
+
+/// Runs `cmd` to completion with stdin null and stdout and stderr captured; kills it after
+/// `timeout`.
+pub fn run_bounded(mut cmd: Command, timeout: Duration) -> Bounded {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let reader = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = r.read_to_end(&mut buf);
+            String::from_utf8_lossy(&buf).into_owned()
+        })
+    };
+    let out = reader(Box::new(child.stdout.take().unwrap()));
+    let err = reader(Box::new(child.stderr.take().unwrap()));
+    let deadline = Instant::now() + timeout;
+    let (status, timed_out) = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break (status, false);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break (child.wait().unwrap(), true);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    Bounded {
+        code: status.code(),
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
+        timed_out,
     }
 }
 

@@ -32,6 +32,11 @@ pub enum Class {
     PubSub,
     /// FUNCTION: libraries changed on every master of both sides.
     Function,
+    /// WAIT: on connections of its own to the write primary's nodes the client wrote.
+    Wait,
+    /// FLUSHDB, FLUSHALL: refused unless the plan allows them; then every key of both sides but
+    /// cachemig's own is deleted.
+    Flush,
     /// Refused with `-ERR cachemig: <CMD> <reason>`; the &'static str is the reason.
     Reject(&'static str),
 }

@@ -80,7 +80,6 @@ impl Spec {
     }
 }
 
-const SHARDED: &str = "sharded pub/sub is not supported by the proxy yet; use SUBSCRIBE and PUBLISH";
 const BYPASS: &str = "would bypass the migration's key mirroring";
 const ADMIN: &str = "admin commands go to the servers directly, not through the proxy";
 
@@ -260,7 +259,8 @@ pub(super) static TABLE: &[Spec] = &[
     write("XSETID", -3, K1),
     // Pub/sub messages are not data: they need no mirroring, so they ride the read side.
     read("PUBLISH", 3, NO),
-    read("SPUBLISH", 3, NO),
+    // A shard channel lives on its slot's node; never shadowed (a second publish).
+    read("SPUBLISH", 3, K1).rand(),
     read("TIME", 1, NO).rand(),
     // Connection state lives in the proxy.
     local("PING", -1),
@@ -314,8 +314,8 @@ pub(super) static TABLE: &[Spec] = &[
     spec("PSUBSCRIBE", Class::PubSub, -2, NO),
     spec("UNSUBSCRIBE", Class::PubSub, -1, NO),
     spec("PUNSUBSCRIBE", Class::PubSub, -1, NO),
-    reject("SSUBSCRIBE", -2, SHARDED),
-    reject("SUNSUBSCRIBE", -1, SHARDED),
+    spec("SSUBSCRIBE", Class::PubSub, -2, NO),
+    spec("SUNSUBSCRIBE", Class::PubSub, -1, NO),
     // Counts the subscribers of the read side (every proxy subscriber is subscribed on both).
     read("PUBSUB", -2, NO).rand(),
     reject(
@@ -323,8 +323,9 @@ pub(super) static TABLE: &[Spec] = &[
         1,
         "would show one server's traffic, not the application's; run it on a server",
     ),
-    reject("FLUSHALL", -1, BYPASS),
-    reject("FLUSHDB", -1, BYPASS),
+    // Refused unless `[proxies] allow_flush` (proxy::keyspace::flush).
+    spec("FLUSHALL", Class::Flush, -1, NO),
+    spec("FLUSHDB", Class::Flush, -1, NO),
     reject("SWAPDB", 3, BYPASS),
     reject("MOVE", 3, BYPASS),
     reject("MIGRATE", -6, BYPASS),
@@ -357,9 +358,8 @@ pub(super) static TABLE: &[Spec] = &[
     reject("SYNC", 1, ADMIN),
     reject("PSYNC", -3, ADMIN),
     reject("REPLCONF", -1, ADMIN),
-    reject("WAIT", 3, ADMIN),
-    // 7.2; absent from 7.0 but harmless to know.
-    reject("WAITAOF", 4, ADMIN),
+    // Replicas that hold the client's writes (proxy::wait). WAITAOF is 7.2: unknown, as to 7.0.
+    spec("WAIT", Class::Wait, 3, NO),
     reject("ACL", -2, ADMIN),
     reject("SLOWLOG", -2, ADMIN),
     reject("LATENCY", -2, ADMIN),

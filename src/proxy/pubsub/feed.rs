@@ -1,7 +1,8 @@
-//! One subscriber connection to one side: it holds a client's subscriptions there, re-subscribes
-//! after a reconnect, and hands every message it receives to the client's connection.
+//! One subscriber connection to one node: it holds a client's subscriptions there, re-subscribes
+//! after a reconnect, and hands every message it receives to the client's connection. A shard
+//! channel the node refuses (`MOVED`) or drops (its slot moved away) is handed back as lost.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -23,6 +24,8 @@ pub enum Kind {
     Channel,
     /// PSUBSCRIBE.
     Pattern,
+    /// SSUBSCRIBE: a shard channel, on the node owning its slot.
+    Shard,
 }
 
 impl Kind {
@@ -30,6 +33,7 @@ impl Kind {
         match self {
             Kind::Channel => "SUBSCRIBE",
             Kind::Pattern => "PSUBSCRIBE",
+            Kind::Shard => "SSUBSCRIBE",
         }
     }
 
@@ -37,6 +41,7 @@ impl Kind {
         match self {
             Kind::Channel => "UNSUBSCRIBE",
             Kind::Pattern => "PUNSUBSCRIBE",
+            Kind::Shard => "SUNSUBSCRIBE",
         }
     }
 }
@@ -56,8 +61,15 @@ impl Message {
     }
 }
 
+/// Told when a subscription is confirmed.
+pub type Confirm = oneshot::Sender<()>;
+
+/// Where a feed hands a shard channel it lost (refused with `MOVED`, or dropped by the server
+/// because its slot moved), with the confirmation still owed for it.
+pub type Lost = mpsc::UnboundedSender<(Bytes, Option<Confirm>)>;
+
 enum Op {
-    Subscribe(Kind, Bytes, oneshot::Sender<()>),
+    Subscribe(Kind, Bytes, Option<Confirm>),
     Unsubscribe(Kind, Bytes),
 }
 
@@ -67,10 +79,15 @@ pub struct Feed {
 }
 
 impl Feed {
-    /// Starts the connection to `addr`; messages go to `out`.
-    pub fn start(addr: String, login: Login, out: mpsc::UnboundedSender<Message>) -> Feed {
+    /// Starts the connection to `addr`; messages go to `out`, lost shard channels to `lost`.
+    pub fn start(
+        addr: String,
+        login: Login,
+        out: mpsc::UnboundedSender<Message>,
+        lost: Option<Lost>,
+    ) -> Feed {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(addr, login, rx, out));
+        tokio::spawn(run(addr, login, rx, Sinks { out, lost }));
         Feed { ops: tx }
     }
 
@@ -79,10 +96,15 @@ impl Feed {
         let mut waits = Vec::new();
         for name in names {
             let (tx, rx) = oneshot::channel();
-            let _ = self.ops.send(Op::Subscribe(kind, name.clone(), tx));
+            self.subscribe_then(kind, name.clone(), Some(tx));
             waits.push(rx);
         }
-        let _ = tokio::time::timeout(CONFIRM_WITHIN, futures::future::join_all(waits)).await;
+        confirmed_within(waits).await;
+    }
+
+    /// Subscribes without waiting; `done` is told when the node confirms.
+    pub fn subscribe_then(&self, kind: Kind, name: Bytes, done: Option<Confirm>) {
+        let _ = self.ops.send(Op::Subscribe(kind, name, done));
     }
 
     /// Unsubscribes (without waiting).
@@ -93,20 +115,42 @@ impl Feed {
     }
 }
 
+/// Waits for every confirmation, or until [`CONFIRM_WITHIN`] passed (a side that is down must
+/// not stop pub/sub on the other).
+pub async fn confirmed_within(waits: Vec<oneshot::Receiver<()>>) {
+    let _ = tokio::time::timeout(CONFIRM_WITHIN, futures::future::join_all(waits)).await;
+}
+
+/// Where a feed's output goes.
+struct Sinks {
+    out: mpsc::UnboundedSender<Message>,
+    lost: Option<Lost>,
+}
+
 /// Subscriptions, and those waiting for a confirmation.
 #[derive(Default)]
 struct State {
     subs: BTreeSet<(Kind, Bytes)>,
-    waiting: Vec<((Kind, Bytes), oneshot::Sender<()>)>,
+    waiting: Vec<((Kind, Bytes), Confirm)>,
+    /// Every SSUBSCRIBE sent on this connection and not answered yet, in order: the server
+    /// answers each with a confirmation or an error (`MOVED`), in the order they were sent.
+    shard_pending: VecDeque<(Bytes, Option<Confirm>)>,
 }
 
 impl State {
     /// Applies `op`; the request to send, if connected.
     fn apply(&mut self, op: Op) -> Bytes {
         match op {
+            Op::Subscribe(Kind::Shard, name, done) => {
+                self.shard_pending.push_back((name.clone(), done));
+                self.subs.insert((Kind::Shard, name.clone()));
+                encode_request(&[b"SSUBSCRIBE".as_slice(), &name])
+            }
             Op::Subscribe(kind, name, done) => {
                 let request = encode_request(&[kind.subscribe().as_bytes(), &name]);
-                self.waiting.push(((kind, name.clone()), done));
+                if let Some(done) = done {
+                    self.waiting.push(((kind, name.clone()), done));
+                }
                 self.subs.insert((kind, name));
                 request
             }
@@ -122,14 +166,24 @@ impl State {
         self.waiting
             .retain(|((k, n), _)| !(*k == kind && n.as_ref() == name));
     }
+
+    /// The oldest unanswered SSUBSCRIBE of `name` (any, when `None`), taken off the queue.
+    fn shard_answered(&mut self, name: Option<&[u8]>) -> Option<(Bytes, Option<Confirm>)> {
+        let at = match name {
+            Some(name) => self.shard_pending.iter().position(|(n, _)| n.as_ref() == name)?,
+            None => 0,
+        };
+        self.shard_pending.remove(at)
+    }
+
+    /// Forgets what the connection owed (it broke: everything is sent again on the next one).
+    fn disconnected(&mut self) {
+        self.waiting.clear();
+        self.shard_pending.clear();
+    }
 }
 
-async fn run(
-    addr: String,
-    login: Login,
-    mut ops: mpsc::UnboundedReceiver<Op>,
-    out: mpsc::UnboundedSender<Message>,
-) {
+async fn run(addr: String, login: Login, mut ops: mpsc::UnboundedReceiver<Op>, out: Sinks) {
     let mut state = State::default();
     let mut attempt = 0;
     loop {
@@ -155,7 +209,7 @@ async fn run(
                     tokio::select! {
                         _ = tokio::time::sleep_until(deadline) => break,
                         op = ops.recv() => match op {
-                            Some(op) => { state.apply(op); state.waiting.clear(); }
+                            Some(op) => { state.apply(op); state.disconnected(); }
                             None => return,
                         },
                     }
@@ -170,14 +224,17 @@ async fn serve(
     stream: TcpStream,
     state: &mut State,
     ops: &mut mpsc::UnboundedReceiver<Op>,
-    out: &mpsc::UnboundedSender<Message>,
+    out: &Sinks,
 ) -> Option<()> {
     let (mut rd, mut wr) = stream.into_split();
-    let again: Vec<Bytes> = state
-        .subs
-        .iter()
-        .map(|(kind, name)| encode_request(&[kind.subscribe().as_bytes(), name]))
-        .collect();
+    state.shard_pending.clear();
+    let mut again = Vec::new();
+    for (kind, name) in &state.subs {
+        if *kind == Kind::Shard {
+            state.shard_pending.push_back((name.clone(), None));
+        }
+        again.push(encode_request(&[kind.subscribe().as_bytes(), name]));
+    }
     if wr.write_all(&again.concat()).await.is_err() {
         return Some(());
     }
@@ -205,13 +262,36 @@ async fn serve(
 }
 
 /// Handles one frame from the server; `false` when the client is gone.
-fn dispatch(frame: Reply, state: &mut State, out: &mpsc::UnboundedSender<Message>) -> bool {
+fn dispatch(frame: Reply, state: &mut State, out: &Sinks) -> bool {
+    if frame.is_error() {
+        // Only an SSUBSCRIBE is refused here (MOVED: its slot lives elsewhere).
+        if let Some((name, done)) = state.shard_answered(None) {
+            state.subs.remove(&(Kind::Shard, name.clone()));
+            lose(out, name, done);
+        }
+        return true;
+    }
     let Some(parts) = frame.is_push().then(|| frame.elements(Proto::Resp3)).flatten() else {
         return true;
     };
     let word = |i: usize| parts.get(i).map(|p| bulk_text(&p.raw)).unwrap_or_default();
     match word(0).as_slice() {
-        b"message" | b"pmessage" => out.send(Message { parts }).is_ok(),
+        b"message" | b"pmessage" | b"smessage" => out.out.send(Message { parts }).is_ok(),
+        b"ssubscribe" => {
+            if let Some((_, Some(done))) = state.shard_answered(Some(&word(1))) {
+                let _ = done.send(());
+            }
+            true
+        }
+        // Not asked for (the subscription is still held): the server dropped the channel
+        // because its slot moved to another node.
+        b"sunsubscribe" => {
+            let name = Bytes::from(word(1));
+            if state.subs.remove(&(Kind::Shard, name.clone())) {
+                lose(out, name, None);
+            }
+            true
+        }
         b"subscribe" => {
             state.confirmed(Kind::Channel, &word(1));
             true
@@ -221,6 +301,13 @@ fn dispatch(frame: Reply, state: &mut State, out: &mpsc::UnboundedSender<Message
             true
         }
         _ => true,
+    }
+}
+
+/// Hands a lost shard channel back to be placed again.
+fn lose(out: &Sinks, name: Bytes, done: Option<Confirm>) {
+    if let Some(lost) = &out.lost {
+        let _ = lost.send((name, done));
     }
 }
 

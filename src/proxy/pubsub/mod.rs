@@ -1,5 +1,5 @@
-//! Pub/sub through the proxy (design §10): `SUBSCRIBE`, `PSUBSCRIBE`, their unsubscribes, in
-//! RESP2 (subscriber mode) and RESP3 (push frames on a normal connection).
+//! Pub/sub through the proxy (design §10): `SUBSCRIBE`, `PSUBSCRIBE`, `SSUBSCRIBE`, their
+//! unsubscribes, in RESP2 (subscriber mode) and RESP3 (push frames on a normal connection).
 //!
 //! A subscribing client is subscribed on **both** sides, old and new, for as long as it is
 //! subscribed; `PUBLISH` goes to one side (the read side of the phase). So a message published
@@ -8,9 +8,11 @@
 //! once, none is delivered twice. The proxy confirms subscriptions itself (once, with its own
 //! count) after both sides confirmed, so a client that publishes after its confirmation is heard.
 //!
-//! Sharded pub/sub (`SSUBSCRIBE`) is not supported yet.
+//! Shard channels (`SSUBSCRIBE`, published with `SPUBLISH`) work the same way, except that on a
+//! cluster side each lives on the node owning its slot ([`shard`]), where `SPUBLISH` goes too.
 
 mod feed;
+mod shard;
 
 use std::collections::BTreeSet;
 
@@ -19,6 +21,7 @@ use tokio::sync::mpsc;
 
 pub use feed::Message;
 use feed::{Feed, Kind};
+use shard::Shards;
 
 use super::Proxy;
 use super::local::Session;
@@ -28,20 +31,50 @@ use super::resp::{Proto, Reply};
 pub struct PubSub {
     channels: BTreeSet<Bytes>,
     patterns: BTreeSet<Bytes>,
-    /// One subscriber connection per side.
+    shard_channels: BTreeSet<Bytes>,
+    /// One subscriber connection per side (channels and patterns).
     feeds: Vec<Feed>,
+    /// Shard channels, per side.
+    shards: Vec<Shards>,
 }
 
 impl PubSub {
-    /// How many channels and patterns the client is subscribed to.
+    /// How many channels, patterns and shard channels the client is subscribed to.
     pub fn count(&self) -> usize {
-        self.channels.len() + self.patterns.len()
+        self.channels.len() + self.patterns.len() + self.shard_channels.len()
+    }
+
+    /// The count a confirmation of `kind` carries: Redis counts shard channels apart.
+    fn count_of(&self, kind: Kind) -> usize {
+        match kind {
+            Kind::Shard => self.shard_channels.len(),
+            _ => self.channels.len() + self.patterns.len(),
+        }
     }
 
     fn set(&mut self, kind: Kind) -> &mut BTreeSet<Bytes> {
         match kind {
             Kind::Channel => &mut self.channels,
             Kind::Pattern => &mut self.patterns,
+            Kind::Shard => &mut self.shard_channels,
+        }
+    }
+
+    /// Subscribes `names` on both sides and waits for their confirmations.
+    async fn subscribe(&self, kind: Kind, names: &[Bytes]) {
+        if kind == Kind::Shard {
+            futures::future::join_all(self.shards.iter().map(|s| s.subscribe(names))).await;
+        } else {
+            futures::future::join_all(self.feeds.iter().map(|f| f.subscribe(kind, names))).await;
+        }
+    }
+
+    fn unsubscribe(&self, kind: Kind, name: &Bytes) {
+        let names = std::slice::from_ref(name);
+        if kind == Kind::Shard {
+            self.shards.iter().for_each(|s| s.unsubscribe(names));
+        } else {
+            self.feeds.iter().for_each(|f| f.unsubscribe(kind, names));
         }
     }
 }
@@ -67,13 +100,15 @@ pub fn subscriber_mode(session: &Session) -> bool {
     session.proto == Proto::Resp2 && session.pubsub.as_ref().is_some_and(|p| p.count() > 0)
 }
 
-/// Answers a (P)SUBSCRIBE or (P)UNSUBSCRIBE: one confirmation per channel or pattern.
+/// Answers a (P|S)SUBSCRIBE or (P|S)UNSUBSCRIBE: one confirmation per channel or pattern.
 pub async fn command(proxy: &Proxy, session: &mut Session, args: &[Bytes]) -> Reply {
     let name = args[0].to_ascii_uppercase();
     let (kind, subscribe) = match name.as_slice() {
         b"SUBSCRIBE" => (Kind::Channel, true),
         b"PSUBSCRIBE" => (Kind::Pattern, true),
+        b"SSUBSCRIBE" => (Kind::Shard, true),
         b"UNSUBSCRIBE" => (Kind::Channel, false),
+        b"SUNSUBSCRIBE" => (Kind::Shard, false),
         _ => (Kind::Pattern, false),
     };
     let word = String::from_utf8_lossy(&name).to_ascii_lowercase();
@@ -91,9 +126,9 @@ pub async fn command(proxy: &Proxy, session: &mut Session, args: &[Bytes]) -> Re
             if pubsub.set(kind).insert(n.clone()) {
                 fresh.push(n.clone());
             }
-            confirmations.push(confirmation(session.proto, &word, Some(n), pubsub.count()));
+            confirmations.push(confirmation(session.proto, &word, Some(n), pubsub.count_of(kind)));
         }
-        futures::future::join_all(pubsub.feeds.iter().map(|f| f.subscribe(kind, &fresh))).await;
+        pubsub.subscribe(kind, &fresh).await;
         return concat(confirmations);
     }
     let Some(pubsub) = session.pubsub.as_mut() else {
@@ -105,16 +140,14 @@ pub async fn command(proxy: &Proxy, session: &mut Session, args: &[Bytes]) -> Re
         pubsub.set(kind).iter().cloned().collect()
     };
     if names.is_empty() {
-        return confirmation(session.proto, &word, None, pubsub.count());
+        return confirmation(session.proto, &word, None, pubsub.count_of(kind));
     }
     let mut confirmations = Vec::new();
     for n in &names {
         if pubsub.set(kind).remove(n) {
-            for feed in &pubsub.feeds {
-                feed.unsubscribe(kind, std::slice::from_ref(n));
-            }
+            pubsub.unsubscribe(kind, n);
         }
-        confirmations.push(confirmation(session.proto, &word, Some(n), pubsub.count()));
+        confirmations.push(confirmation(session.proto, &word, Some(n), pubsub.count_of(kind)));
     }
     if pubsub.count() == 0 {
         session.pubsub = None; // closes the subscriber connections
@@ -122,17 +155,22 @@ pub async fn command(proxy: &Proxy, session: &mut Session, args: &[Bytes]) -> Re
     concat(confirmations)
 }
 
-/// Opens the client's subscriber connections, one per side.
+/// Opens the client's subscriber connections, one per side (shard channels: one per node of a
+/// side they need, opened on first use).
 async fn start(proxy: &Proxy, messages: mpsc::UnboundedSender<Message>) -> PubSub {
     let mut feeds = Vec::new();
+    let mut shards = Vec::new();
     for backend in [&proxy.old, &proxy.new] {
         let (addr, login) = backend.subscriber().await;
-        feeds.push(Feed::start(addr, login, messages.clone()));
+        feeds.push(Feed::start(addr, login, messages.clone(), None));
+        shards.push(Shards::start(backend.clone(), messages.clone()));
     }
     PubSub {
         channels: BTreeSet::new(),
         patterns: BTreeSet::new(),
+        shard_channels: BTreeSet::new(),
         feeds,
+        shards,
     }
 }
 

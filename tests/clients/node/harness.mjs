@@ -1,5 +1,6 @@
 // What the Node client scripts (node_redis.mjs, ioredis.mjs) share: arguments, loading the pinned
-// libraries, the step runner and its output, and small helpers.
+// libraries, the step runner and its output, and small helpers (the steps whose logic is the same
+// in both libraries are in steps.mjs).
 //
 // Usage of a script: node SCRIPT --port 6400 --prefix token:app:x: --steps connect,pipeline
 //

@@ -3,7 +3,8 @@
 // against plain Redis and against `cachemig proxy`; see harness.mjs for the arguments and the
 // output.
 
-import { StepFailed, WAIT_MS, alongside, check, describe, keySlot, parseCommandLine, requireClient, runSteps, same, sleep } from './harness.mjs';
+import { StepFailed, check, describe, keySlot, parseCommandLine, requireClient, runSteps, same } from './harness.mjs';
+import { Steps } from './steps.mjs';
 
 const Redis = requireClient('ioredis');
 const VERSION = requireClient('ioredis/package.json').version;
@@ -19,25 +20,8 @@ function replies(results) {
   return results.map(([, reply]) => reply);
 }
 
-/** The steps, sharing the endpoint, the key prefix and the clients to close. */
-class App {
-  constructor(port, prefix) {
-    this.port = port;
-    this.prefix = prefix;
-    this.errors = [];
-    this.open = [];
-  }
-
-  /** A key under the prefix. */
-  key(name) {
-    return `${this.prefix}${name}`;
-  }
-
-  /** A key under the prefix whose hash tag keeps every key of `group` in one slot. */
-  slotKey(group, name) {
-    return `${this.prefix}{${group}}:${name}`;
-  }
-
+/** The steps (the shared ones in steps.mjs), with ioredis's calls. */
+class App extends Steps {
   /** A client with the library's defaults (the lock script defined); it connects on its own. */
   client() {
     const c = new Redis({ host: '127.0.0.1', port: this.port });
@@ -47,9 +31,33 @@ class App {
     return c;
   }
 
-  /** Closes every client the step opened. */
-  async cleanup() {
-    for (const c of this.open.splice(0)) c.disconnect();
+  close(c) {
+    c.disconnect();
+  }
+
+  async acquire(c, name, token) {
+    return (await c.set(name, token, 'PX', 10_000, 'NX')) === 'OK';
+  }
+
+  rpush(c, key, value) {
+    return c.rpush(key, value);
+  }
+
+  blmove(c, src, dst) {
+    return c.blmove(src, dst, 'LEFT', 'RIGHT', 1);
+  }
+
+  llen(c, key) {
+    return c.llen(key);
+  }
+
+  lrange(c, key) {
+    return c.lrange(key, 0, -1);
+  }
+
+  async subscribe(sub, channel, onMessage) {
+    sub.on('message', (ch, message) => ch === channel && onMessage(message));
+    await sub.subscribe(channel);
   }
 
   async step_connect() {
@@ -92,25 +100,6 @@ class App {
     return { writes: { [a]: '5', [b]: '10', [s]: 'round-5' } };
   }
 
-  /** A WATCH/MULTI/EXEC increment retried on conflict, racing INCRs from another client. */
-  async step_watch() {
-    const k = this.key('watch:counter');
-    const rounds = 30;
-    const otherRounds = 30;
-    const [w, other] = [this.client(), this.client()];
-    let conflicts = 0;
-    const racing = async () => {
-      for (let i = 0; i < otherRounds; i++) {
-        await other.incr(k);
-        await sleep(2);
-      }
-    };
-    await alongside('concurrent INCR', racing, () => this.watchLoop(w, k, rounds, () => conflicts++));
-    const got = await w.get(k);
-    check(got === String(rounds + otherRounds), `${k} = ${got}, expected ${rounds + otherRounds}`);
-    return { writes: { [k]: got }, details: { conflicts } };
-  }
-
   /** `rounds` optimistic increments of `k` on the dedicated client `w`; `onConflict` per retry. */
   async watchLoop(w, k, rounds, onConflict) {
     for (let i = 0; i < rounds; i++) {
@@ -127,82 +116,6 @@ class App {
         onConflict();
       }
     }
-  }
-
-  /** A lock taken with SET NX PX and released by a Lua script (defineCommand: EVALSHA, EVAL on
-   * NOSCRIPT), two clients taking turns to read-modify-write a counter under it. */
-  async step_lock() {
-    const name = this.key('lock');
-    const counter = this.key('lock:counter');
-    const perWorker = 10;
-    const worker = async (id) => {
-      const c = this.client();
-      for (let i = 0; i < perWorker; i++) {
-        const token = `${id}-${i}-${Math.random()}`;
-        const deadline = Date.now() + WAIT_MS;
-        while ((await c.set(name, token, 'PX', 10_000, 'NX')) !== 'OK') {
-          check(Date.now() < deadline, 'could not acquire the lock');
-          await sleep(5);
-        }
-        const value = Number((await c.get(counter)) ?? 0);
-        await sleep(1);
-        await c.set(counter, String(value + 1));
-        const released = await c.releaseLock(name, token);
-        check(released === 1, `the release script returned ${released}`);
-      }
-    };
-    await Promise.all([worker('a'), worker('b')]);
-    const c = this.client();
-    const got = await c.get(counter);
-    check(got === String(2 * perWorker), `${counter} = ${got}: the lock let an update through`);
-    check((await c.exists(name)) === 0, 'the lock key is still there after release');
-    return { writes: { [counter]: got, [name]: null } };
-  }
-
-  /** A worker takes jobs with BLMOVE while another client fills the queue; each exactly once. */
-  async step_blmove() {
-    const queue = this.slotKey('queue', 'jobs');
-    const done = this.slotKey('queue', 'done');
-    const jobs = Array.from({ length: 60 }, (_, i) => `job-${i}`);
-    const [w, producer] = [this.client(), this.client()];
-    const produce = async () => {
-      for (let i = 0; i < jobs.length; i++) {
-        await producer.rpush(queue, jobs[i]);
-        if (i % 10 === 9) await sleep(50); // let the worker drain the queue and block
-      }
-    };
-    const taken = [];
-    const work = async () => {
-      const deadline = Date.now() + WAIT_MS;
-      while (taken.length < jobs.length && Date.now() < deadline) {
-        const job = await w.blmove(queue, done, 'LEFT', 'RIGHT', 1);
-        if (job !== null) taken.push(job);
-      }
-    };
-    await alongside('producer', produce, work);
-    check(same(taken, jobs), `took ${taken.length} of ${jobs.length} jobs, in this order: ${taken}`);
-    check((await w.llen(queue)) === 0, 'jobs left in the queue');
-    const inDone = await w.lrange(done, 0, -1);
-    check(same(inDone, jobs), `done list holds ${inDone}`);
-    return { writes: { [queue]: null, [done]: jobs } };
-  }
-
-  /** A subscriber receives every message published by another client, in order. */
-  async step_pubsub() {
-    const channel = this.key('channel');
-    const messages = Array.from({ length: 50 }, (_, i) => `m-${i}`);
-    const [sub, pub] = [this.client(), this.client()];
-    const got = [];
-    sub.on('message', (ch, message) => ch === channel && got.push(message));
-    await sub.subscribe(channel);
-    const receivers = [];
-    for (const m of messages) receivers.push(await pub.publish(channel, m));
-    check(receivers.every((n) => n >= 1), `PUBLISH reached ${receivers} subscribers`);
-    const deadline = Date.now() + WAIT_MS;
-    while (got.length < messages.length && Date.now() < deadline) await sleep(10);
-    await sub.unsubscribe(channel);
-    check(same(got, messages), `received ${got.length} of ${messages.length}: ${got}`);
-    return { writes: {} };
   }
 
   /** A full SCAN MATCH iteration (scanStream) finds every key written. */

@@ -2,7 +2,8 @@
 // configuration (RESP3: HELLO 3 on connect). Run by tests/app_clients.rs against plain Redis and
 // against `cachemig proxy`; see harness.mjs for the arguments and the output.
 
-import { CONNECT_TIMEOUT_MS, StepFailed, WAIT_MS, alongside, check, describe, keySlot, parseCommandLine, requireClient, runSteps, same, sleep, withTimeout } from './harness.mjs';
+import { CONNECT_TIMEOUT_MS, StepFailed, WAIT_MS, check, describe, keySlot, parseCommandLine, requireClient, runSteps, same, sleep, withTimeout } from './harness.mjs';
+import { Steps } from './steps.mjs';
 
 const { DEFAULT_RESP, createClient, createCluster, defineScript, WatchError } = requireClient('redis');
 const VERSION = requireClient('redis/package.json').version;
@@ -18,26 +19,8 @@ const releaseLock = defineScript({
   transformReply: undefined,
 });
 
-/** The steps, sharing the endpoint, the key prefix and the clients to close. */
-class App {
-  constructor(port, prefix) {
-    this.port = port;
-    this.prefix = prefix;
-    this.url = `redis://127.0.0.1:${port}`;
-    this.errors = [];
-    this.open = [];
-  }
-
-  /** A key under the prefix. */
-  key(name) {
-    return `${this.prefix}${name}`;
-  }
-
-  /** A key under the prefix whose hash tag keeps every key of `group` in one slot. */
-  slotKey(group, name) {
-    return `${this.prefix}{${group}}:${name}`;
-  }
-
+/** The steps (the shared ones in steps.mjs), with node-redis's calls. */
+class App extends Steps {
   /** A connected client with the library's defaults (the lock script registered). */
   async client() {
     const c = createClient({ url: this.url, scripts: { releaseLock } });
@@ -47,9 +30,32 @@ class App {
     return c;
   }
 
-  /** Closes every client the step opened. */
-  async cleanup() {
-    for (const c of this.open.splice(0)) c.destroy();
+  close(c) {
+    c.destroy();
+  }
+
+  async acquire(c, name, token) {
+    return (await c.set(name, token, { NX: true, PX: 10_000 })) === 'OK';
+  }
+
+  rpush(c, key, value) {
+    return c.rPush(key, value);
+  }
+
+  blmove(c, src, dst) {
+    return c.blMove(src, dst, 'LEFT', 'RIGHT', 1);
+  }
+
+  llen(c, key) {
+    return c.lLen(key);
+  }
+
+  lrange(c, key) {
+    return c.lRange(key, 0, -1);
+  }
+
+  subscribe(sub, channel, onMessage) {
+    return sub.subscribe(channel, onMessage);
   }
 
   async step_connect() {
@@ -91,25 +97,6 @@ class App {
     return { writes: { [a]: '5', [b]: '10', [s]: 'round-5' } };
   }
 
-  /** A WATCH/MULTI/EXEC increment retried on conflict, racing INCRs from another client. */
-  async step_watch() {
-    const k = this.key('watch:counter');
-    const rounds = 30;
-    const otherRounds = 30;
-    const [w, other] = await Promise.all([this.client(), this.client()]);
-    let conflicts = 0;
-    const racing = async () => {
-      for (let i = 0; i < otherRounds; i++) {
-        await other.incr(k);
-        await sleep(2);
-      }
-    };
-    await alongside('concurrent INCR', racing, () => this.watchLoop(w, k, rounds, () => conflicts++));
-    const got = await w.get(k);
-    check(got === String(rounds + otherRounds), `${k} = ${got}, expected ${rounds + otherRounds}`);
-    return { writes: { [k]: got }, details: { conflicts } };
-  }
-
   /** `rounds` optimistic increments of `k` on the dedicated client `w`; `onConflict` per retry. */
   async watchLoop(w, k, rounds, onConflict) {
     for (let i = 0; i < rounds; i++) {
@@ -126,81 +113,6 @@ class App {
         }
       }
     }
-  }
-
-  /** A lock taken with SET NX PX and released by a Lua script (EVALSHA, EVAL on NOSCRIPT), two
-   * clients taking turns to read-modify-write a counter under it. */
-  async step_lock() {
-    const name = this.key('lock');
-    const counter = this.key('lock:counter');
-    const perWorker = 10;
-    const worker = async (id) => {
-      const c = await this.client();
-      for (let i = 0; i < perWorker; i++) {
-        const token = `${id}-${i}-${Math.random()}`;
-        const deadline = Date.now() + WAIT_MS;
-        while ((await c.set(name, token, { NX: true, PX: 10_000 })) !== 'OK') {
-          check(Date.now() < deadline, 'could not acquire the lock');
-          await sleep(5);
-        }
-        const value = Number((await c.get(counter)) ?? 0);
-        await sleep(1);
-        await c.set(counter, String(value + 1));
-        const released = await c.releaseLock(name, token);
-        check(released === 1, `the release script returned ${released}`);
-      }
-    };
-    await Promise.all([worker('a'), worker('b')]);
-    const c = await this.client();
-    const got = await c.get(counter);
-    check(got === String(2 * perWorker), `${counter} = ${got}: the lock let an update through`);
-    check((await c.exists(name)) === 0, 'the lock key is still there after release');
-    return { writes: { [counter]: got, [name]: null } };
-  }
-
-  /** A worker takes jobs with BLMOVE while another client fills the queue; each exactly once. */
-  async step_blmove() {
-    const queue = this.slotKey('queue', 'jobs');
-    const done = this.slotKey('queue', 'done');
-    const jobs = Array.from({ length: 60 }, (_, i) => `job-${i}`);
-    const [w, producer] = await Promise.all([this.client(), this.client()]);
-    const produce = async () => {
-      for (let i = 0; i < jobs.length; i++) {
-        await producer.rPush(queue, jobs[i]);
-        if (i % 10 === 9) await sleep(50); // let the worker drain the queue and block
-      }
-    };
-    const taken = [];
-    const work = async () => {
-      const deadline = Date.now() + WAIT_MS;
-      while (taken.length < jobs.length && Date.now() < deadline) {
-        const job = await w.blMove(queue, done, 'LEFT', 'RIGHT', 1);
-        if (job !== null) taken.push(job);
-      }
-    };
-    await alongside('producer', produce, work);
-    check(same(taken, jobs), `took ${taken.length} of ${jobs.length} jobs, in this order: ${taken}`);
-    check((await w.lLen(queue)) === 0, 'jobs left in the queue');
-    const inDone = await w.lRange(done, 0, -1);
-    check(same(inDone, jobs), `done list holds ${inDone}`);
-    return { writes: { [queue]: null, [done]: jobs } };
-  }
-
-  /** A subscriber receives every message published by another client, in order. */
-  async step_pubsub() {
-    const channel = this.key('channel');
-    const messages = Array.from({ length: 50 }, (_, i) => `m-${i}`);
-    const [sub, pub] = await Promise.all([this.client(), this.client()]);
-    const got = [];
-    await sub.subscribe(channel, (message) => got.push(message));
-    const receivers = [];
-    for (const m of messages) receivers.push(await pub.publish(channel, m));
-    check(receivers.every((n) => n >= 1), `PUBLISH reached ${receivers} subscribers`);
-    const deadline = Date.now() + WAIT_MS;
-    while (got.length < messages.length && Date.now() < deadline) await sleep(10);
-    await sub.unsubscribe(channel);
-    check(same(got, messages), `received ${got.length} of ${messages.length}: ${got}`);
-    return { writes: {} };
   }
 
   /** A full SCAN MATCH iteration finds every key written. */
@@ -220,6 +132,36 @@ class App {
     const extra = [...found].filter((k) => !(k in writes));
     check(missing.length === 0 && extra.length === 0, `SCAN missed ${missing}; extra ${extra}`);
     return { writes };
+  }
+
+  /**
+   * The opt-in client-side cache (RESP3 + clientSideCache: CLIENT TRACKING on connect). Against
+   * Redis a write by another client invalidates the cached value; where CLIENT TRACKING is refused
+   * (the proxy), connecting must fail with that refusal, never serve a stale value.
+   */
+  async step_tracking() {
+    const k = this.key('tracking');
+    const other = await this.client();
+    await other.set(k, 'v1');
+    const seen = [];
+    const cached = createClient({ url: this.url, RESP: 3, clientSideCache: { ttl: 0, maxEntries: 0 } });
+    cached.on('error', (err) => seen.push(describe(err)));
+    this.open.push(cached);
+    try {
+      await withTimeout(cached.connect(), CONNECT_TIMEOUT_MS, 'connect');
+    } catch (e) {
+      const refusal = [describe(e), ...seen].find((m) => m.includes('CLIENT TRACKING'));
+      check(refusal !== undefined, `connect failed without naming CLIENT TRACKING: ${describe(e)}; ${seen}`);
+      return { writes: { [k]: 'v1' }, details: { tracking: 'refused', refusal, connect: describe(e) } };
+    }
+    check((await cached.get(k)) === 'v1' && (await cached.get(k)) === 'v1', 'the cached read');
+    await other.set(k, 'v2');
+    const deadline = Date.now() + WAIT_MS;
+    while ((await cached.get(k)) !== 'v2') {
+      check(Date.now() < deadline, 'the cached value was never invalidated');
+      await sleep(10);
+    }
+    return { writes: { [k]: 'v2' }, details: { tracking: 'on' } };
   }
 
   /** createCluster pointed at the port: SET, GET and INCR on keys in different slots. */
