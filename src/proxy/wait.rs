@@ -7,7 +7,7 @@
 //! the client wrote (and whether the keys migrate) and, at `WAIT`, for every node of the current
 //! write primary owning one of them (old for keys the plan leaves behind), opens a connection of
 //! its own and sends two commands there: a write of a short-lived reserved key in a slot the node
-//! owns (`SET __cachemig:wait:{tag} 1 PX 1000`), which moves that connection's offset past every
+//! owns (`SET __cachemig:wait-marker:{tag} 1 PX 1000`), which moves that connection's offset past every
 //! write the node took before it — the client's included, since their replies came back first —
 //! and then `WAIT` with the client's arguments. The client gets the smallest count over those
 //! nodes: that many replicas of every node hold all its writes. A client that wrote nothing gets
@@ -102,7 +102,7 @@ async fn targets(
 /// connection's replication offset); it expires on its own.
 fn marker(slot: Option<u16>) -> Bytes {
     let tag = slot.map_or_else(|| "0".to_string(), tag_for);
-    let key = format!("__cachemig:wait:{{{tag}}}");
+    let key = format!("__cachemig:wait-marker:{{{tag}}}");
     encode_request(&["SET", &key, "1", "PX", MARKER_TTL_MS])
 }
 
@@ -137,7 +137,7 @@ mod tests {
     fn the_marker_lands_in_the_slot() {
         for slot in [0u16, 1, 5000, 16383] {
             let tag = tag_for(slot);
-            let key = format!("__cachemig:wait:{{{tag}}}");
+            let key = format!("__cachemig:wait-marker:{{{tag}}}");
             assert_eq!(crate::cluster::key_slot(key.as_bytes()), slot);
         }
         assert_eq!(integer(&Reply::integer(3)), Some(3));
