@@ -45,9 +45,7 @@ pub fn at_boundary(session: &Session, unread: &[u8]) -> bool {
 pub async fn close(mut rd: OwnedReadHalf, mut wr: OwnedWriteHalf) -> std::io::Result<()> {
     wr.shutdown().await?;
     let mut sink = [0u8; 4096];
-    let discard = async {
-        while matches!(rd.read(&mut sink).await, Ok(n) if n > 0) {}
-    };
+    let discard = async { while matches!(rd.read(&mut sink).await, Ok(n) if n > 0) {} };
     let _ = tokio::time::timeout(LINGER, discard).await;
     Ok(())
 }

@@ -78,7 +78,10 @@ impl Succession {
         if let Err(e) = self.remove(&interim).await {
             tracing::warn!("removing the interim report {interim}: {e}");
         }
-        eprintln!("cachemig proxy {}: the predecessor stopped; reporting as {}", self.id, self.id);
+        eprintln!(
+            "cachemig proxy {}: the predecessor stopped; reporting as {}",
+            self.id, self.id
+        );
     }
 
     /// At a clean stop: removes this process's report, so a successor takes the id at once (and

@@ -130,7 +130,9 @@ impl Writers {
     /// Waits until `more` further requests were acknowledged (the load is running).
     pub fn wait_progress(&self, more: u64) {
         let target = self.ops() + more;
-        super::wait_for("writer progress", Duration::from_secs(30), || self.ops() >= target);
+        super::wait_for("writer progress", Duration::from_secs(30), || {
+            self.ops() >= target
+        });
     }
 
     /// Stops the writers; what they did, all together.

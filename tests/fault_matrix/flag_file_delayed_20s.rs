@@ -37,7 +37,11 @@ fn flag_file_delayed_20s() {
     let before = sb.flag().unwrap().generation;
     load::wait_ready(&sb);
     let run = sb.cachemig(&["advance", "--yes"]);
-    assert_eq!(run.status, 3, "the fence must not pass without p3:\n{}\n{}", run.stdout, run.stderr);
+    assert_eq!(
+        run.status, 3,
+        "the fence must not pass without p3:\n{}\n{}",
+        run.stdout, run.stderr
+    );
     let said = format!("{}{}", run.stdout, run.stderr);
     assert!(said.contains("p3"), "the blocking proxy is named:\n{said}");
     assert_eq!(sb.flag().unwrap().phase, "read-cutover");

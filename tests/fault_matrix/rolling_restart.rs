@@ -10,14 +10,56 @@
 //! newcomer) and after it the id alone, written by the new process; the CLI then advances with
 //! the restarted fleet acking.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::common::load::{self, Writers};
+use crate::common::load::{self, Reconnecting, Writers};
 use crate::common::proxy::ProxyProcess;
 use crate::common::sandbox::Sandbox;
 use crate::common::wait_for;
 
 const WRITERS: usize = 6;
+const QUEUE: &str = "token:rr:queue";
+
+/// A worker blocked in `BLPOP` (timeout 0) through `port`: what it popped, how often a restart
+/// released it (a null reply, as on a timeout), and its errors. It ends on the item `stop`.
+fn worker(port: u16) -> JoinHandle<(Vec<String>, u64, Vec<String>)> {
+    std::thread::spawn(move || {
+        let mut client = Reconnecting::new(port);
+        let (mut popped, mut released, mut errors) = (Vec::new(), 0, Vec::new());
+        loop {
+            match client.query::<Option<(String, String)>>(redis::cmd("BLPOP").arg(QUEUE).arg(0)) {
+                Ok(Some((_, item))) if item == "stop" => return (popped, released, errors),
+                Ok(Some((_, item))) => popped.push(item),
+                Ok(None) => released += 1,
+                Err(e) => errors.push(e.to_string()),
+            }
+        }
+    })
+}
+
+/// Pushes `q0`, `q1`, … onto the queue through `port` every few milliseconds; the items
+/// acknowledged.
+fn producer(port: u16, stop: Arc<AtomicBool>) -> JoinHandle<Vec<String>> {
+    std::thread::spawn(move || {
+        let mut client = Reconnecting::new(port);
+        let mut pushed = Vec::new();
+        for n in 0.. {
+            if stop.load(Ordering::SeqCst) {
+                break;
+            }
+            let item = format!("q{n}");
+            let acked: redis::RedisResult<i64> = client.query(redis::cmd("RPUSH").arg(QUEUE).arg(&item));
+            if acked.is_ok() {
+                pushed.push(item);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        pushed
+    })
+}
 
 /// The fields of the reports hash whose report is fresh (written in the last 3 s).
 fn live_report_fields(sb: &Sandbox) -> Vec<String> {
@@ -48,18 +90,27 @@ fn restart(sb: &Sandbox, mut old: ProxyProcess, id: &str, other: &str, writers: 
     let interim = format!("{id}~{}", new.pid());
     let mut both = vec![id.to_string(), interim, other.to_string()];
     both.sort();
-    wait_for("both processes of one id reporting", Duration::from_secs(10), || {
-        live_report_fields(sb) == both
-    });
+    wait_for(
+        "both processes of one id reporting",
+        Duration::from_secs(10),
+        || live_report_fields(sb) == both,
+    );
     writers.wait_progress(100);
     old.terminate();
     assert_eq!(old.wait_exit(Duration::from_secs(60)), Some(0), "{}", old.log());
     assert!(old.log().contains("stopped by SIGTERM"), "{}", old.log());
+    assert!(
+        !old.log().contains("still open after"),
+        "every client moved: {}",
+        old.log()
+    );
     let mut after = vec![id.to_string(), other.to_string()];
     after.sort();
-    wait_for("the new process reporting as the id", Duration::from_secs(10), || {
-        live_report_fields(sb) == after
-    });
+    wait_for(
+        "the new process reporting as the id",
+        Duration::from_secs(10),
+        || live_report_fields(sb) == after,
+    );
     assert!(new.log().contains("the predecessor stopped"), "{}", new.log());
     writers.wait_progress(100);
     new
@@ -72,9 +123,24 @@ fn rolling_restart_of_both_proxies_under_load_in_sync_dual_write() {
     let (p1, p2) = (ProxyProcess::start(&sb, "p1"), ProxyProcess::start(&sb, "p2"));
     load::advance_to(&sb, &[&p1, &p2], "sync-dual-write");
     let writers = Writers::start("token:rr", &[p1.port, p2.port], WRITERS);
+    let (worker, stop) = (worker(p1.port), Arc::new(AtomicBool::new(false)));
+    let producer = producer(p2.port, stop.clone());
     writers.wait_progress(200);
     let p1 = restart(&sb, p1, "p1", "p2", &writers);
     let p2 = restart(&sb, p2, "p2", "p1", &writers);
+    stop.store(true, Ordering::SeqCst);
+    let pushed = producer.join().unwrap();
+    let _: i64 = redis::cmd("RPUSH")
+        .arg(QUEUE)
+        .arg("stop")
+        .query(&mut p2.conn())
+        .unwrap();
+    let (popped, released, errors) = worker.join().unwrap();
+    assert!(errors.is_empty(), "worker errors: {errors:?}");
+    assert_eq!(
+        popped, pushed,
+        "every item taken exactly once ({released} release(s))"
+    );
     // The restarted fleet acks the next generation like the old one did.
     load::advance_to(&sb, &[&p1, &p2], "shadow-read");
     writers.wait_progress(100);

@@ -29,7 +29,17 @@ fn source_db3_acl_user() {
     let port = sb.source.port();
     let mut admin = connect(port, "default", 0);
     let _: () = redis::cmd("ACL")
-        .arg(&["SETUSER", "app", "on", &format!(">{PASSWORD}"), "~*", "&*", "+@all"][..])
+        .arg(
+            &[
+                "SETUSER",
+                "app",
+                "on",
+                &format!(">{PASSWORD}"),
+                "~*",
+                "&*",
+                "+@all",
+            ][..],
+        )
         .query(&mut admin)
         .unwrap();
     let mut db3 = connect(port, "app", 3);
@@ -37,7 +47,11 @@ fn source_db3_acl_user() {
     for i in 0..20 {
         let key = format!("token:d3:seed{i}");
         let _: () = redis::cmd("SET").arg(&key).arg(i).query(&mut db3).unwrap();
-        let _: () = redis::cmd("SET").arg(&key).arg("decoy").query(&mut admin).unwrap();
+        let _: () = redis::cmd("SET")
+            .arg(&key)
+            .arg("decoy")
+            .query(&mut admin)
+            .unwrap();
         seeded.insert(key, Value::Text(i.to_string()));
     }
     // The writers' first INCRs find these counters in database 3 (100) and decoys in 0.
@@ -45,7 +59,11 @@ fn source_db3_acl_user() {
         for i in 0..8 {
             let key = format!("token:d3:w{w}:counter{i}");
             let _: () = redis::cmd("SET").arg(&key).arg(100).query(&mut db3).unwrap();
-            let _: () = redis::cmd("SET").arg(&key).arg("decoy").query(&mut admin).unwrap();
+            let _: () = redis::cmd("SET")
+                .arg(&key)
+                .arg("decoy")
+                .query(&mut admin)
+                .unwrap();
         }
     }
     sb.rewrite_plan_source(&format!("redis://app@127.0.0.1:{port}/3"));

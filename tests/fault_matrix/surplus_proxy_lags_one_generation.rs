@@ -82,7 +82,10 @@ fn surplus_proxy_lags_one_generation() {
     load::wait_ready(&sb);
     let run = sb.cachemig(&["advance", "--yes"]);
     let said = format!("{}{}", run.stdout, run.stderr);
-    assert_eq!(run.status, 3, "two acks of two expected must not pass with p3 behind:\n{said}");
+    assert_eq!(
+        run.status, 3,
+        "two acks of two expected must not pass with p3 behind:\n{said}"
+    );
     assert!(said.contains("p3 at generation"), "{said}");
     assert_eq!(sb.flag().unwrap().phase, "read-cutover");
     wait_for("p3 stale", Duration::from_secs(15), || {
