@@ -1,4 +1,4 @@
-//! Stopping for a restart without dropping clients (design §12).
+//! Stopping for a restart without dropping clients (docs/design.md, "Restarts"; docs/proxy.md).
 //!
 //! On SIGTERM the proxy takes what the kernel already queued on its listener and drops it (the
 //! successor, listening on the same port with `SO_REUSEPORT`, gets every new connection), then
