@@ -40,15 +40,19 @@ fn worker(port: u16) -> JoinHandle<(Vec<String>, u64, Vec<String>)> {
     })
 }
 
-/// Pushes `q0`, `q1`, … onto the queue through `port` every few milliseconds; the items
-/// acknowledged.
-fn producer(port: u16, stop: Arc<AtomicBool>) -> JoinHandle<Vec<String>> {
+/// Pushes `q0`, `q1`, … onto the queue through `port` every few milliseconds, except while
+/// `pause` is set; the items acknowledged.
+fn producer(port: u16, stop: Arc<AtomicBool>, pause: Arc<AtomicBool>) -> JoinHandle<Vec<String>> {
     std::thread::spawn(move || {
         let mut client = Reconnecting::new(port);
         let mut pushed = Vec::new();
         for n in 0.. {
             if stop.load(Ordering::SeqCst) {
                 break;
+            }
+            if pause.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
             }
             let item = format!("q{n}");
             let acked: redis::RedisResult<i64> = client.query(redis::cmd("RPUSH").arg(QUEUE).arg(&item));
@@ -81,8 +85,26 @@ fn live_report_fields(sb: &Sandbox) -> Vec<String> {
     live
 }
 
-/// Restarts `old` (id `id`, the other proxy being `other`) under load; the new process.
-fn restart(sb: &Sandbox, mut old: ProxyProcess, id: &str, other: &str, writers: &Writers) -> ProxyProcess {
+/// Waits until a client of old is blocked in `BLPOP` (the worker, once the queue is empty).
+fn worker_blocked(sb: &Sandbox) {
+    wait_for("the worker blocked in BLPOP", Duration::from_secs(10), || {
+        let clients = sb.source_cmd(&["CLIENT", "LIST"]);
+        clients
+            .lines()
+            .any(|l| l.contains("cmd=blpop") && l.contains("flags=b"))
+    });
+}
+
+/// Restarts `old` (id `id`, the other proxy being `other`) under load, with the queue worker
+/// blocked (the producer paused meanwhile); the new process.
+fn restart(
+    sb: &Sandbox,
+    mut old: ProxyProcess,
+    id: &str,
+    other: &str,
+    writers: &Writers,
+    pause: &AtomicBool,
+) -> ProxyProcess {
     let new = ProxyProcess::successor(&old, sb.plan(), id, &[]);
     wait_for("the new process listening", Duration::from_secs(10), || {
         new.log().contains("listening on")
@@ -96,6 +118,8 @@ fn restart(sb: &Sandbox, mut old: ProxyProcess, id: &str, other: &str, writers: 
         || live_report_fields(sb) == both,
     );
     writers.wait_progress(100);
+    pause.store(true, Ordering::SeqCst);
+    worker_blocked(sb);
     old.terminate();
     assert_eq!(old.wait_exit(Duration::from_secs(60)), Some(0), "{}", old.log());
     assert!(old.log().contains("stopped by SIGTERM"), "{}", old.log());
@@ -112,6 +136,7 @@ fn restart(sb: &Sandbox, mut old: ProxyProcess, id: &str, other: &str, writers: 
         || live_report_fields(sb) == after,
     );
     assert!(new.log().contains("the predecessor stopped"), "{}", new.log());
+    pause.store(false, Ordering::SeqCst);
     writers.wait_progress(100);
     new
 }
@@ -124,10 +149,11 @@ fn rolling_restart_of_both_proxies_under_load_in_sync_dual_write() {
     load::advance_to(&sb, &[&p1, &p2], "sync-dual-write");
     let writers = Writers::start("token:rr", &[p1.port, p2.port], WRITERS);
     let (worker, stop) = (worker(p1.port), Arc::new(AtomicBool::new(false)));
-    let producer = producer(p2.port, stop.clone());
+    let pause = Arc::new(AtomicBool::new(false));
+    let producer = producer(p2.port, stop.clone(), pause.clone());
     writers.wait_progress(200);
-    let p1 = restart(&sb, p1, "p1", "p2", &writers);
-    let p2 = restart(&sb, p2, "p2", "p1", &writers);
+    let p1 = restart(&sb, p1, "p1", "p2", &writers, &pause);
+    let p2 = restart(&sb, p2, "p2", "p1", &writers, &pause);
     stop.store(true, Ordering::SeqCst);
     let pushed = producer.join().unwrap();
     let _: i64 = redis::cmd("RPUSH")
