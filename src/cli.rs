@@ -136,6 +136,10 @@ pub enum Command {
         /// `planned` (writes are then refused until the flag file appears).
         #[arg(long)]
         allow_missing_flag_file: bool,
+        /// On SIGTERM, how long open client connections may take to reach a request boundary
+        /// (an open transaction's EXEC, a request in progress) before the proxy exits anyway.
+        #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
+        drain_timeout: std::time::Duration,
     },
 }
 

@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::proxy::{ProxyProcess, set_phase};
@@ -34,18 +33,6 @@ fn publish(sb: &Sandbox, generation: u64, phase: &str) {
         .unwrap();
 }
 
-/// A copy of the sandbox plan that reads its flag file from `flag`.
-fn plan_with_flag_file(sb: &Sandbox, dir: &Path, flag: &Path) -> PathBuf {
-    let text = std::fs::read_to_string(sb.plan()).unwrap().replacen(
-        "[migration]\n",
-        &format!("[migration]\nflag_file = \"{}\"\n", flag.display()),
-        1,
-    );
-    let path = dir.join("lagging.toml");
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
 fn stale(proxy: &ProxyProcess) -> Option<String> {
     proxy.status()["stale"].as_str().map(str::to_string)
 }
@@ -68,7 +55,7 @@ fn a_proxy_without_its_flag_file_past_planned_refuses_to_start_or_refuses_writes
     publish(&sb, 7, "write-stop");
     let dir = tempfile::tempdir().unwrap();
     let flag = dir.path().join("missing/flag.json");
-    let plan = plan_with_flag_file(&sb, dir.path(), &flag);
+    let plan = sb.plan_with_flag_file(dir.path(), &flag);
     let run = common::Cachemig::new()
         .arg("proxy")
         .arg(&plan)
@@ -126,7 +113,7 @@ fn a_proxy_whose_flag_file_lags_the_beacon_refuses_writes_after_the_grace_and_re
     let flag = dir.path().join("flag.json");
     set_phase(&flag, "sync-dual-write", 3, false, 0.0);
     publish(&sb, 3, "sync-dual-write");
-    let proxy = ProxyProcess::start_on(&plan_with_flag_file(&sb, dir.path(), &flag), "lagging", &[]);
+    let proxy = ProxyProcess::start_on(&sb.plan_with_flag_file(dir.path(), &flag), "lagging", &[]);
     proxy.wait_generation(3);
     let mut conn = proxy.conn();
     let _: () = conn.set("token:a", 1).unwrap();

@@ -75,6 +75,7 @@ pub fn execute(command: Command) -> Result<u8> {
             metrics,
             threads,
             allow_missing_flag_file,
+            drain_timeout,
         } => proxy::run(
             &plan,
             crate::proxy::Options {
@@ -83,6 +84,7 @@ pub fn execute(command: Command) -> Result<u8> {
                 metrics,
                 password: None,
                 allow_missing_flag_file,
+                drain_timeout,
             },
             threads,
         ),

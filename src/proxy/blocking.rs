@@ -12,6 +12,10 @@
 //! worker. If the call took an element just before the unblock, its real reply wins: nothing is
 //! lost and nothing is popped twice. A cancelled call starts its timeout again (a client may wait
 //! up to one timeout longer across a switch).
+//!
+//! A proxy stopping for a restart ([`super::drain`]) releases a blocked call the same way but
+//! answers the client with the timeout's reply (or with what the call took, if it took something
+//! first); the client's next call lands on the successor.
 
 use std::sync::Arc;
 
@@ -64,12 +68,17 @@ pub async fn run(
     let switched = async {
         let _ = changes.wait_for(|a| a.generation != generation).await;
     };
+    let mut draining = proxy.draining.subscribe();
+    let stopping = async {
+        let _ = draining.wait_for(|d| *d).await;
+    };
     let (reply, cancelled) = tokio::select! {
         replies = &mut sent => (first(replies), false),
         () = switched => {
             unblock(&backend, id, slot).await;
             (first(sent.await), true)
         }
+        () = stopping => (release(&backend, id, slot, sent.as_mut()).await, false),
     };
     if cancelled && is_null(&reply) {
         return Outcome::Cancelled;
@@ -129,6 +138,25 @@ async fn unblock(backend: &Backend, id: Option<i64>, slot: Option<u16>) {
         backend.request(raw, slot).await;
     }
 }
+
+/// Unblocks the call until it answers: an unblock that reached the server before the call did is
+/// a no-op, so it is sent again until the reply comes.
+async fn release(
+    backend: &Backend,
+    id: Option<i64>,
+    slot: Option<u16>,
+    mut sent: std::pin::Pin<&mut impl Future<Output = Vec<Reply>>>,
+) -> Reply {
+    loop {
+        unblock(backend, id, slot).await;
+        if let Ok(replies) = tokio::time::timeout(RELEASE_RETRY, sent.as_mut()).await {
+            return first(replies);
+        }
+    }
+}
+
+/// How often [`release`] repeats its unblock.
+const RELEASE_RETRY: std::time::Duration = std::time::Duration::from_millis(50);
 
 fn first(replies: Vec<Reply>) -> Reply {
     replies

@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 
 use super::Proxy;
 use super::batch::handle;
+use super::drain;
 use super::local::Session;
 use super::resp::{Framer, Limits, Reply};
 
@@ -42,6 +43,7 @@ async fn run(proxy: &Arc<Proxy>, stream: TcpStream, id: u64) -> std::io::Result<
         messages: Some(messages),
         ..Session::default()
     };
+    let mut draining = proxy.draining.subscribe();
     loop {
         let mut batch = Vec::new();
         let mut fatal = None;
@@ -64,6 +66,11 @@ async fn run(proxy: &Arc<Proxy>, stream: TcpStream, id: u64) -> std::io::Result<
             }
         }
         if batch.is_empty() && fatal.is_none() {
+            let stopping = *draining.borrow_and_update();
+            if stopping && drain::at_boundary(&session, &inbuf) {
+                // A restart: every reply is written, nothing is pending (see `drain`).
+                return drain::close(rd, wr).await;
+            }
             // Waiting for requests, a subscribed client also gets its messages.
             tokio::select! {
                 read = rd.read_buf(&mut inbuf) => if read? == 0 {
@@ -72,6 +79,7 @@ async fn run(proxy: &Arc<Proxy>, stream: TcpStream, id: u64) -> std::io::Result<
                 Some(message) = inbox.recv() => {
                     wr.write_all(&message.to_reply(session.proto).raw).await?;
                 }
+                _ = draining.changed(), if !stopping => {}
             }
             continue;
         }

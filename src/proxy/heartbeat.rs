@@ -10,6 +10,7 @@ use serde_json::json;
 use super::Proxy;
 use super::http::Exporter;
 use super::metrics::Metrics;
+use super::succession::Succession;
 use crate::cluster::Router;
 use crate::report::{self, Counters, FenceState, ProxyReport};
 
@@ -79,8 +80,9 @@ impl Proxy {
 
 /// Writes the report every [`INTERVAL`] (faster while a fence drains), forever. A failed write is
 /// logged and retried at the next tick: the CLI then sees the report age and counts the proxy
-/// missing, which is the safe reading.
-pub async fn run(proxy: Arc<Proxy>, router: Router) {
+/// missing, which is the safe reading. The report goes under the field `succession` names (the
+/// id, or an interim one while a predecessor of the same id still runs).
+pub async fn run(proxy: Arc<Proxy>, router: Router, succession: Arc<Succession>) {
     let mut last_requests = proxy.metrics.requests.get();
     let mut last_at = std::time::Instant::now();
     let mut applied = proxy.applied.clone();
@@ -90,7 +92,11 @@ pub async fn run(proxy: Arc<Proxy>, router: Router) {
         let requests = proxy.metrics.requests.get();
         let qps = (requests - last_requests) as f64 / last_at.elapsed().as_secs_f64().max(0.001);
         (last_requests, last_at) = (requests, std::time::Instant::now());
-        let report = proxy.report(qps);
+        succession.tick().await;
+        let report = ProxyReport {
+            id: succession.field(),
+            ..proxy.report(qps)
+        };
         if let Err(e) = report::write(&router, &proxy.migration, &report).await {
             tracing::warn!("heartbeat to new failed: {e}");
         }

@@ -18,7 +18,9 @@
 //! - [`shadow`]: sampled, detached comparison of reads;
 //! - [`stale`]: the generation beacon check (writes refused while the flag file lags);
 //! - [`heartbeat`], [`metrics`], [`http`], [`hotkeys`]: reports (design §5);
-//! - [`server`]: wiring and the accept loop.
+//! - [`server`], [`listener`], [`drain`], [`succession`]: wiring and the accept loop, the
+//!   shared (`SO_REUSEPORT`) listener, stopping without dropping clients, and one proxy id
+//!   reported by two processes during a restart.
 
 pub mod backend;
 pub mod batch;
@@ -27,6 +29,7 @@ pub mod call;
 pub mod client;
 pub mod cluster_view;
 pub mod command;
+pub mod drain;
 pub mod functions;
 pub mod heartbeat;
 pub mod hooks;
@@ -34,6 +37,7 @@ pub mod hotkeys;
 pub mod http;
 pub mod keyconn;
 pub mod keyspace;
+pub mod listener;
 pub mod local;
 pub mod metrics;
 pub mod mirror;
@@ -45,6 +49,7 @@ pub mod scripts;
 pub mod server;
 pub mod shadow;
 pub mod stale;
+pub mod succession;
 pub mod tx;
 pub mod wait;
 
@@ -104,6 +109,9 @@ pub struct Proxy {
     /// How long the applied generation may stay behind the beacon before the proxy is stale
     /// (the plan's `[proxies] heartbeat_timeout`).
     pub stale_after: Duration,
+    /// Set once the proxy stops for a restart ([`drain`]): connections close at their next
+    /// request boundary and blocked commands are released.
+    pub draining: watch::Sender<bool>,
 }
 
 impl Proxy {

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 
 use super::backend::Backend;
 use super::hotkeys::HotKeys;
@@ -13,7 +13,8 @@ use super::metrics::Metrics;
 use super::mirror::Mirror;
 use super::node::ErrorSink;
 use super::shadow::Shadow;
-use super::{Proxy, client, heartbeat, http, routing};
+use super::succession::Succession;
+use super::{Proxy, client, drain, heartbeat, http, listener, routing};
 use crate::cluster::Router;
 use crate::flags::{FlagWatcher, WatchOptions};
 use crate::plan::Plan;
@@ -32,6 +33,8 @@ pub struct Options {
     /// Start without a valid flag file even when the beacon says the migration is past
     /// `planned` (the proxy is then stale: writes refused until the flag file appears).
     pub allow_missing_flag_file: bool,
+    /// On SIGTERM, how long client connections may take to reach a request boundary.
+    pub drain_timeout: Duration,
 }
 
 /// Hot-key window and table size.
@@ -48,14 +51,28 @@ impl ErrorSink for Metrics {
 
 /// Runs the proxy for `plan` until the process is stopped.
 pub async fn run(plan: Plan, options: Options) -> Result<()> {
-    let listener = TcpListener::bind(&options.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", options.listen))?;
-    let local = listener.local_addr()?;
+    let addr = listener::resolve(&options.listen)?;
     let id = options
         .id
         .clone()
-        .unwrap_or_else(|| format!("{}:{}", hostname(), local.port()));
+        .unwrap_or_else(|| format!("{}:{}", hostname(), addr.port()));
+    let succession = Arc::new(
+        Succession::claim(
+            Router::connect(&plan.target).await?,
+            &plan.name,
+            &id,
+            plan.proxies.heartbeat_timeout,
+        )
+        .await,
+    );
+    if listener::in_use(addr).await && !succession.id_held().await {
+        anyhow::bail!(
+            "{addr} is in use, and not by a live proxy {id} of migration {}: a restart shares the port only with its predecessor (same --id)",
+            plan.name
+        );
+    }
+    let listener = listener::bind(addr)?;
+    let local = listener.local_addr()?;
     let metrics = Arc::new(Metrics::new(&id, &plan.name));
     let errors: Arc<dyn ErrorSink> = metrics.clone();
     let (source_is_cluster, server_version) = inspect_source(&plan).await?;
@@ -108,8 +125,9 @@ pub async fn run(plan: Plan, options: Options) -> Result<()> {
         server_version,
         stale: Default::default(),
         stale_after: plan.proxies.heartbeat_timeout,
+        draining: tokio::sync::watch::Sender::new(false),
     });
-    tokio::spawn(heartbeat::run(proxy.clone(), router));
+    let heartbeat = tokio::spawn(heartbeat::run(proxy.clone(), router, succession.clone()));
     if let Some(addr) = &options.metrics {
         let http = TcpListener::bind(addr)
             .await
@@ -125,50 +143,51 @@ pub async fn run(plan: Plan, options: Options) -> Result<()> {
         "cachemig proxy {id}: listening on {local}, generation {} ({})",
         applied.generation, applied.phase
     );
-    accept(listener, proxy, watcher).await
+    let stopping = accept(&listener, &proxy).await?;
+    eprintln!("cachemig proxy {id}: {stopping}");
+    let serve = {
+        let proxy = proxy.clone();
+        Box::new(move |stream| spawn_client(&proxy, stream))
+    };
+    let result = drain::stop(
+        &proxy,
+        drain::Stop {
+            listener,
+            serve,
+            timeout: options.drain_timeout,
+            heartbeat,
+            succession,
+        },
+    )
+    .await;
+    drop(watcher); // followed the flag file until the last connection closed
+    result
 }
 
-/// How long a stopping proxy waits for its mirror to drain.
-const STOP_DRAIN: Duration = Duration::from_secs(10);
-
-async fn accept(listener: TcpListener, proxy: Arc<Proxy>, _watcher: FlagWatcher) -> Result<()> {
+/// Serves `stream` as a new client connection.
+fn spawn_client(proxy: &Arc<Proxy>, stream: TcpStream) {
     static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    tokio::spawn(client::serve(proxy.clone(), stream, id));
+}
+
+/// Accepts connections until SIGTERM or Ctrl-C; which one stopped it.
+async fn accept(listener: &TcpListener, proxy: &Arc<Proxy>) -> Result<&'static str> {
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {
         tokio::select! {
             conn = listener.accept() => match conn {
-                Ok((stream, _)) => {
-                    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-                    tokio::spawn(client::serve(proxy.clone(), stream, id));
-                }
+                Ok((stream, _)) => spawn_client(proxy, stream),
                 // Out of file descriptors and the like: pause rather than spin.
                 Err(e) => {
                     tracing::warn!("accept: {e}");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             },
-            _ = tokio::signal::ctrl_c() => return stop(&proxy).await,
-            _ = terminate.recv() => return stop(&proxy).await,
+            _ = tokio::signal::ctrl_c() => return Ok("stopped by Ctrl-C"),
+            _ = terminate.recv() => return Ok("stopped by SIGTERM"),
         }
     }
-}
-
-/// Stops accepting and lets the mirror drain (keys it has queued were written on the primary
-/// only); what cannot drain in [`STOP_DRAIN`] is reported, never dropped silently.
-async fn stop(proxy: &Proxy) -> Result<()> {
-    eprintln!("cachemig proxy {}: stopping; draining the mirror", proxy.id);
-    let deadline = tokio::time::Instant::now() + STOP_DRAIN;
-    while !proxy.mirror.drained() && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let (queued, _, dirty) = proxy.mirror.depth();
-    if queued + dirty > 0 {
-        anyhow::bail!(
-            "stopped with {queued} queued and {dirty} dirty key(s) not mirrored; run `cachemig verify PLAN --repair`, which copies from the write primary of the phase in force, before relying on the other side"
-        );
-    }
-    eprintln!("cachemig proxy {}: stopped", proxy.id);
-    Ok(())
 }
 
 /// A proxy without a valid flag file would serve as `planned`: writes to old, unmirrored. That

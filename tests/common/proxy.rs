@@ -3,7 +3,10 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Child;
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use cachemig::flags::{FlagFile, ShadowRead, write_atomic};
 use cachemig::phase::Catalog;
@@ -46,9 +49,19 @@ impl ProxyProcess {
 
     /// The same, with extra command-line arguments.
     pub fn start_on_with_args(plan: &Path, id: &str, env: &[(&str, &str)], args: &[&str]) -> ProxyProcess {
+        ProxyProcess::start_on_port(plan, id, free_port(), env, args)
+    }
+
+    /// A restart: a second process with the same id on the same client port as `previous`
+    /// (which keeps running until it is told to stop), with its own metrics port.
+    pub fn successor(previous: &ProxyProcess, plan: &Path, id: &str, env: &[(&str, &str)]) -> ProxyProcess {
+        ProxyProcess::start_on_port(plan, id, previous.port, env, &[])
+    }
+
+    fn start_on_port(plan: &Path, id: &str, port: u16, env: &[(&str, &str)], args: &[&str]) -> ProxyProcess {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("proxy.log");
-        let (port, metrics_port) = (free_port(), free_port());
+        let metrics_port = free_port();
         let mut cmd = Cachemig::new().arg("proxy").arg(plan).args([
             "--listen",
             &format!("127.0.0.1:{port}"),
@@ -78,6 +91,31 @@ impl ProxyProcess {
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Sends SIGTERM (a clean stop: drain, then exit) without waiting.
+    pub fn terminate(&self) {
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -TERM {}", self.pid());
+    }
+
+    /// Waits (up to `timeout`) until the process exited; its exit code.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the proxy did not exit within {timeout:?}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// The process id.
@@ -180,4 +218,71 @@ pub fn set_phase(flag_path: &Path, phase: &str, generation: u64, fence: bool, ra
     let flag = FlagFile::new("sandbox", generation, spec, shadow, "test", fence);
     std::fs::create_dir_all(flag_path.parent().unwrap()).unwrap();
     write_atomic(flag_path, &flag).unwrap();
+}
+
+/// A proxy's own copy of the flag file (a ConfigMap synced to one host): each version of `from`
+/// is copied to `to` `delay` after it appeared (at once by default; never while frozen).
+pub struct FlagCopy {
+    delay_ms: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl FlagCopy {
+    /// Starts copying.
+    pub fn start(from: PathBuf, to: PathBuf) -> FlagCopy {
+        let delay_ms = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (delay, stopping) = (delay_ms.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let mut pending: Vec<(Instant, Vec<u8>)> = Vec::new();
+            let mut seen = Vec::new();
+            while !stopping.load(Ordering::SeqCst) {
+                if let Ok(bytes) = std::fs::read(&from)
+                    && bytes != seen
+                {
+                    let due = Instant::now().checked_add(Duration::from_millis(delay.load(Ordering::SeqCst)));
+                    if let Some(due) = due {
+                        pending.push((due, bytes.clone()));
+                    }
+                    seen = bytes;
+                }
+                while pending.first().is_some_and(|(due, _)| *due <= Instant::now()) {
+                    let (_, bytes) = pending.remove(0);
+                    write_atomically(&to, &bytes);
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        FlagCopy {
+            delay_ms,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Versions written from now on are copied `delay` after they appear.
+    pub fn set_delay(&self, delay: Duration) {
+        self.delay_ms.store(delay.as_millis() as u64, Ordering::SeqCst);
+    }
+
+    /// Versions written from now on are never copied.
+    pub fn freeze(&self) {
+        self.delay_ms.store(u64::MAX / 2, Ordering::SeqCst);
+    }
+}
+
+impl Drop for FlagCopy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn write_atomically(to: &Path, bytes: &[u8]) {
+    let tmp = to.with_extension("tmp");
+    std::fs::write(&tmp, bytes).unwrap();
+    std::fs::rename(&tmp, to).unwrap();
 }

@@ -140,6 +140,17 @@ impl Sandbox {
         self.command(args).spawn()
     }
 
+    /// A copy of the plan, written in `dir`, whose proxies read their flag file from `flag` (a
+    /// proxy with its own, possibly missing or late, copy of the flag file).
+    pub fn plan_with_flag_file(&self, dir: &Path, flag: &Path) -> PathBuf {
+        let text = std::fs::read_to_string(&self.plan).unwrap().replacen(
+            "[migration]\n",
+            &format!("[migration]\nflag_file = \"{}\"\n", flag.display()),
+            1,
+        );
+        write_plan(dir, "own-flag-file.toml", &text)
+    }
+
     /// The flag file, verified, if present.
     pub fn flag(&self) -> Option<FlagFile> {
         cachemig::flags::read(&self.flag_path()).expect("flag file valid")

@@ -9,3 +9,8 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+mod flag_file_delayed_20s;
+mod missing_flag_file_in_write_stop;
+mod rolling_restart;
+mod source_db3_acl_user;
+mod surplus_proxy_lags_one_generation;
