@@ -398,6 +398,9 @@ fn wait_until_ready(sb: &Sandbox) {
 /// gates pass (rollbacks are never gated; `resume` waits for the acks itself).
 fn step_cli(sb: &Sandbox, proxies: &[&ProxyProcess], args: &[&str], expect: &str) {
     settle(sb, proxies);
+    if args[0] == "advance" && common::reports::needs_verify(expect) {
+        common::reports::verify_for_gate(sb);
+    }
     if args[0] == "advance" {
         wait_until_ready(sb);
     }

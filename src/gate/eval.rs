@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, Utc};
 
+use super::bypass::{self, Client};
 use super::proxies::ProxyView;
 use super::{GateResult, Verdict};
 use crate::backfill::{BackfillDir, Progress};
@@ -18,6 +19,8 @@ pub struct Inspection {
     pub source: Result<NodeSetReport, String>,
     /// The new Redis Cluster.
     pub target: Result<NodeSetReport, String>,
+    /// The clients of every old master (`CLIENT LIST`), for the `bypass-writers` gate.
+    pub clients: Result<Vec<Client>, String>,
 }
 
 /// Everything a gate may look at.
@@ -142,6 +145,8 @@ fn measure(cx: &Ctx, gate: &str, threshold: Option<&Threshold>) -> Measure {
         "shadow-mismatch-ratio" => with_counters(cx, |c| shadow_mismatch_ratio(c, ratio_limit(threshold))),
         "new-error-ratio" => with_counters(cx, |c| new_error_ratio(c, ratio_limit(threshold))),
         "fence" => fence(cx),
+        "verified" => super::verified::measure(cx.plan, cx.state, count_limit(threshold)),
+        "bypass-writers" => bypass_writers(cx, threshold),
         other => no_data(&format!("cachemig does not know how to measure gate `{other}`")),
     }
 }
@@ -498,6 +503,23 @@ fn fence(cx: &Ctx) -> Measure {
         ),
         Verdict::Pass,
     )
+}
+
+/// Clients on old outside cachemig that issued a command while the phase was in force.
+fn bypass_writers(cx: &Ctx, threshold: Option<&Threshold>) -> Measure {
+    let Some(i) = cx.inspection else {
+        return no_data("offline (not inspected)");
+    };
+    let clients = match &i.clients {
+        Ok(c) => c,
+        Err(e) => return no_data(&format!("CLIENT LIST on old failed: {e}")),
+    };
+    let Some(since) = cx.state.entered_at else {
+        return no_data("phase entry time unknown");
+    };
+    let in_force = (cx.now - since).to_std().unwrap_or_default();
+    let plan = cx.plan.path.display().to_string();
+    bypass::measure(clients, in_force, count_limit(threshold), &plan)
 }
 
 fn soak(cx: &Ctx, threshold: Option<&Threshold>) -> Measure {

@@ -9,3 +9,9 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+
+mod acked;
+mod bypassing_writer;
+mod hot_key_read_cutover;
+mod proxy_clock_skew;
+mod verify_repair_write_stop;
