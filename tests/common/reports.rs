@@ -92,6 +92,22 @@ pub fn wait_for_reports_at_flag_generation(sb: &Sandbox) {
     );
 }
 
+/// The gate `name` of the next step as `plan --format json` shows it: (verdict, measured).
+pub fn next_gate(sb: &Sandbox, name: &str) -> (String, String) {
+    let json = sb.cachemig(&["plan", "--format", "json"]).json();
+    let g = json["gates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["gate"] == name)
+        .unwrap_or_else(|| panic!("no gate {name} in {json}"))
+        .clone();
+    (
+        g["verdict"].as_str().unwrap().into(),
+        g["measured"].as_str().unwrap().into(),
+    )
+}
+
 /// Runs `cachemig verify` once every report is at the flag file's generation, so the
 /// `verified` gate into read-cutover or write-stop finds a fresh record; asserts it is clean.
 pub fn verify_for_gate(sb: &Sandbox) {
