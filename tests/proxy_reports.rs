@@ -192,9 +192,9 @@ fn shadow_gates_and_status_come_from_the_reports() {
 fn the_fence_switches_on_acks_both_ways() {
     let sb = sandbox("");
     walk_to(&sb, "read-cutover");
-    let before = sb.snapshot();
     let proxies = FakeProxies::start(&sb, &["p1", "p2"], true);
     verify_for_gate(&sb);
+    let before = sb.snapshot();
     sb.cachemig(&["advance", "--dry-run"])
         .assert_success()
         .assert_stdout_contains("will fence now")
