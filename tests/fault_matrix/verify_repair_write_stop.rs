@@ -31,6 +31,8 @@ fn verify_repair_write_stop() {
     for phase in ["read-cutover", "write-stop"] {
         verify_for_gate(&sb);
         advance_when_ready(&sb, &proxies, phase);
+        // Reads served by new: the data of `new-error-ratio`.
+        read_through(&proxies, &keys);
     }
 
     // Keys written on new through a proxy, then lost on old (a reverse mirror that never
