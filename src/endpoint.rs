@@ -298,7 +298,28 @@ pub async fn connect_node(url: &Url, password: Option<&str>) -> Result<Multiplex
         .query_async::<()>(&mut conn)
         .await
         .map_err(|e| classify(redacted(url), &e, secret))?;
+    // Named so the bypass check (and an operator reading CLIENT LIST) can tell cachemig's own
+    // connections; a server that refuses CLIENT SETNAME (an ACL without it) is no reason to fail.
+    let _ = redis::cmd("CLIENT")
+        .arg("SETNAME")
+        .arg(client_name())
+        .query_async::<()>(&mut conn)
+        .await;
     Ok(conn)
+}
+
+/// The name of this process's connections opened by [`connect_node`].
+static CLIENT_NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Names every connection [`connect_node`] opens from now on (default `cachemig-cli`); a proxy
+/// sets `cachemig-proxy:<id>`. The first call wins. The name must start with `cachemig-` (the
+/// bypass check skips such connections) and hold no space.
+pub fn set_client_name(name: &str) {
+    let _ = CLIENT_NAME.set(name.to_string());
+}
+
+fn client_name() -> &'static str {
+    CLIENT_NAME.get().map_or("cachemig-cli", String::as_str)
 }
 
 /// Connects to a cluster through any of its seed `urls`, with [`CONNECT_TIMEOUT`] and

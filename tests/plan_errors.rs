@@ -312,6 +312,33 @@ const CASES: &[Case] = &[
         "outside 0.0..=1.0",
         "sample_rate = 0.05",
     ),
+    (
+        "negative verify gate sample",
+        "[gates]",
+        "[verify]\ngate_sample = -1\n[gates]",
+        19,
+        15,
+        "`gate_sample` is -1, outside 0..=",
+        "gate_sample = 0",
+    ),
+    (
+        "verify sample ratio without a sample size",
+        "[gates]",
+        "[verify]\ngate_sample_ratio = 0.5\n[gates]",
+        19,
+        21,
+        "`gate_sample` is 0, so only a full verify counts",
+        "gate_sample = N",
+    ),
+    (
+        "verify sample ratio out of range",
+        "[gates]",
+        "[verify]\ngate_sample = 10\ngate_sample_ratio = 2.0\n[gates]",
+        20,
+        21,
+        "`gate_sample_ratio` is 2, outside 0.0..=1.0",
+        "gate_sample_ratio = 0",
+    ),
 ];
 
 #[test]

@@ -8,8 +8,7 @@ use std::time::{Duration, Instant};
 use cachemig::report::now_ms;
 use cachemig::state::{Event, FenceStage};
 use common::reports::{
-    FakeProxies, clear_reports, expect_proxies, report, wait_for_reports_at_flag_generation, walk_to,
-    write_report,
+    FakeProxies, clear_reports, expect_proxies, report, verify_for_gate, walk_to, write_report,
 };
 use common::sandbox::Sandbox;
 use common::wait_for;
@@ -193,9 +192,9 @@ fn shadow_gates_and_status_come_from_the_reports() {
 fn the_fence_switches_on_acks_both_ways() {
     let sb = sandbox("");
     walk_to(&sb, "read-cutover");
-    let before = sb.snapshot();
     let proxies = FakeProxies::start(&sb, &["p1", "p2"], true);
-    wait_for_reports_at_flag_generation(&sb);
+    verify_for_gate(&sb);
+    let before = sb.snapshot();
     sb.cachemig(&["advance", "--dry-run"])
         .assert_success()
         .assert_stdout_contains("will fence now")
@@ -224,7 +223,7 @@ fn without_acks_the_fence_is_released_on_the_old_primary() {
     let sb = sandbox("max_write_pause = \"1s\"\n");
     walk_to(&sb, "read-cutover");
     let proxies = FakeProxies::start(&sb, &["p1", "p2"], false);
-    wait_for_reports_at_flag_generation(&sb);
+    verify_for_gate(&sb);
     let n = sb.flag().unwrap().generation + 1;
     sb.cachemig(&["advance", "--yes"])
         .assert_code(3)
@@ -241,7 +240,7 @@ fn without_acks_the_fence_is_released_on_the_old_primary() {
 
     // Into write-stop with acks, then a rollback whose fence is not acked stays in write-stop.
     proxies.set_drain(true);
-    wait_for_reports_at_flag_generation(&sb);
+    verify_for_gate(&sb);
     sb.cachemig(&["advance", "--yes"]).assert_success();
     proxies.set_drain(false);
     let m = sb.flag().unwrap().generation + 1;
@@ -256,7 +255,7 @@ fn kill_9_mid_fence_then_repair_releases_without_switching() {
     let sb = sandbox("max_write_pause = \"60s\"\n");
     walk_to(&sb, "read-cutover");
     let _proxies = FakeProxies::start(&sb, &["p1", "p2"], false);
-    wait_for_reports_at_flag_generation(&sb);
+    verify_for_gate(&sb);
     let n = sb.flag().unwrap().generation + 1;
     let mut child = sb.spawn(&["advance", "--yes"]);
     wait_for("the fence generation", Duration::from_secs(20), || {
@@ -331,7 +330,7 @@ fn a_surplus_live_proxy_that_has_not_acked_blocks_the_gate_and_the_fence() {
     clear_reports(&sb);
     walk_to(&sb, "read-cutover");
     let proxies = FakeProxies::start(&sb, &["p1", "p2"], true);
-    wait_for_reports_at_flag_generation(&sb);
+    verify_for_gate(&sb);
     let at = sb.flag().unwrap().generation;
     write_report(&sb, &report("p3", at, "read-cutover"));
     sb.cachemig(&["advance", "--yes"])

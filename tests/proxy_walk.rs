@@ -398,6 +398,9 @@ fn wait_until_ready(sb: &Sandbox) {
 /// gates pass (rollbacks are never gated; `resume` waits for the acks itself).
 fn step_cli(sb: &Sandbox, proxies: &[&ProxyProcess], args: &[&str], expect: &str) {
     settle(sb, proxies);
+    if args[0] == "advance" && common::reports::needs_verify(expect) {
+        common::reports::verify_for_gate(sb);
+    }
     if args[0] == "advance" {
         wait_until_ready(sb);
     }
@@ -527,6 +530,7 @@ fn a_proxy_that_stops_acking_makes_the_fence_release_writes_on_the_old_primary()
     }
     // Both proxies have reported read-cutover and the fence's gates pass: p2 is live and acking.
     settle(&sb, &[&p1, &p2]);
+    common::reports::verify_for_gate(&sb);
     wait_until_ready(&sb);
     // p2 freezes: still "live" by its last report, but it will never ack the fence.
     let p2_pid = p2.pid();

@@ -36,6 +36,7 @@ const INSPECTED_GATES: &[&str] = &[
     "rdb-compatible",
     "memory-headroom",
     "target-empty",
+    "bypass-writers",
 ];
 
 /// Gates no override may bypass: skipping the fence would switch the write primary while proxies
@@ -64,25 +65,7 @@ pub fn run(path: &Path, opts: Options) -> Result<u8> {
     let to = step::resolve(session.phase(), opts.phase.as_deref(), Direction::Forward)?;
     check_skips(to, &opts.skip_gates)?;
 
-    let inspection = if to
-        .gates
-        .iter()
-        .any(|g| INSPECTED_GATES.contains(&g.name.as_str()))
-    {
-        Some(super::inspect(&session.plan)?)
-    } else {
-        None
-    };
-    let proxies = gate::needs_proxy_reports(to)
-        .then(|| gate::ProxyView::load_blocking(&session.plan, session.state.generation));
-    let mut results = gate::evaluate(
-        &session.plan,
-        &session.state,
-        to,
-        inspection.as_ref(),
-        proxies.as_ref(),
-        chrono::Utc::now(),
-    );
+    let mut results = evaluate_step(&session, to)?;
     apply_skips(
         &mut results,
         &opts.skip_gates,
@@ -155,6 +138,30 @@ pub fn run(path: &Path, opts: Options) -> Result<u8> {
         Format::Table => {}
     }
     action.map(|_| 0)
+}
+
+/// Measures every gate of the step from the phase in force into `to`, inspecting source and
+/// target and reading the proxies' reports only when a gate needs them (read-only).
+pub(super) fn evaluate_step(session: &Session, to: &PhaseSpec) -> Result<Vec<GateResult>> {
+    let inspection = if to
+        .gates
+        .iter()
+        .any(|g| INSPECTED_GATES.contains(&g.name.as_str()))
+    {
+        Some(super::inspect(&session.plan)?)
+    } else {
+        None
+    };
+    let proxies = gate::needs_proxy_reports(to)
+        .then(|| gate::ProxyView::load_blocking(&session.plan, session.state.generation));
+    Ok(gate::evaluate(
+        &session.plan,
+        &session.state,
+        to,
+        inspection.as_ref(),
+        proxies.as_ref(),
+        chrono::Utc::now(),
+    ))
 }
 
 /// The step into write-stop: the switch of the write primary behind the fence. Exit 3 (gate

@@ -101,9 +101,17 @@ fn inspect(plan: &crate::plan::Plan) -> Result<Inspection> {
             crate::inspect::inspect_source(&plan.source, &plan.keys),
             crate::inspect::inspect_target(&plan.target, &plan.keys, 1000),
         );
+        let clients = match &source {
+            Ok(report) => {
+                let masters: Vec<String> = report.masters.iter().map(|m| m.addr.clone()).collect();
+                crate::gate::scan_clients(&plan.source, &masters).await
+            }
+            Err(_) => Err("source unreachable".to_string()),
+        };
         Inspection {
             source: source.map_err(|e| e.to_string()),
             target: target.map_err(|e| e.to_string()),
+            clients,
         }
     }))
 }

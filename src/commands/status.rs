@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::cli::Format;
 use crate::error::{EXIT_OK, Result};
-use crate::gate::{Pending, ProxyView};
+use crate::gate::{GateResult, Pending, ProxyView};
 use crate::output;
 use crate::phase::{Catalog, Routing};
 use crate::plan::{Plan, units};
@@ -37,6 +37,9 @@ struct StatusReport {
     /// Whether the generation in force is a fence (a primary switch is under way).
     fenced: bool,
     proxies: Proxies,
+    /// The gates of the step into `next`, measured now (what `advance --dry-run` would say);
+    /// among them, before `read-cutover` and `write-stop`, `bypass-writers` and `verified`.
+    next_gates: Vec<GateResult>,
 }
 
 /// The `proxies` section: what the proxies reported (docs/cli.md).
@@ -187,6 +190,10 @@ pub fn run(path: &Path, format: Format, repair: bool) -> Result<u8> {
             &session.plan,
             s.fenced,
         ),
+        next_gates: match catalog.next(&s.phase) {
+            Some(next) => super::advance::evaluate_step(&session, next)?,
+            None => Vec::new(),
+        },
     };
     match format {
         Format::Json => output::print_json(&report)?,
@@ -258,6 +265,7 @@ fn print_table(r: &StatusReport) {
         println!("gate overrides:\n{t}");
     }
     print_proxies(&r.proxies);
+    print_next_gates(r);
     if !r.recent.is_empty() {
         let mut t = output::table(&["seq", "time", "user", "gen", "event"]);
         for e in &r.recent {
@@ -302,6 +310,18 @@ fn describe(e: &crate::state::Event) -> String {
             outcome,
             detail,
         } => format!("{action} {outcome}: {detail}"),
+    }
+}
+
+/// The gates of the next step; the bypass check gets a line of its own, since a writer that
+/// bypasses the proxies is the one problem no proxy report shows.
+fn print_next_gates(r: &StatusReport) {
+    let Some(next) = &r.next else { return };
+    if let Some(b) = r.next_gates.iter().find(|g| g.gate == "bypass-writers") {
+        println!("bypass ({}): {}", b.verdict, b.measured);
+    }
+    if !r.next_gates.is_empty() {
+        println!("gates into {next} (now):\n{}", output::gates_table(&r.next_gates));
     }
 }
 

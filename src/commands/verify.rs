@@ -1,7 +1,9 @@
 //! `cachemig verify PLAN [--sample N] [--repair] [--report FILE.csv] [--format table|json]`
 //!
-//! Read-only unless `--repair`; without it, takes no lock. Exit 0 when no difference remains, 1
-//! otherwise (naming the count and the report), 2 for an invalid plan or arguments.
+//! Read-only on both Redis sides unless `--repair`; without it, takes no lock. Every finished run
+//! is recorded in `state_dir/verify.json` for the `verified` gate (src/gate/verified.rs).
+//! Exit 0 when no difference remains, 1 otherwise (naming the count and the report), 2 for an
+//! invalid plan or arguments.
 //!
 //! `--repair` copies from the write primary of the phase in force (old before `write-stop`, new
 //! in it; design §4): copying old → new while new is the primary would revert or delete
@@ -16,6 +18,7 @@ use serde::Serialize;
 
 use crate::cli::Format;
 use crate::error::{EXIT_OK, Error, Result};
+use crate::gate::{VerifyRecord, VerifyStart};
 use crate::output;
 use crate::phase::Side;
 use crate::plan::Plan;
@@ -59,6 +62,11 @@ pub fn run(path: &Path, options: Options) -> Result<u8> {
         None
     };
     let primary = write_primary(&plan, options.repair)?;
+    // What the `verified` gate needs to judge this run fresh: the phase and generation in
+    // force, and whether every live proxy had acked it, as the run starts.
+    let start = Session::open(plan.clone())
+        .ok()
+        .map(|s| VerifyStart::observe(&plan, &s.state));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -70,6 +78,11 @@ pub fn run(path: &Path, options: Options) -> Result<u8> {
         report: options.report,
     };
     let summary = runtime.block_on(verify::run(&plan, &verify_options))?;
+    if let Some(start) = start {
+        VerifyRecord::new(start, &summary)
+            .save(&plan.state_dir)
+            .map_err(|e| anyhow!("writing {}: {e}", crate::gate::VERIFY_FILE))?;
+    }
     match options.format {
         Format::Json => output::print_json(&JsonReport {
             checked: summary.checked(),

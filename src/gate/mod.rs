@@ -3,15 +3,19 @@
 //! The phase catalog names each phase's gates and default thresholds; this module measures
 //! them. A gate whose data is missing is **blocked** ("no data"), never passed.
 
+mod bypass;
 mod eval;
 mod proxies;
+mod verified;
 
 use std::fmt;
 
 use serde::Serialize;
 
+pub use bypass::{CACHEMIG_PREFIX, Client, bypassing, parse_client_list, scan as scan_clients};
 pub use eval::{Inspection, PROXY_GATES, evaluate, needs_proxy_reports};
 pub use proxies::{Acks, Pending, ProxyView, ReportReader};
+pub use verified::{VERIFY_FILE, VerifyRecord, VerifyStart};
 
 /// A gate's outcome.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -1,7 +1,8 @@
 //! Online inspection of source and target, for `cachemig plan` and the "→ backfill" gates.
 //!
 //! Strictly read-only: only PING, INFO, CLUSTER INFO/NODES, DBSIZE, SCAN, MEMORY USAGE, DUMP and
-//! CONFIG GET are sent, so `plan` and `--dry-run` change nothing on either side.
+//! CONFIG GET are sent (and CLIENT SETNAME, which names the connection `cachemig-cli`), so `plan`
+//! and `--dry-run` change nothing on either side.
 
 mod nodes;
 mod rdb;

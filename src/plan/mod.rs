@@ -49,6 +49,8 @@ pub struct Plan {
     pub dual_write: DualWriteSettings,
     /// `[shadow_read]` settings.
     pub shadow_read: ShadowReadSettings,
+    /// `[verify]`
+    pub verify: VerifySettings,
     /// `[gates]` settings.
     pub gates: GateSettings,
     /// `[proxies]` settings.
@@ -94,6 +96,16 @@ pub struct ShadowReadSettings {
     pub min_samples: u64,
     /// Largest mismatch ratio allowed for read-cutover.
     pub max_mismatch_ratio: f64,
+}
+
+/// `[verify]`, with defaults applied: which recorded verify opens the `verified` gate.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct VerifySettings {
+    /// 0 (the default): only a full verify counts. N > 0: a `verify --sample M` with M >= N
+    /// counts too (if it also meets [`VerifySettings::gate_sample_ratio`]).
+    pub gate_sample: u64,
+    /// The share of the source keys a sampled verify must have checked, 0.0 – 1.0.
+    pub gate_sample_ratio: f64,
 }
 
 /// `[gates]`: the default soak and per-phase threshold overrides.

@@ -24,6 +24,8 @@ pub struct RawPlan {
     pub dual_write: RawDualWrite,
     #[serde(default)]
     pub shadow_read: RawShadowRead,
+    #[serde(default)]
+    pub verify: RawVerify,
     /// `soak = "10m"` plus one `[gates.<phase>]` table per phase; validated by hand because the
     /// allowed keys come from the phase catalog.
     #[serde(default)]
@@ -109,6 +111,14 @@ pub struct RawShadowRead {
     pub max_mismatch_ratio: Option<Spanned<f64>>,
 }
 
+/// `[verify]`: what a verify must cover to open the gates into read-cutover and write-stop.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawVerify {
+    pub gate_sample: Option<Spanned<i64>>,
+    pub gate_sample_ratio: Option<Spanned<f64>>,
+}
+
 /// `[proxies]`
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -131,6 +141,9 @@ pub const KEY_EXAMPLES: &[(&str, &str)] = &[
     ("shadow_read", "[shadow_read]"),
     ("gates", "[gates]"),
     ("proxies", "[proxies]"),
+    ("verify", "[verify]"),
+    ("gate_sample", "gate_sample = 0"),
+    ("gate_sample_ratio", "gate_sample_ratio = 0.0"),
     ("name", "name = \"tokens\""),
     ("state_dir", "state_dir = \".cachemig/tokens\""),
     ("flag_file", "flag_file = \"flags/tokens.json\""),

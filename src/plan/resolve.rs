@@ -11,7 +11,10 @@ use url::Url;
 use super::error::{PlanError, did_you_mean};
 use super::raw::{RawPlan, RawProxies, SpannedStr};
 use super::units::{parse_duration, parse_size};
-use super::{BackfillSettings, DualWriteSettings, GateSettings, Plan, ProxySettings, ShadowReadSettings};
+use super::{
+    BackfillSettings, DualWriteSettings, GateSettings, Plan, ProxySettings, ShadowReadSettings,
+    VerifySettings,
+};
 use crate::endpoint::Endpoint;
 use crate::keys::KeyFilter;
 use crate::phase::{Catalog, Threshold};
@@ -260,6 +263,20 @@ fn resolve_in(cx: &Ctx, raw: RawPlan, catalog: &Catalog) -> Result<Plan, PlanErr
         min_samples: cx.int(&s.min_samples, "min_samples", 10_000, 0, i64::MAX)? as u64,
         max_mismatch_ratio: cx.ratio(&s.max_mismatch_ratio, "max_mismatch_ratio", 0.0001)?,
     };
+    let v = &raw.verify;
+    let verify = VerifySettings {
+        gate_sample: cx.int(&v.gate_sample, "gate_sample", 0, 0, i64::MAX)? as u64,
+        gate_sample_ratio: cx.ratio(&v.gate_sample_ratio, "gate_sample_ratio", 0.0)?,
+    };
+    if verify.gate_sample == 0
+        && let Some(r) = &v.gate_sample_ratio
+    {
+        return Err(cx.err(
+            r.span(),
+            "`gate_sample_ratio` is set but `gate_sample` is 0, so only a full verify counts",
+            "add `gate_sample = N` (the smallest `verify --sample N` the gates accept), or remove the line",
+        ));
+    }
     let gates = gate_settings(cx, &raw.gates, catalog)?;
     let raw_proxies = raw.proxies.as_ref().map(Spanned::get_ref);
     let proxies = ProxySettings {
@@ -291,6 +308,7 @@ fn resolve_in(cx: &Ctx, raw: RawPlan, catalog: &Catalog) -> Result<Plan, PlanErr
         backfill,
         dual_write,
         shadow_read,
+        verify,
         gates,
         proxies,
     })

@@ -20,9 +20,9 @@ pub type SyncWait = std::pin::Pin<Box<dyn std::future::Future<Output = bool> + S
 
 /// Mirrors a write's keys (design §4): queued in async mode; in sync mode the returned future
 /// completes when every key is synced. A sync that fails is counted and its key marked dirty;
-/// the client still gets the primary's reply (a retried INCR would apply twice), except after
-/// read-cutover, where new serves reads: there the sync is retried once and only then an error
-/// is returned.
+/// the client still gets the primary's reply (a retried INCR would apply twice), except from
+/// shadow-read on, where new serves reads here or at a neighbour: there the sync is retried once
+/// and only then an error is returned ([`new_side_serves_reads`]).
 ///
 /// `_seed` is unused: a sync reads the origin while holding the key's lease (see
 /// [`crate::keysync::lock`]), so a snapshot read before it cannot be written ([`seed_request`]
@@ -43,11 +43,20 @@ pub fn mirror(
         return None;
     }
     let proxy = proxy.clone();
-    let retry = routing.read == side.other();
+    let retry = new_side_serves_reads(routing, side);
     Some(Box::pin(async move {
         let syncs = keys.into_iter().map(|key| sync_one(&proxy, dir, key, retry));
         join_all(syncs).await.into_iter().all(|ok| ok)
     }))
+}
+
+/// Whether a failed sync of a write on `side` must be retried and, failing again, answered with
+/// an error: when the other side serves reads here (read-cutover), and also in shadow-read,
+/// whose neighbour one step ahead (read-cutover) reads new while a rollout of the flag file is
+/// under way. An OK there after a failed sync would be an acknowledged write that a neighbour
+/// proxy does not show (docs/guarantees.md, adjacent phases 4 ↔ 5).
+fn new_side_serves_reads(routing: &FlagRouting, side: Side) -> bool {
+    routing.read == side.other() || routing.shadow_read.is_some()
 }
 
 /// Waits for sync mirrors: `(index, ok)` for each, in any order.

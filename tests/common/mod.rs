@@ -4,6 +4,7 @@
 
 mod cluster;
 pub mod compare;
+pub mod hotkeys;
 pub mod load;
 pub mod proxy;
 pub mod reports;

@@ -92,6 +92,37 @@ pub fn wait_for_reports_at_flag_generation(sb: &Sandbox) {
     );
 }
 
+/// The gate `name` of the next step as `plan --format json` shows it: (verdict, measured).
+pub fn next_gate(sb: &Sandbox, name: &str) -> (String, String) {
+    let json = sb.cachemig(&["plan", "--format", "json"]).json();
+    let g = json["gates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["gate"] == name)
+        .unwrap_or_else(|| panic!("no gate {name} in {json}"))
+        .clone();
+    (
+        g["verdict"].as_str().unwrap().into(),
+        g["measured"].as_str().unwrap().into(),
+    )
+}
+
+/// Runs `cachemig verify --repair` once every report is at the flag file's generation, so the
+/// `verified` gate into read-cutover or write-stop finds a fresh record; asserts it leaves no
+/// unresolved difference. With `--repair`, as an operator with writers running would: a key
+/// written every few milliseconds can differ at both looks of a plain verify, while the repair
+/// (from the write primary) settles it.
+pub fn verify_for_gate(sb: &Sandbox) {
+    wait_for_reports_at_flag_generation(sb);
+    sb.cachemig(&["verify", "--repair"]).assert_success();
+}
+
+/// Whether the step into `phase` has the `verified` gate.
+pub fn needs_verify(phase: &str) -> bool {
+    matches!(phase, "read-cutover" | "write-stop")
+}
+
 /// Advances (with healthy fake proxies `p1` and `p2` acking every generation) until `phase` is in
 /// force. The plan must expect 2 proxies and let the shadow and soak gates pass (see
 /// `tests/proxy_reports.rs`).
@@ -100,6 +131,13 @@ pub fn walk_to(sb: &Sandbox, phase: &str) {
     while sb.flag().map(|f| f.phase) != Some(phase.to_string()) {
         if sb.flag().is_some() {
             wait_for_reports_at_flag_generation(sb);
+        }
+        let next = cachemig::phase::Catalog::builtin()
+            .next(&sb.flag().map_or("planned".to_string(), |f| f.phase))
+            .map(|p| p.name.clone())
+            .unwrap_or_default();
+        if needs_verify(&next) {
+            verify_for_gate(sb);
         }
         sb.cachemig(&["advance", "--yes"]).assert_success();
     }

@@ -9,8 +9,14 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+
+mod acked;
+mod bypassing_writer;
 mod flag_file_delayed_20s;
+mod hot_key_read_cutover;
 mod missing_flag_file_in_write_stop;
+mod proxy_clock_skew;
 mod rolling_restart;
 mod source_db3_acl_user;
 mod surplus_proxy_lags_one_generation;
+mod verify_repair_write_stop;

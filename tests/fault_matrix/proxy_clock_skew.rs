@@ -1,15 +1,15 @@
-//! Issue 9, clocks: a proxy host whose clock runs 60 s ahead, and one 60 s behind (their process
-//! sees the skewed time through libfaketime). Liveness is judged on the new cluster's clock, so
-//! the one behind is live while it reports, and the one ahead is missing soon after it dies.
-
-mod common;
+//! Row: a proxy host whose clock runs 60 s ahead, and one 60 s behind (their process sees the
+//! skewed time through libfaketime). Liveness is judged on the new cluster's clock, so the one
+//! behind is live while it reports, and the one ahead is missing soon after it dies. A writer
+//! through both in `sync-dual-write` meanwhile: old and new equal the model of its writes.
 
 use std::time::Duration;
 
-use common::proxy::ProxyProcess;
-use common::reports::expect_proxies;
-use common::sandbox::Sandbox;
-use common::wait_for;
+use super::acked::{Writer, assert_sides_equal};
+use crate::common::proxy::{ProxyProcess, set_phase};
+use crate::common::reports::expect_proxies;
+use crate::common::sandbox::Sandbox;
+use crate::common::wait_for;
 
 /// libfaketime, installed by `scripts/install-deps` (Debian package `faketime`).
 fn libfaketime() -> String {
@@ -54,11 +54,15 @@ fn liveness(sb: &Sandbox, id: &str) -> Option<(bool, u64)> {
 }
 
 #[test]
-fn liveness_ignores_proxy_host_clocks_60s_ahead_or_behind() {
+fn proxy_clock_skew() {
     let sb = Sandbox::start();
     expect_proxies(&sb, 2, "heartbeat_timeout = \"3s\"\n");
+    set_phase(&sb.flag_path(), "sync-dual-write", 1, false, 0.0);
     let mut ahead = skewed_proxy(&sb, "ahead", "+60s");
-    let _behind = skewed_proxy(&sb, "behind", "-60s");
+    let behind = skewed_proxy(&sb, "behind", "-60s");
+    ahead.wait_generation(1);
+    behind.wait_generation(1);
+    let writer = Writer::start(&[&ahead, &behind], "clock");
     wait_for("both proxies live", Duration::from_secs(15), || {
         liveness(&sb, "ahead").is_some_and(|(live, _)| live)
             && liveness(&sb, "behind").is_some_and(|(live, _)| live)
@@ -68,6 +72,14 @@ fn liveness_ignores_proxy_host_clocks_60s_ahead_or_behind() {
         age < 3_000,
         "a report of the proxy behind is fresh, not 60 s old: {age} ms"
     );
+    let (model, errors) = writer.finish();
+    assert!(errors.is_empty(), "clients saw errors: {errors:?}");
+    assert!(!model.is_empty());
+    for p in [&ahead, &behind] {
+        wait_for("mirror drained", Duration::from_secs(20), || {
+            p.status()["mirror"]["drained"] == true
+        });
+    }
     ahead.kill();
     // Judged by its own clock the dead proxy's last report would stay "fresh" for a minute.
     wait_for("the dead proxy counted missing", Duration::from_secs(15), || {
@@ -77,4 +89,5 @@ fn liveness_ignores_proxy_host_clocks_60s_ahead_or_behind() {
         liveness(&sb, "behind").unwrap().0,
         "the live proxy behind is still live"
     );
+    assert_sides_equal(&sb, &model);
 }
