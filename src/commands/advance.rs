@@ -73,6 +73,15 @@ pub fn run(path: &Path, opts: Options) -> Result<u8> {
     } else {
         None
     };
+    if !opts.dry_run && gate::needs_proxy_reports(to) {
+        // A dead proxy's mirror backlog blocks every ack: sync it first (design §4).
+        let primary = session.phase().routing.write;
+        let drained =
+            crate::proxy::backlog::drain::drain_blocking(&session.plan, session.state.generation, primary);
+        for line in drained {
+            eprintln!("{line}");
+        }
+    }
     let proxies = gate::needs_proxy_reports(to)
         .then(|| gate::ProxyView::load_blocking(&session.plan, session.state.generation));
     let mut results = gate::evaluate(

@@ -7,6 +7,7 @@ use bytes::Bytes;
 use futures::future::join_all;
 
 use super::Proxy;
+use super::backlog::Hold;
 use super::call::Call;
 use super::mirror::Direction;
 use super::resp::{Proto, Reply};
@@ -48,6 +49,37 @@ pub fn mirror(
         let syncs = keys.into_iter().map(|key| sync_one(&proxy, dir, key, retry));
         join_all(syncs).await.into_iter().all(|ok| ok)
     }))
+}
+
+/// Holds, in the persisted backlog, the keys of those `writes` that will be mirrored under
+/// `routing` (write-ahead: call before sending them, await [`Hold::persisted`], and keep the
+/// hold until [`mirror`] was called for them). A proxy killed after the write reached the
+/// primary then leaves the key in its backlog, whatever the mirror mode.
+pub fn hold<'a>(
+    proxy: &Arc<Proxy>,
+    routing: &FlagRouting,
+    side: Side,
+    writes: impl IntoIterator<Item = &'a Call>,
+) -> Hold {
+    let keys: Vec<Bytes> = writes
+        .into_iter()
+        .filter(|call| direction(proxy, routing, side, call).is_some())
+        .flat_map(|call| call.keys().cloned())
+        .collect();
+    proxy.mirror.backlog().hold(keys)
+}
+
+/// [`hold`] and wait until the backlog holds the keys (up to the sync timeout; a backlog that
+/// cannot be written is counted as a mirror error and the write goes on).
+pub async fn hold_persisted<'a>(
+    proxy: &Arc<Proxy>,
+    routing: &FlagRouting,
+    side: Side,
+    writes: impl IntoIterator<Item = &'a Call>,
+) -> Hold {
+    let hold = hold(proxy, routing, side, writes);
+    hold.persisted(proxy.sync_timeout).await;
+    hold
 }
 
 /// Waits for sync mirrors: `(index, ok)` for each, in any order.

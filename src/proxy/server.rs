@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use tokio::net::TcpListener;
 
 use super::backend::Backend;
+use super::backlog::{self, Backlog};
 use super::hotkeys::HotKeys;
 use super::metrics::Metrics;
 use super::mirror::Mirror;
@@ -79,11 +80,13 @@ pub async fn run(plan: Plan, options: Options) -> Result<()> {
         refuse_without_flag_file(&plan, &router).await?;
     }
     let applied = routing::follow(watcher.subscribe(), metrics.clone());
+    let backlog = Backlog::new(backlog::set_key(&plan.name, &id), new.clone(), metrics.clone());
     let mirror = Mirror::new(
         plan.dual_write.queue_capacity as usize,
         old.clone(),
         new.clone(),
         metrics.clone(),
+        backlog,
     );
     mirror.start();
     let proxy = Arc::new(Proxy {
@@ -106,6 +109,7 @@ pub async fn run(plan: Plan, options: Options) -> Result<()> {
         server_version,
         stale: Default::default(),
         stale_after: plan.proxies.heartbeat_timeout,
+        carried: Default::default(),
     });
     tokio::spawn(heartbeat::run(proxy.clone(), router));
     if let Some(addr) = &options.metrics {
@@ -189,7 +193,7 @@ async fn refuse_without_flag_file(plan: &Plan, router: &Router) -> Result<()> {
 }
 
 /// Whether the source is a cluster (`cluster_enabled:1`), and its version.
-async fn inspect_source(plan: &Plan) -> Result<(bool, String)> {
+pub(crate) async fn inspect_source(plan: &Plan) -> Result<(bool, String)> {
     let url = plan.source.urls.first().context("the source has no URL")?;
     let mut conn = plan.source.connect_node(url).await?;
     let info: String = redis::cmd("INFO").arg("cluster").query_async(&mut conn).await?;
