@@ -69,8 +69,13 @@ pub fn hold<'a>(
     proxy.mirror.backlog().hold(keys)
 }
 
-/// [`hold`] and wait until the backlog holds the keys (up to the sync timeout; a backlog that
-/// cannot be written is counted as a mirror error and the write goes on).
+/// The least a write waits for the backlog to hold its keys (more when the sync timeout is
+/// longer): a hiccup of new should not send writes on unpersisted.
+const PERSIST_WAIT: Duration = Duration::from_secs(1);
+
+/// [`hold`] and wait until the backlog holds the keys (up to [`PERSIST_WAIT`] or the sync
+/// timeout). Past that the write goes on: an add that fails is counted as a mirror error and
+/// retried, one merely slow lands later; only a proxy killed before it lands loses the key.
 pub async fn hold_persisted<'a>(
     proxy: &Arc<Proxy>,
     routing: &FlagRouting,
@@ -78,7 +83,9 @@ pub async fn hold_persisted<'a>(
     writes: impl IntoIterator<Item = &'a Call>,
 ) -> Hold {
     let hold = hold(proxy, routing, side, writes);
-    hold.persisted(proxy.sync_timeout).await;
+    if !hold.persisted(proxy.sync_timeout.max(PERSIST_WAIT)).await {
+        tracing::warn!("the mirror backlog did not hold a write's keys in time; the write goes on");
+    }
     hold
 }
 

@@ -9,3 +9,6 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+
+mod load;
+mod proxy_kill;
