@@ -11,4 +11,5 @@
 mod common;
 
 mod load;
+mod new_master_failover;
 mod proxy_kill;
