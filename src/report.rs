@@ -60,6 +60,24 @@ pub struct Counters {
 }
 
 impl Counters {
+    /// Each field `self + other`: counts of an earlier process of the same proxy id at the same
+    /// generation carried over by a restarted one.
+    pub fn plus(&self, other: &Counters) -> Counters {
+        Counters {
+            requests: self.requests + other.requests,
+            errors: self.errors + other.errors,
+            new_requests: self.new_requests + other.new_requests,
+            new_errors: self.new_errors + other.new_errors,
+            mirror_ok: self.mirror_ok + other.mirror_ok,
+            mirror_errors: self.mirror_errors + other.mirror_errors,
+            mirror_overflow: self.mirror_overflow + other.mirror_overflow,
+            sync_mirror_failures: self.sync_mirror_failures + other.sync_mirror_failures,
+            shadow_samples: self.shadow_samples + other.shadow_samples,
+            shadow_mismatches: self.shadow_mismatches + other.shadow_mismatches,
+            shadow_skipped: self.shadow_skipped + other.shadow_skipped,
+        }
+    }
+
     /// What was counted since `base` (each field `self - base`, never below zero).
     pub fn since(&self, base: &Counters) -> Counters {
         Counters {
@@ -172,6 +190,21 @@ pub async fn read_all(
         .map(|(id, json)| serde_json::from_str(&json).map_err(|e| (id, e.to_string())))
         .collect();
     Ok((now, reports))
+}
+
+/// Reads the report `id` last wrote for `migration`, if any (a restarted proxy continues its
+/// counters from it). A report that does not parse counts as none.
+pub async fn read_one(
+    router: &crate::cluster::Router,
+    migration: &str,
+    id: &str,
+) -> redis::RedisResult<Option<ProxyReport>> {
+    let key = reports_key(migration);
+    let mut cmd = redis::cmd("HGET");
+    cmd.arg(&key).arg(id);
+    let json: Option<String> =
+        redis::FromRedisValue::from_redis_value(router.query(key.as_bytes(), cmd).await?)?;
+    Ok(json.and_then(|j| serde_json::from_str(&j).ok()))
 }
 
 /// Writes `report` as this proxy's field, stamped with the clock of the master holding the

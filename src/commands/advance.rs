@@ -65,6 +65,15 @@ pub fn run(path: &Path, opts: Options) -> Result<u8> {
     let to = step::resolve(session.phase(), opts.phase.as_deref(), Direction::Forward)?;
     check_skips(to, &opts.skip_gates)?;
 
+    if !opts.dry_run && gate::needs_proxy_reports(to) {
+        // A dead proxy's mirror backlog blocks every ack: sync it first (design §4).
+        let primary = session.phase().routing.write;
+        let drained =
+            crate::proxy::backlog::drain::drain_blocking(&session.plan, session.state.generation, primary);
+        for line in drained {
+            eprintln!("{line}");
+        }
+    }
     let mut results = evaluate_step(&session, to)?;
     apply_skips(
         &mut results,

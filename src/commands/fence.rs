@@ -49,6 +49,13 @@ pub fn switch(session: &mut Session, kind: TransitionKind, to: &PhaseSpec) -> Re
     let reader = runtime
         .block_on(ReportReader::connect(&session.plan))
         .map_err(|e| anyhow::anyhow!("cannot read proxy reports, nothing changed: {e}"))?;
+    // A dead proxy's mirror backlog would block the acks: sync it before holding any write (a
+    // rollback out of write-stop has no `advance` to do it first).
+    let primary = session.phase().routing.write;
+    for line in crate::proxy::backlog::drain::drain_blocking(&session.plan, session.state.generation, primary)
+    {
+        eprintln!("{line}");
+    }
     let from = session.state.phase.clone();
     let pause = session.plan.proxies.max_write_pause;
     let flag = session.fence_event(

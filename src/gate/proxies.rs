@@ -35,6 +35,9 @@ pub struct ProxyView {
     pub heartbeat_timeout: Duration,
     /// `[proxies] expected`.
     pub expected: u32,
+    /// Proxy ids whose mirror backlog nobody drains (dead, or a drain left unfinished), with
+    /// its size: they block every ack ([`crate::proxy::backlog::drain`]).
+    pub backlogs: Vec<(String, u64)>,
 }
 
 /// Who acknowledged a generation and who did not.
@@ -91,7 +94,31 @@ impl ReportReader {
             Ok(Err(e)) => Err(format!("reading proxy reports: {e}")),
             Ok(Ok(read)) => Ok(read),
         };
-        ProxyView::from_fields(plan, generation, fields)
+        let mut view = ProxyView::from_fields(plan, generation, fields);
+        if let Err(e) = self.read_backlogs(&mut view).await {
+            view.reports = Err(format!("reading proxy backlogs: {e}"));
+        }
+        view
+    }
+
+    /// Sizes the backlog of every reported proxy id nobody drains (see [`ProxyView::backlogs`]).
+    async fn read_backlogs(&self, view: &mut ProxyView) -> Result<(), String> {
+        let ids: Vec<(String, bool)> = view
+            .all()
+            .iter()
+            .map(|r| (r.id.clone(), !view.is_live(r)))
+            .chain(view.unparsable.iter().map(|(id, _)| (id.clone(), false)))
+            .collect();
+        for (id, dead) in ids {
+            let read = crate::proxy::backlog::drain::undrained(&self.router, &self.migration, &id, dead);
+            match tokio::time::timeout(READ_TIMEOUT, read).await {
+                Ok(Ok(0)) => {}
+                Ok(Ok(n)) => view.backlogs.push((id, n)),
+                Ok(Err(e)) => return Err(e.to_string()),
+                Err(_) => return Err(format!("no answer within {READ_TIMEOUT:?}")),
+            }
+        }
+        Ok(())
     }
 }
 
@@ -133,6 +160,7 @@ impl ProxyView {
             generation,
             heartbeat_timeout: plan.proxies.heartbeat_timeout,
             expected: plan.proxies.expected,
+            backlogs: Vec::new(),
         }
     }
 
@@ -193,6 +221,12 @@ impl ProxyView {
             } else {
                 acks.acked.push(r.id.clone());
             }
+        }
+        for (id, keys) in &self.backlogs {
+            acks.blocking.push(pending(
+                id,
+                format!("left {keys} key(s) in its mirror backlog undrained (`cachemig advance` drains it, as does restarting the proxy)"),
+            ));
         }
         for (id, error) in &self.unparsable {
             acks.blocking
@@ -291,6 +325,7 @@ mod tests {
             generation: 5,
             heartbeat_timeout: Duration::from_secs(10),
             expected: 2,
+            backlogs: Vec::new(),
         }
     }
 

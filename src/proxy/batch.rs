@@ -20,7 +20,7 @@ use super::blocking;
 use super::call::Call;
 use super::command::{self, Class};
 use super::functions;
-use super::hooks::{NOT_MIRRORED, mirror, seed_from, seed_request, settle, shadow};
+use super::hooks::{NOT_MIRRORED, hold_persisted, mirror, seed_from, seed_request, settle, shadow};
 use super::keyspace;
 use super::local::{self, Session};
 use super::pubsub;
@@ -457,6 +457,9 @@ async fn flush(
         shapes.push((shape, seeded));
         units.append(&mut u);
     }
+    // Kept until the writes' mirrors took over (end of this function).
+    let writes = segment.items.iter().filter(|(_, _, w)| *w).map(|(_, c, _)| c);
+    let _held = hold_persisted(proxy, &applied.routing, side, writes).await;
     let mut results = backend.send_as(units, proto).await.into_iter();
     let mut syncs = Vec::new();
     let mut reads = Vec::new();

@@ -63,6 +63,11 @@ pub async fn run(
     };
     let mut changes = proxy.applied.clone();
     let generation = applied.generation;
+    // Kept until the mirror took over (end of this function).
+    let _held = match write {
+        true => hooks::hold_persisted(proxy, &applied.routing, side, [call]).await,
+        false => super::backlog::Hold::none(),
+    };
     let sent = conn.send(vec![call.raw.clone()]);
     tokio::pin!(sent);
     let switched = async {

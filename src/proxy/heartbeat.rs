@@ -11,6 +11,7 @@ use super::Proxy;
 use super::http::Exporter;
 use super::metrics::Metrics;
 use super::succession::Succession;
+use super::mirror::Direction;
 use crate::cluster::Router;
 use crate::report::{self, Counters, FenceState, ProxyReport};
 
@@ -53,6 +54,16 @@ impl Proxy {
         }
     }
 
+    /// The counters since `applied` took force, carried on from an earlier process of this
+    /// proxy id that reported the same generation.
+    pub fn counters(&self, applied: &super::Applied) -> Counters {
+        let mine = totals(&self.metrics).since(&applied.baseline);
+        match self.carried.get() {
+            Some((generation, earlier)) if *generation == applied.generation => mine.plus(earlier),
+            _ => mine,
+        }
+    }
+
     /// This proxy's report now; `qps` is measured by the caller.
     pub fn report(&self, qps: f64) -> ProxyReport {
         let applied = self.applied();
@@ -65,7 +76,7 @@ impl Proxy {
             fence: self.fence_state(&applied),
             written_at_ms: report::now_ms(),
             applied_at_ms: applied.applied_at_ms,
-            counters: totals(&self.metrics).since(&applied.baseline),
+            counters: self.counters(&applied),
             mirror_queue_depth: depth as u64,
             mirror_lag_ms: lag.as_millis() as u64,
             dirty_keys: dirty as u64,
@@ -83,6 +94,7 @@ impl Proxy {
 /// missing, which is the safe reading. The report goes under the field `succession` names (the
 /// id, or an interim one while a predecessor of the same id still runs).
 pub async fn run(proxy: Arc<Proxy>, router: Router, succession: Arc<Succession>) {
+    restore(&proxy, &router).await;
     let mut last_requests = proxy.metrics.requests.get();
     let mut last_at = std::time::Instant::now();
     let mut applied = proxy.applied.clone();
@@ -108,6 +120,41 @@ pub async fn run(proxy: Arc<Proxy>, router: Router, succession: Arc<Succession>)
         // A new generation is reported at once: the CLI waits for acks.
         let _ = tokio::time::timeout(pause, applied.changed()).await;
     }
+}
+
+/// Before the first report: carries on the counters an earlier process of this proxy id
+/// reported, and takes over the keys it left in its backlog (retried until new answers; until
+/// then the proxy reports nothing, so it counts as missing, never as drained).
+async fn restore(proxy: &Arc<Proxy>, router: &Router) {
+    loop {
+        match restore_once(proxy, router).await {
+            Ok(0) => return,
+            Ok(n) => {
+                eprintln!(
+                    "cachemig proxy {}: took over {n} key(s) from its backlog; syncing them",
+                    proxy.id
+                );
+                return;
+            }
+            Err(e) => {
+                tracing::warn!("restoring the report and backlog from new failed: {e}");
+                tokio::time::sleep(INTERVAL).await;
+            }
+        }
+    }
+}
+
+async fn restore_once(proxy: &Arc<Proxy>, router: &Router) -> redis::RedisResult<usize> {
+    if let Some(earlier) = report::read_one(router, &proxy.migration, &proxy.id).await? {
+        let _ = proxy.carried.set((earlier.generation, earlier.counters));
+    }
+    let keys = proxy.mirror.backlog().members().await?;
+    let n = keys.len();
+    if n > 0 {
+        let dir = Direction::from_primary(proxy.applied().routing.write);
+        proxy.mirror.recover(dir, keys);
+    }
+    Ok(n)
 }
 
 impl Exporter for Proxy {

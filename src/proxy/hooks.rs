@@ -7,6 +7,7 @@ use bytes::Bytes;
 use futures::future::join_all;
 
 use super::Proxy;
+use super::backlog::Hold;
 use super::call::Call;
 use super::mirror::Direction;
 use super::resp::{Proto, Reply};
@@ -57,6 +58,44 @@ pub fn mirror(
 /// proxy does not show (docs/guarantees.md, adjacent phases 4 ↔ 5).
 fn new_side_serves_reads(routing: &FlagRouting, side: Side) -> bool {
     routing.read == side.other() || routing.shadow_read.is_some()
+}
+
+/// Holds, in the persisted backlog, the keys of those `writes` that will be mirrored under
+/// `routing` (write-ahead: call before sending them, await [`Hold::persisted`], and keep the
+/// hold until [`mirror`] was called for them). A proxy killed after the write reached the
+/// primary then leaves the key in its backlog, whatever the mirror mode.
+pub fn hold<'a>(
+    proxy: &Arc<Proxy>,
+    routing: &FlagRouting,
+    side: Side,
+    writes: impl IntoIterator<Item = &'a Call>,
+) -> Hold {
+    let keys: Vec<Bytes> = writes
+        .into_iter()
+        .filter(|call| direction(proxy, routing, side, call).is_some())
+        .flat_map(|call| call.keys().cloned())
+        .collect();
+    proxy.mirror.backlog().hold(keys)
+}
+
+/// The least a write waits for the backlog to hold its keys (more when the sync timeout is
+/// longer): a hiccup of new should not send writes on unpersisted.
+const PERSIST_WAIT: Duration = Duration::from_secs(1);
+
+/// [`hold`] and wait until the backlog holds the keys (up to [`PERSIST_WAIT`] or the sync
+/// timeout). Past that the write goes on: an add that fails is counted as a mirror error and
+/// retried, one merely slow lands later; only a proxy killed before it lands loses the key.
+pub async fn hold_persisted<'a>(
+    proxy: &Arc<Proxy>,
+    routing: &FlagRouting,
+    side: Side,
+    writes: impl IntoIterator<Item = &'a Call>,
+) -> Hold {
+    let hold = hold(proxy, routing, side, writes);
+    if !hold.persisted(proxy.sync_timeout.max(PERSIST_WAIT)).await {
+        tracing::warn!("the mirror backlog did not hold a write's keys in time; the write goes on");
+    }
+    hold
 }
 
 /// Waits for sync mirrors: `(index, ok)` for each, in any order.

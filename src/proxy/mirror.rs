@@ -8,6 +8,10 @@
 //! A failed sync also marks the key dirty. Sync-mode waiters are woken only by a sync that started
 //! after their write.
 //!
+//! Every key that may owe a sync is also held in the persisted backlog ([`super::backlog`]) from
+//! before its write is sent until its sync landed, so a proxy killed at any instant leaves the
+//! list behind; the repair loop removes keys from it once they are idle.
+//!
 //! Across the fleet, syncs of one key are serialized by the key's lease on the destination
 //! ([`crate::keysync::lock`]): a key that two proxies write all the time converges, and a sync
 //! that finds another proxy's round under way is satisfied by it instead of failing.
@@ -22,6 +26,7 @@ use futures::future::{BoxFuture, Shared};
 use tokio::sync::{Notify, oneshot};
 
 use super::backend::Backend;
+use super::backlog::Backlog;
 use super::keyconn::{BackendExclusive, SlotConn};
 use super::metrics::Metrics;
 use crate::keysync::{self, KeySync};
@@ -43,6 +48,17 @@ pub enum Direction {
     OldToNew = 0,
     /// new → old (the reverse mirror of write-stop).
     NewToOld = 1,
+}
+
+impl Direction {
+    /// From the write primary `side` to the other side: the way any owed sync is made, whatever
+    /// way the write that left it was mirrored (copying from the primary is always safe).
+    pub fn from_primary(side: crate::phase::Side) -> Direction {
+        match side {
+            crate::phase::Side::Old => Direction::OldToNew,
+            crate::phase::Side::New => Direction::NewToOld,
+        }
+    }
 }
 
 type Job = (Direction, Bytes);
@@ -98,19 +114,23 @@ pub struct Mirror {
     keysync: [KeySync; 2],
     /// Connections of a sync's own to old, and new, for a destination that refuses scripts.
     exclusive: [BackendExclusive; 2],
+    /// The persisted list of keys that may owe a sync.
+    backlog: Arc<Backlog>,
 }
 
 impl Mirror {
-    /// A mirror between `old` and `new` with a queue of `capacity` keys; keys above
-    /// `big_key_bytes` are copied in chunks. Call [`Mirror::start`].
+    /// A mirror between `old` and `new` with a queue of `capacity` keys, persisting what it owes
+    /// in `backlog`; keys above `big_key_bytes` are copied in chunks. Call [`Mirror::start`].
     pub fn new(
         capacity: usize,
         old: Arc<Backend>,
         new: Arc<Backend>,
         metrics: Arc<Metrics>,
         big_key_bytes: u64,
+        backlog: Arc<Backlog>,
     ) -> Arc<Mirror> {
         Arc::new(Mirror {
+            backlog,
             state: Mutex::new(State::default()),
             work: Notify::new(),
             capacity: capacity.max(1),
@@ -126,12 +146,29 @@ impl Mirror {
         })
     }
 
-    /// Starts the workers and the repair loop.
+    /// Starts the workers, the repair loop and the backlog's flusher.
     pub fn start(self: &Arc<Self>) {
+        self.backlog.start();
         for _ in 0..WORKERS {
             tokio::spawn(self.clone().worker());
         }
         tokio::spawn(self.clone().repair_loop());
+    }
+
+    /// The persisted backlog.
+    pub fn backlog(&self) -> &Arc<Backlog> {
+        &self.backlog
+    }
+
+    /// Takes over keys found in the persisted backlog (left by an earlier process of this proxy
+    /// id, or by a dead one the CLI drains): held, and dirty so the repair loop syncs them.
+    pub fn recover(&self, dir: Direction, keys: Vec<Bytes>) {
+        self.backlog.adopt(&keys);
+        let mut st = self.state.lock().expect("mirror state");
+        for key in keys {
+            mark_dirty(&mut st, (dir, key), Duration::ZERO);
+        }
+        self.gauges(&st);
     }
 
     /// Queues `key` for an async sync. Never waits; a full queue marks the key dirty.
@@ -369,6 +406,8 @@ impl Mirror {
             self.sweep_prepared();
             let mut st = self.state.lock().expect("mirror state");
             self.refill(&mut st);
+            // Under the state lock: no write's mirror can start between the look and the removal.
+            self.backlog.sweep(|key| idle(&st, key));
             drop(st);
             self.work.notify_waiters();
         }
@@ -393,6 +432,16 @@ impl Mirror {
         }
         self.gauges(st);
     }
+}
+
+/// Whether nothing is owed for `key`: no sync queued, running or dirty, in either direction, and
+/// no dirty key forgotten (which could be any key).
+fn idle(st: &State, key: &Bytes) -> bool {
+    st.forgotten == 0
+        && [Direction::OldToNew, Direction::NewToOld].into_iter().all(|dir| {
+            let job = (dir, key.clone());
+            !st.entries.contains_key(&job) && !st.dirty.contains(&job)
+        })
 }
 
 fn push(st: &mut State, job: Job, mut entry: Entry) {

@@ -14,7 +14,8 @@
 //! - [`functions`]: FUNCTION libraries on every master of both sides;
 //! - [`pubsub`]: subscriptions held on both sides, messages pushed to the client;
 //! - [`keyspace`]: SCAN, KEYS, DBSIZE and RANDOMKEY over every master of the side holding the keys;
-//! - [`mirror`], [`keyconn`]: key-sync of written keys to the other side;
+//! - [`mirror`], [`keyconn`], [`backlog`]: key-sync of written keys to the other side, and the
+//!   persisted list of keys that may owe one;
 //! - [`shadow`]: sampled, detached comparison of reads;
 //! - [`stale`]: the generation beacon check (writes refused while the flag file lags);
 //! - [`heartbeat`], [`metrics`], [`http`], [`hotkeys`]: reports (design §5);
@@ -23,6 +24,7 @@
 //!   reported by two processes during a restart.
 
 pub mod backend;
+pub mod backlog;
 pub mod batch;
 pub mod blocking;
 pub mod call;
@@ -112,6 +114,9 @@ pub struct Proxy {
     /// Set once the proxy stops for a restart ([`drain`]): connections close at their next
     /// request boundary and blocked commands are released.
     pub draining: watch::Sender<bool>,
+    /// The counters an earlier process of this proxy id reported at its generation (read at
+    /// start): reports at that generation continue from them, so a restart forgets no failure.
+    pub carried: std::sync::OnceLock<(u64, crate::report::Counters)>,
 }
 
 impl Proxy {

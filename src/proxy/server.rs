@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::backend::Backend;
+use super::backlog::{self, Backlog};
 use super::hotkeys::HotKeys;
 use super::metrics::Metrics;
 use super::mirror::Mirror;
@@ -96,12 +97,14 @@ pub async fn run(plan: Plan, options: Options) -> Result<()> {
         refuse_without_flag_file(&plan, &router).await?;
     }
     let applied = routing::follow(watcher.subscribe(), metrics.clone());
+    let backlog = Backlog::new(backlog::set_key(&plan.name, &id), new.clone(), metrics.clone());
     let mirror = Mirror::new(
         plan.dual_write.queue_capacity as usize,
         old.clone(),
         new.clone(),
         metrics.clone(),
         plan.backfill.big_key_bytes,
+        backlog,
     );
     mirror.start();
     let proxy = Arc::new(Proxy {
@@ -126,6 +129,7 @@ pub async fn run(plan: Plan, options: Options) -> Result<()> {
         stale: Default::default(),
         stale_after: plan.proxies.heartbeat_timeout,
         draining: tokio::sync::watch::Sender::new(false),
+        carried: Default::default(),
     });
     let heartbeat = tokio::spawn(heartbeat::run(proxy.clone(), router, succession.clone()));
     if let Some(addr) = &options.metrics {
@@ -210,7 +214,7 @@ async fn refuse_without_flag_file(plan: &Plan, router: &Router) -> Result<()> {
 }
 
 /// Whether the source is a cluster (`cluster_enabled:1`), and its version.
-async fn inspect_source(plan: &Plan) -> Result<(bool, String)> {
+pub(crate) async fn inspect_source(plan: &Plan) -> Result<(bool, String)> {
     let url = plan.source.urls.first().context("the source has no URL")?;
     let mut conn = plan.source.connect_node(url).await?;
     let info: String = redis::cmd("INFO").arg("cluster").query_async(&mut conn).await?;

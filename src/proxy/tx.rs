@@ -246,6 +246,12 @@ async fn run_exec(proxy: &Arc<Proxy>, applied: &Applied, proto: Proto, exec: Exe
     requests.push(encode_request(&["MULTI"]));
     requests.extend(exec.calls.iter().map(|c| c.raw.clone()));
     requests.push(encode_request(&["EXEC"]));
+    // Kept until the mirror took over (end of this function).
+    let writes = exec
+        .calls
+        .iter()
+        .filter(|c| c.spec.class == super::command::Class::Write);
+    let _held = hooks::hold_persisted(proxy, &applied.routing, side, writes).await;
     let replies = match &exec.watch {
         // The primary moved since WATCH: the watched keys now live elsewhere, so the
         // transaction fails as if they had changed, and the client's loop retries.
