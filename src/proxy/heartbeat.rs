@@ -10,8 +10,8 @@ use serde_json::json;
 use super::Proxy;
 use super::http::Exporter;
 use super::metrics::Metrics;
-use super::succession::Succession;
 use super::mirror::Direction;
+use super::succession::Succession;
 use crate::cluster::Router;
 use crate::report::{self, Counters, FenceState, ProxyReport};
 

@@ -266,8 +266,17 @@ pub fn settle(sb: &Sandbox, proxies: &[&ProxyProcess]) {
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Waits, as an operator would, until `plan --detailed-exitcode` says the next step's gates
-/// pass (exit 4); the last output names the gate that blocked when it times out.
+/// pass (exit 4); the last output names the gate that blocked when it times out. Before a step
+/// that needs a fresh verify (the `verified` gate), runs it, as the operator would.
 pub fn wait_ready(sb: &Sandbox) {
+    let current = sb.flag().map_or("planned".to_string(), |f| f.phase);
+    let next = cachemig::phase::Catalog::builtin()
+        .next(&current)
+        .map(|p| p.name.clone())
+        .unwrap_or_default();
+    if super::reports::needs_verify(&next) {
+        super::reports::verify_for_gate(sb);
+    }
     let deadline = Instant::now() + READY_TIMEOUT;
     loop {
         let run = sb.cachemig(&["plan", "--detailed-exitcode"]);

@@ -84,12 +84,23 @@ pub fn wait_for_reports_at_flag_generation(sb: &Sandbox) {
                 .arg(reports_key("sandbox"))
                 .query(&mut sb.target.cluster_conn())
                 .unwrap();
-            !reports.is_empty()
-                && reports.iter().all(|(_, json)| {
-                    serde_json::from_str::<ProxyReport>(json).is_ok_and(|r| r.generation >= generation)
-                })
+            // Reports of dead proxies (killed by the test) stay until they age out: only those
+            // written within the last 3 s (the target's clock, as the CLI judges) count.
+            let now_ms = server_ms(&sb.target.masters()[0]);
+            let live: Vec<ProxyReport> = reports
+                .iter()
+                .filter_map(|(_, json)| serde_json::from_str::<ProxyReport>(json).ok())
+                .filter(|r| now_ms.saturating_sub(r.written_at_ms) <= 3_000)
+                .collect();
+            !live.is_empty() && live.iter().all(|r| r.generation >= generation)
         },
     );
+}
+
+/// A server's clock (`TIME`) in milliseconds.
+fn server_ms(node: &super::RedisServer) -> u64 {
+    let (secs, micros): (u64, u64) = node.query(&["TIME"]);
+    secs * 1000 + micros / 1000
 }
 
 /// The gate `name` of the next step as `plan --format json` shows it: (verdict, measured).

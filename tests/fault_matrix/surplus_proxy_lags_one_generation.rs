@@ -78,8 +78,10 @@ fn surplus_proxy_lags_one_generation() {
     load::advance_to(&sb, &[&p1, &p2, &p3], "read-cutover");
     fleet.wait_progress(100);
 
-    copy.freeze();
+    // Ready (a fresh verify included) while p3 still follows; then p3's copy freezes, so it
+    // never sees the fence generation.
     load::wait_ready(&sb);
+    copy.freeze();
     let run = sb.cachemig(&["advance", "--yes"]);
     let said = format!("{}{}", run.stdout, run.stderr);
     assert_eq!(
