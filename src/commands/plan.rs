@@ -74,6 +74,9 @@ impl From<&Result<NodeSetReport, String>> for Side {
 /// Runs `plan`.
 pub fn run(path: &Path, offline: bool, format: Format, detailed_exitcode: bool) -> Result<u8> {
     let plan = Plan::load(path)?;
+    for warning in plan.warnings() {
+        eprintln!("{warning}");
+    }
     let session = Session::open(plan)?;
     let inspection: Option<Inspection> = if offline {
         None

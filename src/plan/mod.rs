@@ -9,6 +9,7 @@ mod error;
 mod parse;
 mod raw;
 mod resolve;
+mod tls;
 pub mod units;
 
 use std::collections::BTreeMap;
@@ -144,6 +145,23 @@ impl Plan {
         })?;
         let raw = parse::parse(path, &text)?;
         resolve::resolve(path, &text, raw, Catalog::builtin())
+    }
+
+    /// What the plan allows that an operator must not miss: a side whose TLS certificate is not
+    /// checked (`tls_insecure_skip_verify`).
+    pub fn warnings(&self) -> Vec<String> {
+        [&self.source, &self.target]
+            .into_iter()
+            .filter(|ep| ep.tls.as_ref().is_some_and(|t| t.insecure_skip_verify))
+            .map(|ep| {
+                format!(
+                    "WARNING: [{0}] tls_insecure_skip_verify = true: the {0}'s certificate is NOT \
+                     checked, so anyone between cachemig and the {0} can read and change the \
+                     migrated data; name the server's CA with tls_ca_file instead",
+                    ep.role
+                )
+            })
+            .collect()
     }
 
     /// The threshold in force for `gate` when entering `phase`: the plan's `[gates.<phase>]`

@@ -10,6 +10,7 @@ use url::Url;
 
 use super::error::{PlanError, did_you_mean};
 use super::raw::{RawPlan, RawProxies, SpannedStr};
+use super::tls::side_tls;
 use super::units::{parse_duration, parse_size};
 use super::{BackfillSettings, DualWriteSettings, GateSettings, Plan, ProxySettings, ShadowReadSettings};
 use crate::endpoint::Endpoint;
@@ -17,13 +18,18 @@ use crate::keys::KeyFilter;
 use crate::phase::{Catalog, Threshold};
 
 /// Where errors point: the plan's path and text.
-struct Ctx<'a> {
+pub(super) struct Ctx<'a> {
     path: &'a Path,
     text: &'a str,
 }
 
 impl Ctx<'_> {
-    fn err(&self, span: Range<usize>, message: impl Into<String>, hint: impl Into<String>) -> PlanError {
+    pub(super) fn err(
+        &self,
+        span: Range<usize>,
+        message: impl Into<String>,
+        hint: impl Into<String>,
+    ) -> PlanError {
         PlanError::at(self.path, self.text, span, message, hint)
     }
 
@@ -189,14 +195,26 @@ pub fn resolve(path: &Path, text: &str, raw: RawPlan, catalog: &Catalog) -> Resu
         ));
     }
 
+    let source_url = cx.redis_url(&raw.source.url, "source")?;
     let source = Endpoint {
         role: "source",
-        urls: vec![cx.redis_url(&raw.source.url, "source")?],
+        tls: side_tls(
+            &cx,
+            &base,
+            raw.source.tls(),
+            &[(source_url.clone(), raw.source.url.span())],
+            "source",
+        )?,
+        urls: vec![source_url],
         password_env: cx.password_env(&raw.source.password_env, "source")?,
     };
+    let seeds = target_urls(&cx, &raw.target.urls)?;
+    let spans = raw.target.urls.get_ref().iter().map(|v| v.span());
+    let spanned: Vec<_> = seeds.iter().cloned().zip(spans).collect();
     let target = Endpoint {
         role: "target",
-        urls: target_urls(&cx, &raw.target.urls)?,
+        tls: side_tls(&cx, &base, raw.target.tls(), &spanned, "target")?,
+        urls: seeds,
         password_env: cx.password_env(&raw.target.password_env, "target")?,
     };
     let keys = KeyFilter {
