@@ -27,6 +27,7 @@ pub mod call;
 pub mod client;
 pub mod cluster_view;
 pub mod command;
+pub mod dial;
 pub mod functions;
 pub mod heartbeat;
 pub mod hooks;
