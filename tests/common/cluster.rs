@@ -2,13 +2,15 @@
 //! create` as an operator would.
 
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 
-use super::{RedisServer, START_TIMEOUT, wait_for};
+use super::{RedisServer, START_TIMEOUT, TlsFiles, wait_for};
 
 /// A Redis Cluster of real nodes on loopback; every node killed on drop.
 pub struct RedisCluster {
     nodes: Vec<RedisServer>,
     masters: usize,
+    tls: Option<Arc<TlsFiles>>,
 }
 
 impl RedisCluster {
@@ -18,6 +20,12 @@ impl RedisCluster {
     /// Built with `redis-cli --cluster create`, as an operator would; every node has an explicit
     /// cluster bus port, so the default port+10000 need not be free.
     pub fn start(masters: usize, replicas_per_master: usize) -> Self {
+        Self::start_with(masters, replicas_per_master, None)
+    }
+
+    /// The same, every node speaking only TLS with `tls`'s certificates (clients, cluster bus,
+    /// replication) when `tls` is given.
+    pub fn start_with(masters: usize, replicas_per_master: usize, tls: Option<&Arc<TlsFiles>>) -> Self {
         assert!(
             masters >= 3,
             "redis-cli --cluster create needs at least 3 masters"
@@ -25,12 +33,13 @@ impl RedisCluster {
         let total = masters * (1 + replicas_per_master);
         let mut nodes: Vec<RedisServer> = std::thread::scope(|s| {
             let handles: Vec<_> = (0..total)
-                .map(|_| s.spawn(RedisServer::start_cluster_node))
+                .map(|_| s.spawn(|| RedisServer::start_cluster_node_with(tls)))
                 .collect();
             handles.into_iter().map(|h| h.join().unwrap()).collect()
         });
         let addrs: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port())).collect();
         let out = Command::new("redis-cli")
+            .args(tls.map(|t| t.cli_args()).unwrap_or_default())
             .arg("--cluster")
             .arg("create")
             .args(&addrs)
@@ -49,7 +58,11 @@ impl RedisCluster {
         );
         // redis-cli chooses which nodes become masters; keep masters first.
         nodes.sort_by_key(|n| n.info_field("role").as_deref() != Some("master"));
-        let cluster = Self { nodes, masters };
+        let cluster = Self {
+            nodes,
+            masters,
+            tls: tls.cloned(),
+        };
         wait_for("cluster_state:ok on every node", START_TIMEOUT, || {
             cluster.is_ok()
         });
@@ -91,10 +104,11 @@ impl RedisCluster {
 
     /// A synchronous cluster connection (follows MOVED/ASK).
     pub fn cluster_conn(&self) -> redis::cluster::ClusterConnection {
-        redis::cluster::ClusterClient::new(self.seed_urls())
-            .unwrap()
-            .get_connection()
-            .unwrap()
+        let mut builder = redis::cluster::ClusterClientBuilder::new(self.seed_urls());
+        if let Some(tls) = &self.tls {
+            builder = builder.certs(tls.certificates());
+        }
+        builder.build().unwrap().get_connection().unwrap()
     }
 
     /// `redis-cli -c` against the first node (follows redirections); trimmed stdout.
