@@ -98,7 +98,7 @@ fn write_through(conn: &mut redis::Connection, phase: &str, model: &mut Model) {
 #[test]
 fn the_proxy_speaks_tls_to_both_sides_in_sync_dual_write_and_read_cutover() {
     let tls = TlsFiles::generate();
-    let sb = Sandbox::start_tls(&tls);
+    let mut sb = Sandbox::start_tls(&tls);
     let proxy = ProxyProcess::start(&sb, "p1");
     let mut conn = proxy.conn();
     let client = redis::Client::open(format!("redis://127.0.0.1:{}/", proxy.port)).unwrap();
@@ -122,6 +122,21 @@ fn the_proxy_speaks_tls_to_both_sides_in_sync_dual_write_and_read_cutover() {
         let msg = pubsub.get_message().expect("the message arrives over TLS");
         assert_eq!(msg.get_payload::<String>().unwrap(), phase);
     }
+    // A slot moves to a master the proxy has never seen (not a seed, not in its slot map): the
+    // mirror's write is redirected there with MOVED, and the proxy dials it over TLS.
+    let added = sb.target.add_empty_master();
+    sb.target.move_empty_slot_of("token:moved", added);
+    let _: () = conn.set("token:moved", "here").unwrap();
+    model.insert("token:moved".into(), "here".into());
+    let direct: Option<String> = sb.target.nodes()[added].conn().get("token:moved").unwrap();
+    assert_eq!(
+        direct.as_deref(),
+        Some("here"),
+        "the write landed on the added master"
+    );
+    let got: String = conn.get("token:moved").unwrap();
+    assert_eq!(got, "here", "read-cutover reads it from the added master");
+    assert_sides_equal_model(&sb, &model);
     let status = proxy.status();
     assert_eq!(
         status["counters_since_generation"]["mirror_errors"], 0,

@@ -111,6 +111,66 @@ impl RedisCluster {
         builder.build().unwrap().get_connection().unwrap()
     }
 
+    /// Adds a master that serves no slot yet (speaking TLS like the others), through
+    /// `redis-cli --cluster add-node`, and returns its index in [`RedisCluster::nodes`].
+    pub fn add_empty_master(&mut self) -> usize {
+        let node = RedisServer::start_cluster_node_with(self.tls.as_ref());
+        let out = Command::new("redis-cli")
+            .args(self.tls.as_ref().map(|t| t.cli_args()).unwrap_or_default())
+            .args(["--cluster", "add-node"])
+            .arg(format!("127.0.0.1:{}", node.port()))
+            .arg(format!("127.0.0.1:{}", self.nodes[0].port()))
+            .stdin(Stdio::null())
+            .output()
+            .expect("run redis-cli --cluster add-node");
+        assert!(
+            out.status.success(),
+            "add-node failed: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let total = self.nodes.len() + 1;
+        wait_for("every node knows the new master", START_TIMEOUT, || {
+            self.nodes.iter().chain([&node]).all(|n| {
+                let info: String = n.query(&["CLUSTER", "INFO"]);
+                info.contains(&format!("cluster_known_nodes:{total}")) && info.contains("cluster_state:ok")
+            })
+        });
+        self.nodes.insert(self.masters, node);
+        self.masters += 1;
+        self.masters - 1
+    }
+
+    /// The index of the master that serves `key` (the one that does not answer `MOVED`).
+    pub fn owner_of(&self, key: &str) -> Option<usize> {
+        (0..self.masters).find(|&i| {
+            redis::cmd("EXISTS")
+                .arg(key)
+                .query::<i64>(&mut self.nodes[i].conn())
+                .is_ok()
+        })
+    }
+
+    /// Moves the slot of `key`, which must hold no key, to master `to` (the `CLUSTER SETSLOT`
+    /// sequence of a resharding; the other masters learn it by gossip).
+    pub fn move_empty_slot_of(&self, key: &str, to: usize) {
+        let from = self.owner_of(key).expect("a master serves the key");
+        let slot = redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(key)
+            .query::<i64>(&mut self.nodes[from].conn())
+            .unwrap()
+            .to_string();
+        let id = |i: usize| self.nodes[i].cli(&["CLUSTER", "MYID"]);
+        let (from_id, to_id) = (id(from), id(to));
+        self.nodes[to].cli(&["CLUSTER", "SETSLOT", &slot, "IMPORTING", &from_id]);
+        self.nodes[from].cli(&["CLUSTER", "SETSLOT", &slot, "MIGRATING", &to_id]);
+        self.nodes[to].cli(&["CLUSTER", "SETSLOT", &slot, "NODE", &to_id]);
+        self.nodes[from].cli(&["CLUSTER", "SETSLOT", &slot, "NODE", &to_id]);
+        wait_for("the slot's new owner", START_TIMEOUT, || {
+            self.owner_of(key) == Some(to)
+        });
+    }
+
     /// `redis-cli -c` against the first node (follows redirections); trimmed stdout.
     pub fn cli(&self, args: &[&str]) -> String {
         self.nodes[0].cli(&[&["-c"], args].concat())
