@@ -12,7 +12,7 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
 
 /// TLS for one side, as the plan gives it (paths already resolved against the plan's folder).
 /// Present on an [`crate::endpoint::Endpoint`] exactly when its URLs are `rediss://`.
@@ -190,6 +190,18 @@ impl TlsSettings {
         }
         Ok(roots)
     }
+}
+
+/// The proxy's listen side: the certificate chain and key it presents to clients (no client
+/// certificates asked for).
+pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError> {
+    let config = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(read_certs("certificate file", cert)?, read_key(key)?)
+        .map_err(|e| TlsError::Config(format!("certificate and key: {e}")))?;
+    Ok(Arc::new(config))
 }
 
 /// The name a server's certificate must carry: an IP address or a DNS name.

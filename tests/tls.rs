@@ -252,6 +252,18 @@ fn the_plan_checks_tls_keys_at_load_and_says_what_to_do() {
             "holds no PEM certificate",
         ),
     ];
+    let listen_cert_only = plan(
+        "url = \"redis://127.0.0.1:1\"",
+        "urls = [\"redis://127.0.0.1:2\"]",
+    ) + &format!("tls_cert_file = \"{cert}\"\n");
+    let cases: Vec<(String, &str, &str)> = cases
+        .into_iter()
+        .chain([(
+            listen_cert_only,
+            "12:",
+            "[proxies] needs both tls_cert_file and tls_key_file",
+        )])
+        .collect();
     for (i, (text, line, message)) in cases.iter().enumerate() {
         let path = write_plan(dir.path(), &format!("p{i}.toml"), text);
         let run = cachemig(&["plan", path.to_str().unwrap(), "--offline"]);
@@ -271,4 +283,64 @@ fn the_plan_checks_tls_keys_at_load_and_says_what_to_do() {
         ),
     );
     cachemig(&["plan", ok.to_str().unwrap(), "--offline"]).assert_code(0);
+}
+
+/// A client of the proxy that trusts `ca`'s certificates.
+fn tls_client(port: u16, ca: &TlsFiles) -> redis::RedisResult<redis::Connection> {
+    let certs = redis::TlsCertificates {
+        client_tls: None,
+        root_cert: Some(std::fs::read(ca.path("ca.pem")).unwrap()),
+    };
+    let client = redis::Client::build_with_tls(format!("rediss://127.0.0.1:{port}"), certs)?;
+    let mut conn = client.get_connection_with_timeout(Duration::from_secs(5))?;
+    redis::cmd("PING").query::<String>(&mut conn)?;
+    Ok(conn)
+}
+
+#[test]
+fn tls_clients_reach_the_proxy_and_a_renewed_certificate_is_served_without_dropping_any() {
+    let mut sb = Sandbox::start();
+    let (first, renewed) = (TlsFiles::generate(), TlsFiles::generate());
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("proxy.pem"), dir.path().join("proxy.key"));
+    let install = |ca: &TlsFiles| {
+        std::fs::copy(ca.path("server.pem"), &cert).unwrap();
+        std::fs::copy(ca.path("server.key"), &key).unwrap();
+    };
+    install(&first);
+    // The extra lines land in [proxies], the plan's last table.
+    sb.set_plan_extra(&format!(
+        "tls_cert_file = \"{}\"\ntls_key_file = \"{}\"\n",
+        cert.display(),
+        key.display()
+    ));
+    let proxy = ProxyProcess::start(&sb, "p1");
+    set_phase(&sb.flag_path(), "sync-dual-write", 1, false, 0.0);
+    proxy.wait_generation(1);
+    let mut model = Model::new();
+    let mut conn = tls_client(proxy.port, &first).expect("a TLS client trusting the CA");
+    let _: () = conn.set("token:tls", "1").unwrap();
+    model.insert("token:tls".into(), "1".into());
+    assert_sides_equal_model(&sb, &model);
+    let plain = redis::Client::open(format!("redis://127.0.0.1:{}", proxy.port))
+        .unwrap()
+        .get_connection_with_timeout(Duration::from_secs(5))
+        .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c));
+    assert!(plain.is_err(), "a plain-text client is not served: {plain:?}");
+
+    install(&renewed);
+    common::wait_for(
+        "the renewed certificate is served",
+        Duration::from_secs(10),
+        || tls_client(proxy.port, &renewed).is_ok(),
+    );
+    let stale = tls_client(proxy.port, &first);
+    assert!(stale.is_err(), "the old certificate is no longer served");
+    // The connection opened before the renewal was not dropped.
+    let _: () = conn.set("token:tls", "2").unwrap();
+    let mut fresh = tls_client(proxy.port, &renewed).unwrap();
+    let _: () = fresh.set("token:tls:fresh", "3").unwrap();
+    model.insert("token:tls".into(), "2".into());
+    model.insert("token:tls:fresh".into(), "3".into());
+    assert_sides_equal_model(&sb, &model);
 }

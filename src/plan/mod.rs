@@ -121,6 +121,13 @@ pub struct ProxySettings {
     /// The variable holding the password clients must AUTH with at the proxy (`cachemig proxy`
     /// refuses to start when it is named but unset).
     pub password_env: Option<String>,
+    /// The certificate chain the proxy presents to TLS clients (with `tls_key_file`); `None`:
+    /// clients speak plain TCP.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// Its private key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key_file: Option<PathBuf>,
 }
 
 mod humantime_serde_secs {

@@ -155,6 +155,8 @@ pub struct RawProxies {
     pub heartbeat_timeout: Option<SpannedStr>,
     pub max_write_pause: Option<SpannedStr>,
     pub password_env: Option<SpannedStr>,
+    pub tls_cert_file: Option<SpannedStr>,
+    pub tls_key_file: Option<SpannedStr>,
 }
 
 /// Every key a plan may contain, with an example, for "did you mean" and type hints.

@@ -10,7 +10,7 @@ use url::Url;
 
 use super::error::{PlanError, did_you_mean};
 use super::raw::{RawPlan, RawProxies, SpannedStr};
-use super::tls::side_tls;
+use super::tls::{listen_tls, side_tls};
 use super::units::{parse_duration, parse_size};
 use super::{BackfillSettings, DualWriteSettings, GateSettings, Plan, ProxySettings, ShadowReadSettings};
 use crate::endpoint::Endpoint;
@@ -260,6 +260,12 @@ pub fn resolve(path: &Path, text: &str, raw: RawPlan, catalog: &Catalog) -> Resu
             "5s",
         )?,
         password_env: cx.env_name(&raw_proxies.and_then(|p| p.password_env.clone()))?,
+        tls_cert_file: None,
+        tls_key_file: None,
+    };
+    let proxies = match raw_proxies {
+        Some(p) => listen_tls(&cx, &base, &p.tls_cert_file, &p.tls_key_file, proxies)?,
+        None => proxies,
     };
 
     let sha256 = hex::encode(Sha256::digest(text.as_bytes()));

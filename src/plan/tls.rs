@@ -7,10 +7,11 @@ use std::path::Path;
 
 use url::Url;
 
+use super::ProxySettings;
 use super::error::PlanError;
 use super::raw::{RawTls, SpannedStr};
 use super::resolve::Ctx;
-use crate::tls::{TlsError, TlsSettings, read_certs, read_key};
+use crate::tls::{TlsError, TlsSettings, read_certs, read_key, server_config};
 
 /// The side's TLS settings: `Some` exactly when its URLs are `rediss://`. `urls` are the side's
 /// URLs with the span each was written at.
@@ -75,4 +76,38 @@ pub(super) fn side_tls(
     // The pair itself (a key that is not the certificate's).
     settings.check().map_err(|e| file_error(raw.cert_file, e))?;
     Ok(Some(settings))
+}
+
+/// `[proxies] tls_cert_file` and `tls_key_file`: both or neither, readable, and a matching pair.
+pub(super) fn listen_tls(
+    cx: &Ctx,
+    base: &Path,
+    cert: &Option<SpannedStr>,
+    key: &Option<SpannedStr>,
+    settings: ProxySettings,
+) -> Result<ProxySettings, PlanError> {
+    let (cert, key) = match (cert, key) {
+        (None, None) => return Ok(settings),
+        (Some(c), Some(k)) => (c, k),
+        (Some(v), None) | (None, Some(v)) => {
+            return Err(cx.err(v.span(), "[proxies] needs both tls_cert_file and tls_key_file", "the proxy presents a certificate and proves it with its key: give both, or neither for plain TCP"));
+        }
+    };
+    let (cert_path, key_path) = (base.join(cert.get_ref()), base.join(key.get_ref()));
+    let hint = "the path is relative to the plan file's folder; give a readable PEM file";
+    read_certs("certificate file", &cert_path)
+        .map_err(|e| cx.err(cert.span(), format!("[proxies] {e}"), hint))?;
+    read_key(&key_path).map_err(|e| cx.err(key.span(), format!("[proxies] {e}"), hint))?;
+    server_config(&cert_path, &key_path).map_err(|e| {
+        cx.err(
+            cert.span(),
+            format!("[proxies] {e}"),
+            "tls_key_file must be the key of tls_cert_file's first certificate",
+        )
+    })?;
+    Ok(ProxySettings {
+        tls_cert_file: Some(cert_path),
+        tls_key_file: Some(key_path),
+        ..settings
+    })
 }

@@ -35,6 +35,7 @@ pub mod hotkeys;
 pub mod http;
 pub mod keyconn;
 pub mod keyspace;
+pub mod listen_tls;
 pub mod local;
 pub mod metrics;
 pub mod mirror;

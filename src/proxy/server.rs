@@ -9,6 +9,7 @@ use tokio::net::TcpListener;
 
 use super::backend::Backend;
 use super::hotkeys::HotKeys;
+use super::listen_tls::ListenTls;
 use super::metrics::Metrics;
 use super::mirror::Mirror;
 use super::node::ErrorSink;
@@ -52,6 +53,7 @@ pub async fn run(plan: Plan, options: Options) -> Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", options.listen))?;
     let local = listener.local_addr()?;
+    let tls = ListenTls::from_plan(&plan.proxies).context("[proxies] tls_cert_file / tls_key_file")?;
     let id = options
         .id
         .clone()
@@ -124,13 +126,18 @@ pub async fn run(plan: Plan, options: Options) -> Result<()> {
         "cachemig proxy {id}: listening on {local}, generation {} ({})",
         applied.generation, applied.phase
     );
-    accept(listener, proxy, watcher).await
+    accept(listener, proxy, watcher, tls).await
 }
 
 /// How long a stopping proxy waits for its mirror to drain.
 const STOP_DRAIN: Duration = Duration::from_secs(10);
 
-async fn accept(listener: TcpListener, proxy: Arc<Proxy>, _watcher: FlagWatcher) -> Result<()> {
+async fn accept(
+    listener: TcpListener,
+    proxy: Arc<Proxy>,
+    _watcher: FlagWatcher,
+    tls: Option<Arc<ListenTls>>,
+) -> Result<()> {
     static NEXT_ID: AtomicU64 = AtomicU64::new(1);
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {
@@ -138,7 +145,7 @@ async fn accept(listener: TcpListener, proxy: Arc<Proxy>, _watcher: FlagWatcher)
             conn = listener.accept() => match conn {
                 Ok((stream, _)) => {
                     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-                    tokio::spawn(client::serve(proxy.clone(), stream, id));
+                    tokio::spawn(client::serve(proxy.clone(), stream, id, tls.clone()));
                 }
                 // Out of file descriptors and the like: pause rather than spin.
                 Err(e) => {
