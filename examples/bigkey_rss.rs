@@ -65,12 +65,12 @@ fn populate(url: &str, key: &str, fields: u64, value_bytes: usize) -> Result<()>
 
 async fn copy(source: &str, key: &str, targets: &[String]) -> Result<()> {
     let before = memory()?;
-    let mut src = connect_node(&Url::parse(source)?, None).await?;
+    let mut src = connect_node(&Url::parse(source)?, None, None).await?;
     let urls = targets
         .iter()
         .map(|u| Url::parse(u))
         .collect::<Result<Vec<_>, _>>()?;
-    let mut dst = connect_cluster(&urls, None).await?;
+    let mut dst = connect_cluster(&urls, None, None).await?;
     let connected = memory()?;
     let started = Instant::now();
     let outcome = bigkey::copy(&mut src, &mut dst, key.as_bytes(), true).await?;

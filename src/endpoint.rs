@@ -12,6 +12,8 @@ use redis::cluster_async::ClusterConnection;
 use redis::{AsyncConnectionConfig, ConnectionInfo, IntoConnectionInfo, RedisError};
 use url::Url;
 
+use crate::tls::TlsSettings;
+
 /// How long to wait for a TCP connection (and the handshake) to one node.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long to wait for the reply to one command.
@@ -29,6 +31,8 @@ pub struct Endpoint {
     pub urls: Vec<Url>,
     /// The environment variable holding the password, if any.
     pub password_env: Option<String>,
+    /// TLS settings: `Some` exactly when the URLs are `rediss://`.
+    pub tls: Option<TlsSettings>,
 }
 
 impl Endpoint {
@@ -51,7 +55,7 @@ impl Endpoint {
     /// with the password from the environment; errors are labelled with this side's role.
     pub async fn connect_node(&self, url: &Url) -> Result<MultiplexedConnection, EndpointError> {
         let password = self.password()?;
-        connect_node(url, password.as_deref())
+        connect_node(url, password.as_deref(), self.tls.as_ref())
             .await
             .map_err(|e| e.with_role(self.role))
     }
@@ -59,7 +63,7 @@ impl Endpoint {
     /// Connects to this side as a cluster through its seed `urls`.
     pub async fn connect_cluster(&self) -> Result<ClusterConnection, EndpointError> {
         let password = self.password()?;
-        connect_cluster(&self.urls, password.as_deref())
+        connect_cluster(&self.urls, password.as_deref(), self.tls.as_ref())
             .await
             .map_err(|e| e.with_role(self.role))
     }
@@ -117,6 +121,21 @@ pub enum EndpointError {
         /// The server's words, password scrubbed.
         reason: String,
     },
+    /// The TLS settings cannot be used, or the TLS handshake failed (wrong CA, a server that
+    /// does not speak TLS on that port, a refused client certificate).
+    #[error(
+        "TLS to {} {url} failed: {reason}; check the tls_* keys{} (tls_ca_file must name the CA \
+         that signed the server's certificate) and that the server speaks TLS on this port",
+        who(.role), in_section(.role)
+    )]
+    Tls {
+        /// "source" or "target", when known.
+        role: Option<&'static str>,
+        /// The URL(s), password redacted.
+        url: String,
+        /// What rustls or the server said, password scrubbed.
+        reason: String,
+    },
     /// A read command failed on a reachable node (ACL, renamed command, loading, …).
     #[error("{command} failed on {} {url}: {reason}", who(.role))]
     Command {
@@ -139,6 +158,7 @@ impl EndpointError {
             Self::InvalidUrl { role: r, .. }
             | Self::Unreachable { role: r, .. }
             | Self::Auth { role: r, .. }
+            | Self::Tls { role: r, .. }
             | Self::Command { role: r, .. } => {
                 r.get_or_insert(role);
             }
@@ -153,6 +173,7 @@ impl EndpointError {
             Self::InvalidUrl { role, .. }
             | Self::Unreachable { role, .. }
             | Self::Auth { role, .. }
+            | Self::Tls { role, .. }
             | Self::Command { role, .. } => *role,
         }
     }
@@ -221,10 +242,18 @@ fn scrub(message: &str, password: Option<&str>) -> String {
     }
 }
 
-/// The connection settings for `url`, with `password` (if given) replacing any in the URL.
-fn connection_info(url: &Url, password: Option<&str>) -> Result<ConnectionInfo, EndpointError> {
-    let info = url
-        .clone()
+/// The connection settings for `url`, with `password` (if given) replacing any in the URL, and
+/// certificate checks off when `tls` says to skip them (the driver's `#insecure`).
+fn connection_info(
+    url: &Url,
+    password: Option<&str>,
+    tls: Option<&TlsSettings>,
+) -> Result<ConnectionInfo, EndpointError> {
+    let mut url_for_driver = url.clone();
+    if tls.is_some_and(|t| t.insecure_skip_verify) {
+        url_for_driver.set_fragment(Some("insecure"));
+    }
+    let info = url_for_driver
         .into_connection_info()
         .map_err(|e| EndpointError::InvalidUrl {
             role: None,
@@ -243,6 +272,13 @@ fn connection_info(url: &Url, password: Option<&str>) -> Result<ConnectionInfo, 
 /// Sorts a driver error into unreachable / authentication, with secrets scrubbed.
 fn classify(url: String, err: &RedisError, password: Option<&str>) -> EndpointError {
     let reason = scrub(&err.to_string(), password);
+    if is_tls_failure(&reason) {
+        return EndpointError::Tls {
+            role: None,
+            url,
+            reason,
+        };
+    }
     let code = err.code().unwrap_or_default();
     let auth = err.kind() == redis::ErrorKind::AuthenticationFailed
         || matches!(code, "NOAUTH" | "WRONGPASS")
@@ -268,6 +304,36 @@ fn classify(url: String, err: &RedisError, password: Option<&str>) -> EndpointEr
     }
 }
 
+/// Whether a driver's message is about the TLS handshake (rustls' words for a certificate it
+/// refuses, or the garbage a plain-text port answers a handshake with).
+fn is_tls_failure(reason: &str) -> bool {
+    let r = reason.to_ascii_lowercase();
+    ["certificate", "handshake", "tls", "corrupt message", "alert"]
+        .iter()
+        .any(|w| r.contains(w))
+}
+
+/// The `redis` crate's client for one node, with the side's certificates when it has any.
+fn client(
+    info: ConnectionInfo,
+    tls: Option<&TlsSettings>,
+    url: &Url,
+) -> Result<redis::Client, EndpointError> {
+    let tls_error = |reason: String| EndpointError::Tls {
+        role: None,
+        url: redacted(url),
+        reason,
+    };
+    let certs = tls
+        .map(TlsSettings::redis_certificates)
+        .transpose()
+        .map_err(|e| tls_error(e.to_string()))?;
+    match certs.flatten() {
+        Some(certs) => redis::Client::build_with_tls(info, certs).map_err(|e| tls_error(e.to_string())),
+        None => redis::Client::open(info).map_err(|e| classify(redacted(url), &e, url.password())),
+    }
+}
+
 fn timed_out(url: String, after: Duration) -> EndpointError {
     EndpointError::Unreachable {
         role: None,
@@ -278,11 +344,16 @@ fn timed_out(url: String, after: Duration) -> EndpointError {
 
 /// Opens a multiplexed connection to one node and checks it with `PING`, with
 /// [`CONNECT_TIMEOUT`] and [`RESPONSE_TIMEOUT`]. `password`, when given, overrides one in the URL.
-pub async fn connect_node(url: &Url, password: Option<&str>) -> Result<MultiplexedConnection, EndpointError> {
+/// `tls` applies to a `rediss://` URL.
+pub async fn connect_node(
+    url: &Url,
+    password: Option<&str>,
+    tls: Option<&TlsSettings>,
+) -> Result<MultiplexedConnection, EndpointError> {
     // Scrub the URL's own (percent-encoded) password too; the driver decodes it itself.
     let secret = password.or(url.password());
-    let info = connection_info(url, password)?;
-    let client = redis::Client::open(info).map_err(|e| classify(redacted(url), &e, secret))?;
+    let info = connection_info(url, password, tls)?;
+    let client = client(info, tls, url)?;
     let config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(CONNECT_TIMEOUT))
         .set_response_timeout(Some(RESPONSE_TIMEOUT));
@@ -323,10 +394,12 @@ fn client_name() -> &'static str {
 }
 
 /// Connects to a cluster through any of its seed `urls`, with [`CONNECT_TIMEOUT`] and
-/// [`RESPONSE_TIMEOUT`]. `password`, when given, applies to every node.
+/// [`RESPONSE_TIMEOUT`]. `password`, when given, applies to every node; `tls` to every node
+/// of a `rediss://` cluster, including the ones its slot map and redirections name.
 pub async fn connect_cluster(
     urls: &[Url],
     password: Option<&str>,
+    tls: Option<&TlsSettings>,
 ) -> Result<ClusterConnection, EndpointError> {
     let all = urls.iter().map(redacted).collect::<Vec<_>>().join(", ");
     if urls.is_empty() {
@@ -339,13 +412,20 @@ pub async fn connect_cluster(
     let secret = password.or(urls[0].password());
     let infos = urls
         .iter()
-        .map(|u| connection_info(u, password))
+        .map(|u| connection_info(u, password, tls))
         .collect::<Result<Vec<_>, _>>()?;
     let mut builder = ClusterClientBuilder::new(infos)
         .connection_timeout(CONNECT_TIMEOUT)
         .response_timeout(RESPONSE_TIMEOUT);
     if let Some(p) = password {
         builder = builder.password(p);
+    }
+    if let Some(tls) = tls {
+        builder = tls.cluster_builder(builder).map_err(|e| EndpointError::Tls {
+            role: None,
+            url: all.clone(),
+            reason: e.to_string(),
+        })?;
     }
     let client = builder.build().map_err(|e| EndpointError::InvalidUrl {
         role: None,
@@ -388,6 +468,7 @@ mod tests {
             role: "source",
             urls: vec![url("redis://127.0.0.1:1")],
             password_env: Some("CACHEMIG_TEST_SURELY_UNSET_VAR_4711".into()),
+            tls: None,
         };
         let msg = ep.password().unwrap_err().to_string();
         assert!(
@@ -428,7 +509,7 @@ mod tests {
             .unwrap()
             .port();
         let u = url(&format!("redis://me:topsecret@127.0.0.1:{port}"));
-        let err = connect_node(&u, None).await.unwrap_err();
+        let err = connect_node(&u, None, None).await.unwrap_err();
         let msg = err.with_role("source").to_string();
         assert!(
             msg.contains("cannot reach source") && msg.contains("me:***@"),

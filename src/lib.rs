@@ -23,4 +23,5 @@ pub mod proxy;
 pub mod report;
 pub mod session;
 pub mod state;
+pub mod tls;
 pub mod verify;

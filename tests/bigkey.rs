@@ -30,7 +30,7 @@ impl Fixture {
     async fn start() -> Fixture {
         let source = RedisServer::start();
         let cluster = RedisCluster::start(3, 0);
-        let src = connect_node(&Url::parse(&source.url()).unwrap(), None)
+        let src = connect_node(&Url::parse(&source.url()).unwrap(), None, None)
             .await
             .unwrap();
         let urls: Vec<Url> = cluster
@@ -38,7 +38,7 @@ impl Fixture {
             .iter()
             .map(|u| Url::parse(u).unwrap())
             .collect();
-        let dst = connect_cluster(&urls, None).await.unwrap();
+        let dst = connect_cluster(&urls, None, None).await.unwrap();
         let (src_sync, dst_sync) = (source.conn(), cluster.cluster_conn());
         Fixture {
             _source: source,

@@ -18,6 +18,7 @@ fn endpoint(role: &'static str, urls: &[String], password_env: Option<&str>) -> 
         role,
         urls: urls.iter().map(|u| Url::parse(u).unwrap()).collect(),
         password_env: password_env.map(str::to_owned),
+        tls: None,
     }
 }
 

@@ -81,6 +81,9 @@ pub fn run(path: &Path, offline: bool, format: Format, detailed_exitcode: bool) 
     } else {
         (Plan::load(path)?, Vec::new())
     };
+    for warning in plan.warnings() {
+        eprintln!("{warning}");
+    }
     let session = Session::open(plan)?;
     let inspection: Option<Inspection> = if offline {
         None

@@ -19,6 +19,7 @@ pub use rdb::{RdbVersionSource, rdb_version_for, rdb_version_from_dump};
 
 use crate::endpoint::{Endpoint, EndpointError, connect_node};
 use crate::keys::KeyFilter;
+use crate::tls::TlsSettings;
 use nodes::{parse_cluster_masters, parse_info};
 
 /// The RDB probe only DUMPs keys whose `MEMORY USAGE` estimate is at most this (DUMP runs on the
@@ -183,7 +184,7 @@ async fn inspect(
     let mut last_err = None;
     let mut seed = None;
     for url in &ep.urls {
-        match Node::connect(url, password).await {
+        match Node::connect(url, password, ep.tls.as_ref()).await {
             Ok(node) => {
                 seed = Some(node);
                 break;
@@ -223,8 +224,8 @@ async fn inspect(
 
     let mut tasks = JoinSet::new();
     for (i, url) in urls.into_iter().enumerate() {
-        let (password, filter) = (password.map(str::to_owned), filter.clone());
-        tasks.spawn(async move { (i, inspect_node(url, password, filter, key_limit).await) });
+        let (password, filter, tls) = (password.map(str::to_owned), filter.clone(), ep.tls.clone());
+        tasks.spawn(async move { (i, inspect_node(url, password, tls, filter, key_limit).await) });
     }
     let mut results = Vec::new();
     while let Some(joined) = tasks.join_next().await {
@@ -288,8 +289,12 @@ struct Node {
 }
 
 impl Node {
-    async fn connect(url: &Url, password: Option<&str>) -> Result<Self, EndpointError> {
-        let conn = connect_node(url, password).await?;
+    async fn connect(
+        url: &Url,
+        password: Option<&str>,
+        tls: Option<&TlsSettings>,
+    ) -> Result<Self, EndpointError> {
+        let conn = connect_node(url, password, tls).await?;
         let secret = password.or(url.password()).map(str::to_owned);
         Ok(Self {
             url: url.clone(),
@@ -314,10 +319,11 @@ impl Node {
 async fn inspect_node(
     url: Url,
     password: Option<String>,
+    tls: Option<TlsSettings>,
     filter: KeyFilter,
     key_limit: Option<usize>,
 ) -> Result<(NodeReport, Option<KeyCount>), EndpointError> {
-    let mut node = Node::connect(&url, password.as_deref()).await?;
+    let mut node = Node::connect(&url, password.as_deref(), tls.as_ref()).await?;
     let info = parse_info(&node.run::<String>("INFO", &mut cmd("INFO")).await?);
     let field = |k: &str| info.get(k).cloned().unwrap_or_default();
     let number = |k: &str| info.get(k).and_then(|v| v.parse::<u64>().ok());

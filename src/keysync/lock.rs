@@ -364,7 +364,7 @@ impl Exclusive for NodeExclusive {
             if let Some(conn) = self.pool.take("") {
                 return Ok(conn);
             }
-            crate::endpoint::connect_node(&self.url, self.password.as_deref())
+            crate::endpoint::connect_node(&self.url, self.password.as_deref(), None)
                 .await
                 .map_err(|e| RedisError::from((ErrorKind::Io, "connecting for WATCH", e.to_string())))
         })

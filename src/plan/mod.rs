@@ -9,6 +9,7 @@ mod error;
 mod parse;
 mod raw;
 mod resolve;
+mod tls;
 pub mod units;
 
 use std::collections::BTreeMap;
@@ -135,6 +136,13 @@ pub struct ProxySettings {
     /// Whether `FLUSHDB`/`FLUSHALL` through a proxy are applied (to both sides, sparing
     /// cachemig's own keys) instead of refused.
     pub allow_flush: bool,
+    /// The certificate chain the proxy presents to TLS clients (with `tls_key_file`); `None`:
+    /// clients speak plain TCP.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// Its private key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key_file: Option<PathBuf>,
 }
 
 mod humantime_serde_secs {
@@ -173,6 +181,23 @@ impl Plan {
         let text = Self::read(path)?;
         let raw = parse::parse(path, &text)?;
         resolve::resolve_with(path, &text, raw, Catalog::builtin(), true)
+    }
+
+    /// What the plan allows that an operator must not miss: a side whose TLS certificate is not
+    /// checked (`tls_insecure_skip_verify`).
+    pub fn warnings(&self) -> Vec<String> {
+        [&self.source, &self.target]
+            .into_iter()
+            .filter(|ep| ep.tls.as_ref().is_some_and(|t| t.insecure_skip_verify))
+            .map(|ep| {
+                format!(
+                    "WARNING: [{0}] tls_insecure_skip_verify = true: the {0}'s certificate is NOT \
+                     checked, so anyone between cachemig and the {0} can read and change the \
+                     migrated data; name the server's CA with tls_ca_file instead",
+                    ep.role
+                )
+            })
+            .collect()
     }
 
     /// The threshold in force for `gate` when entering `phase`: the plan's `[gates.<phase>]`

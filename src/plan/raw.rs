@@ -49,6 +49,10 @@ pub struct RawMigration {
 pub struct RawSource {
     pub url: SpannedStr,
     pub password_env: Option<SpannedStr>,
+    pub tls_ca_file: Option<SpannedStr>,
+    pub tls_cert_file: Option<SpannedStr>,
+    pub tls_key_file: Option<SpannedStr>,
+    pub tls_insecure_skip_verify: Option<Spanned<bool>>,
 }
 
 /// `[target]`
@@ -57,6 +61,40 @@ pub struct RawSource {
 pub struct RawTarget {
     pub urls: Spanned<Vec<SpannedStr>>,
     pub password_env: Option<SpannedStr>,
+    pub tls_ca_file: Option<SpannedStr>,
+    pub tls_cert_file: Option<SpannedStr>,
+    pub tls_key_file: Option<SpannedStr>,
+    pub tls_insecure_skip_verify: Option<Spanned<bool>>,
+}
+
+/// The TLS keys of `[source]` or `[target]`, borrowed.
+pub struct RawTls<'a> {
+    pub ca_file: &'a Option<SpannedStr>,
+    pub cert_file: &'a Option<SpannedStr>,
+    pub key_file: &'a Option<SpannedStr>,
+    pub insecure_skip_verify: &'a Option<Spanned<bool>>,
+}
+
+impl RawSource {
+    pub fn tls(&self) -> RawTls<'_> {
+        RawTls {
+            ca_file: &self.tls_ca_file,
+            cert_file: &self.tls_cert_file,
+            key_file: &self.tls_key_file,
+            insecure_skip_verify: &self.tls_insecure_skip_verify,
+        }
+    }
+}
+
+impl RawTarget {
+    pub fn tls(&self) -> RawTls<'_> {
+        RawTls {
+            ca_file: &self.tls_ca_file,
+            cert_file: &self.tls_cert_file,
+            key_file: &self.tls_key_file,
+            insecure_skip_verify: &self.tls_insecure_skip_verify,
+        }
+    }
 }
 
 /// `[keys]`
@@ -128,6 +166,8 @@ pub struct RawProxies {
     pub max_write_pause: Option<SpannedStr>,
     pub password_env: Option<SpannedStr>,
     pub allow_flush: Option<bool>,
+    pub tls_cert_file: Option<SpannedStr>,
+    pub tls_key_file: Option<SpannedStr>,
 }
 
 /// Every key a plan may contain, with an example, for "did you mean" and type hints.
@@ -153,6 +193,10 @@ pub const KEY_EXAMPLES: &[(&str, &str)] = &[
         "urls = [\"redis://127.0.0.1:7001\", \"redis://127.0.0.1:7002\"]",
     ),
     ("password_env", "password_env = \"OLD_REDIS_PASSWORD\""),
+    ("tls_ca_file", "tls_ca_file = \"tls/ca.pem\""),
+    ("tls_cert_file", "tls_cert_file = \"tls/client.pem\""),
+    ("tls_key_file", "tls_key_file = \"tls/client.key\""),
+    ("tls_insecure_skip_verify", "tls_insecure_skip_verify = false"),
     ("include", "include = [\"token:*\"]"),
     ("exclude", "exclude = [\"tmp:*\"]"),
     ("scan_count", "scan_count = 1000"),

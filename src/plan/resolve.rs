@@ -10,6 +10,7 @@ use url::Url;
 
 use super::error::{PlanError, did_you_mean};
 use super::raw::{RawPlan, RawProxies, SpannedStr};
+use super::tls::{listen_tls, side_tls};
 use super::units::{parse_duration, parse_size};
 use super::{
     BackfillSettings, DualWriteSettings, GateSettings, Plan, ProxySettings, ShadowReadSettings,
@@ -20,7 +21,7 @@ use crate::keys::KeyFilter;
 use crate::phase::{Catalog, Threshold};
 
 /// Where errors point: the plan's path and text.
-struct Ctx<'a> {
+pub(super) struct Ctx<'a> {
     path: &'a Path,
     text: &'a str,
     /// Validating without connecting (`plan --offline`): a secret's variable may be unset, which
@@ -30,7 +31,12 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    fn err(&self, span: Range<usize>, message: impl Into<String>, hint: impl Into<String>) -> PlanError {
+    pub(super) fn err(
+        &self,
+        span: Range<usize>,
+        message: impl Into<String>,
+        hint: impl Into<String>,
+    ) -> PlanError {
         PlanError::at(self.path, self.text, span, message, hint)
     }
 
@@ -225,14 +231,26 @@ fn resolve_in(cx: &Ctx, raw: RawPlan, catalog: &Catalog) -> Result<Plan, PlanErr
         ));
     }
 
+    let source_url = cx.redis_url(&raw.source.url, "source")?;
     let source = Endpoint {
         role: "source",
-        urls: vec![cx.redis_url(&raw.source.url, "source")?],
+        tls: side_tls(
+            cx,
+            &base,
+            raw.source.tls(),
+            &[(source_url.clone(), raw.source.url.span())],
+            "source",
+        )?,
+        urls: vec![source_url],
         password_env: cx.password_env(&raw.source.password_env, "source")?,
     };
+    let seeds = target_urls(cx, &raw.target.urls)?;
+    let spans = raw.target.urls.get_ref().iter().map(|v| v.span());
+    let spanned: Vec<_> = seeds.iter().cloned().zip(spans).collect();
     let target = Endpoint {
         role: "target",
-        urls: target_urls(cx, &raw.target.urls)?,
+        tls: side_tls(cx, &base, raw.target.tls(), &spanned, "target")?,
+        urls: seeds,
         password_env: cx.password_env(&raw.target.password_env, "target")?,
     };
     let keys = KeyFilter {
@@ -293,6 +311,12 @@ fn resolve_in(cx: &Ctx, raw: RawPlan, catalog: &Catalog) -> Result<Plan, PlanErr
         )?,
         password_env: cx.env_name(&raw_proxies.and_then(|p| p.password_env.clone()))?,
         allow_flush: raw_proxies.and_then(|p| p.allow_flush).unwrap_or(false),
+        tls_cert_file: None,
+        tls_key_file: None,
+    };
+    let proxies = match raw_proxies {
+        Some(p) => listen_tls(cx, &base, &p.tls_cert_file, &p.tls_key_file, proxies)?,
+        None => proxies,
     };
 
     let sha256 = hex::encode(Sha256::digest(text.as_bytes()));

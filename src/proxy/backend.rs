@@ -9,10 +9,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use bytes::Bytes;
 use tokio::sync::{Mutex, RwLock};
 
+use super::dial::Tls;
 use super::node::{ErrorSink, Login, NodeConn, REPLY_TIMEOUT};
 use super::resp::{Proto, Reply};
 use crate::endpoint::Endpoint;
@@ -114,6 +115,22 @@ impl Node {
     }
 }
 
+/// The side's TLS for the proxy's own connections, built once (a `rediss://` side).
+fn backend_tls(label: &str, endpoint: &Endpoint) -> Result<Option<Tls>> {
+    let Some(settings) = &endpoint.tls else {
+        return Ok(None);
+    };
+    if settings.insecure_skip_verify {
+        tracing::warn!(
+            "{label} ({}): tls_insecure_skip_verify is on; its certificate is NOT checked",
+            endpoint.role
+        );
+    }
+    let tls =
+        Tls::new(settings).with_context(|| format!("TLS to {label} ([{}] tls_* keys)", endpoint.role))?;
+    Ok(Some(tls))
+}
+
 impl Backend {
     /// Connects to `endpoint`: a cluster when `cluster` is true, else its one node.
     pub async fn connect(
@@ -133,14 +150,12 @@ impl Backend {
             proto: Proto::Resp2,
             name: Some(name.to_string()),
             hung_after: Some(REPLY_TIMEOUT),
+            tls: backend_tls(label, endpoint)?,
         };
         let seeds = endpoint
             .urls
             .iter()
             .map(|u| {
-                if u.scheme() == "rediss" {
-                    bail!("the proxy does not speak TLS to backends yet ({label} uses rediss://)");
-                }
                 let host = u.host_str().context("URL without a host")?;
                 Ok(format!("{host}:{}", u.port().unwrap_or(6379)))
             })

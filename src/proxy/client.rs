@@ -6,32 +6,62 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use super::Proxy;
 use super::batch::handle;
 use super::drain;
+use super::listen_tls::ListenTls;
 use super::local::Session;
 use super::resp::{Framer, Limits, Reply};
 
 /// Most requests handled as one batch (the rest of a long pipeline waits for the next round).
 const MAX_BATCH: usize = 512;
 
-/// Serves one client until it disconnects, sends QUIT, or breaks the protocol.
-pub async fn serve(proxy: Arc<Proxy>, stream: TcpStream, id: u64) {
+/// Serves one client until it disconnects, sends QUIT, or breaks the protocol; over TLS when
+/// `tls` is given.
+pub async fn serve(proxy: Arc<Proxy>, stream: TcpStream, id: u64, tls: Option<Arc<ListenTls>>) {
     proxy.metrics.connections.inc();
-    if let Err(e) = run(&proxy, stream, id).await {
+    if let Err(e) = open(&proxy, stream, id, tls).await {
         tracing::debug!("client {id}: {e}");
     }
     proxy.metrics.connections.dec();
 }
 
-async fn run(proxy: &Arc<Proxy>, stream: TcpStream, id: u64) -> std::io::Result<()> {
+/// Plain TCP keeps tokio's owned halves; TLS (one session for both directions) is split.
+async fn open(
+    proxy: &Arc<Proxy>,
+    stream: TcpStream,
+    id: u64,
+    tls: Option<Arc<ListenTls>>,
+) -> std::io::Result<()> {
     stream.set_nodelay(true)?;
     let local_addr = stream.local_addr().ok();
-    let (mut rd, mut wr) = stream.into_split();
+    match tls {
+        None => {
+            let (rd, wr) = stream.into_split();
+            run(proxy, rd, wr, local_addr, id).await
+        }
+        Some(tls) => {
+            let (rd, wr) = tokio::io::split(tls.accept(stream).await?);
+            run(proxy, rd, wr, local_addr, id).await
+        }
+    }
+}
+
+async fn run<R, W>(
+    proxy: &Arc<Proxy>,
+    mut rd: R,
+    mut wr: W,
+    local_addr: Option<std::net::SocketAddr>,
+    id: u64,
+) -> std::io::Result<()>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
     let mut inbuf = BytesMut::with_capacity(16 * 1024);
     let mut out = BytesMut::with_capacity(16 * 1024);
     let mut framer = Framer::default();
@@ -78,6 +108,7 @@ async fn run(proxy: &Arc<Proxy>, stream: TcpStream, id: u64) -> std::io::Result<
                 },
                 Some(message) = inbox.recv() => {
                     wr.write_all(&message.to_reply(session.proto).raw).await?;
+                    wr.flush().await?; // TLS may hold the record until asked
                 }
                 _ = draining.changed(), if !stopping => {}
             }
@@ -94,9 +125,11 @@ async fn run(proxy: &Arc<Proxy>, stream: TcpStream, id: u64) -> std::io::Result<
             proxy.metrics.errors.inc();
             out.extend_from_slice(&Reply::error(format!("ERR cachemig: {e}; closing the connection")).raw);
             wr.write_all(&out).await?;
+            wr.flush().await?;
             return Ok(());
         }
         wr.write_all(&out).await?;
+        wr.flush().await?;
         out.clear();
         if session.quit {
             return Ok(());

@@ -18,7 +18,6 @@ use std::time::Duration;
 
 use anyhow::Result;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -42,7 +41,11 @@ pub fn at_boundary(session: &Session, unread: &[u8]) -> bool {
 
 /// Closes a client connection after its last reply: FIN, then discard what the client still
 /// sends until it closes its side (or [`LINGER`] passes).
-pub async fn close(mut rd: OwnedReadHalf, mut wr: OwnedWriteHalf) -> std::io::Result<()> {
+pub async fn close<R, W>(mut rd: R, mut wr: W) -> std::io::Result<()>
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
     wr.shutdown().await?;
     let mut sink = [0u8; 4096];
     let discard = async { while matches!(rd.read(&mut sink).await, Ok(n) if n > 0) {} };

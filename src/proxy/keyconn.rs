@@ -132,12 +132,14 @@ impl Exclusive for BackendExclusive {
             let (_, login) = self.backend.subscriber().await;
             let io =
                 |e: String| RedisError::from((ErrorKind::Io, "connecting for WATCH", format!("{addr}: {e}")));
+            let scheme = if login.tls.is_some() { "rediss" } else { "redis" };
             let mut url =
-                url::Url::parse(&format!("redis://{addr}/{}", login.db)).map_err(|e| io(e.to_string()))?;
+                url::Url::parse(&format!("{scheme}://{addr}/{}", login.db)).map_err(|e| io(e.to_string()))?;
             if let Some(user) = &login.user {
                 url.set_username(user).map_err(|_| io("bad user name".into()))?;
             }
-            crate::endpoint::connect_node(&url, login.password.as_deref())
+            let tls = login.tls.as_ref().map(|t| t.settings());
+            crate::endpoint::connect_node(&url, login.password.as_deref(), tls)
                 .await
                 .map_err(|e| io(e.to_string()))
         })

@@ -15,10 +15,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 
+use super::dial::{BackendStream, Tls};
 use super::resp::{Proto, Reply, encode_request};
 
 /// Largest write buffer assembled from queued batches before it is flushed.
@@ -47,6 +47,8 @@ pub struct Login {
     /// A reply owed this long means a hung node; `None` for a connection that carries blocking
     /// commands, which may wait as long as their client asked.
     pub hung_after: Option<Duration>,
+    /// TLS to the node (a `rediss://` side); `None` is plain TCP.
+    pub tls: Option<Tls>,
 }
 
 impl Login {
@@ -215,14 +217,8 @@ impl Task {
         self.errors.backend_error(text);
     }
 
-    async fn connect(&self) -> std::io::Result<TcpStream> {
-        let connect = async {
-            let mut stream = TcpStream::connect(&self.addr).await?;
-            stream.set_nodelay(true)?;
-            introduce(&mut stream, &self.login).await?;
-            Ok(stream)
-        };
-        tokio::time::timeout(CONNECT_TIMEOUT, connect)
+    async fn connect(&self) -> std::io::Result<BackendStream> {
+        tokio::time::timeout(CONNECT_TIMEOUT, super::dial::connect(&self.addr, &self.login))
             .await
             .unwrap_or_else(|_| Err(std::io::Error::other("timed out")))
     }
@@ -230,12 +226,16 @@ impl Task {
 
 /// Sends the handshake and checks the replies. The password never appears in an error; a
 /// refused `CLIENT SETNAME` (an ACL without CLIENT) is no reason to fail.
-pub(super) async fn introduce(stream: &mut TcpStream, login: &Login) -> std::io::Result<()> {
+pub(super) async fn introduce<S>(stream: &mut S, login: &Login) -> std::io::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let requests = login.handshake();
     if requests.is_empty() {
         return Ok(());
     }
     stream.write_all(&requests.concat()).await?;
+    stream.flush().await?;
     let mut buf = BytesMut::with_capacity(1024);
     let mut answered = 0;
     while answered < requests.len() {
@@ -263,7 +263,11 @@ pub(super) fn backoff(n: u32) -> Duration {
 
 /// Runs one established connection until it breaks (`Some(why)`) or every handle is dropped
 /// (`None`). Pending jobs are failed by dropping their senders.
-async fn serve(stream: TcpStream, jobs: &mut mpsc::UnboundedReceiver<Job>, login: &Login) -> Option<String> {
+async fn serve(
+    stream: BackendStream,
+    jobs: &mut mpsc::UnboundedReceiver<Job>,
+    login: &Login,
+) -> Option<String> {
     let (mut rd, mut wr) = stream.into_split();
     let mut pending: VecDeque<Pending> = VecDeque::new();
     let mut out = BytesMut::with_capacity(WRITE_CHUNK);
@@ -289,7 +293,9 @@ async fn serve(stream: TcpStream, jobs: &mut mpsc::UnboundedReceiver<Job>, login
                 }
                 // Bounded too: a node that stops reading must not hold the writer for as long as
                 // TCP takes to give up.
-                match tokio::time::timeout(REPLY_TIMEOUT, wr.write_all(&out)).await {
+                // Flushed: a TLS stream may hold the last record until asked (a no-op on TCP).
+                let write = async { wr.write_all(&out).await?; wr.flush().await };
+                match tokio::time::timeout(REPLY_TIMEOUT, write).await {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => return Some(e.to_string()),
                     Err(_) => return Some(format!("write blocked for {}s", REPLY_TIMEOUT.as_secs())),

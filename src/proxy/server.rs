@@ -10,6 +10,7 @@ use tokio::net::{TcpListener, TcpStream};
 use super::backend::Backend;
 use super::backlog::{self, Backlog};
 use super::hotkeys::HotKeys;
+use super::listen_tls::ListenTls;
 use super::metrics::Metrics;
 use super::mirror::Mirror;
 use super::node::ErrorSink;
@@ -53,6 +54,7 @@ impl ErrorSink for Metrics {
 /// Runs the proxy for `plan` until the process is stopped.
 pub async fn run(plan: Plan, options: Options) -> Result<()> {
     let addr = listener::resolve(&options.listen)?;
+    let tls = ListenTls::from_plan(&plan.proxies).context("[proxies] tls_cert_file / tls_key_file")?;
     let id = options
         .id
         .clone()
@@ -147,11 +149,11 @@ pub async fn run(plan: Plan, options: Options) -> Result<()> {
         "cachemig proxy {id}: listening on {local}, generation {} ({})",
         applied.generation, applied.phase
     );
-    let stopping = accept(&listener, &proxy).await?;
+    let stopping = accept(&listener, &proxy, &tls).await?;
     eprintln!("cachemig proxy {id}: {stopping}");
     let serve = {
         let proxy = proxy.clone();
-        Box::new(move |stream| spawn_client(&proxy, stream))
+        Box::new(move |stream| spawn_client(&proxy, &tls, stream))
     };
     let result = drain::stop(
         &proxy,
@@ -168,20 +170,25 @@ pub async fn run(plan: Plan, options: Options) -> Result<()> {
     result
 }
 
-/// Serves `stream` as a new client connection.
-fn spawn_client(proxy: &Arc<Proxy>, stream: TcpStream) {
+/// Serves `stream` as a new client connection (over TLS when the plan gives the proxy a
+/// certificate).
+fn spawn_client(proxy: &Arc<Proxy>, tls: &Option<Arc<ListenTls>>, stream: TcpStream) {
     static NEXT_ID: AtomicU64 = AtomicU64::new(1);
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-    tokio::spawn(client::serve(proxy.clone(), stream, id));
+    tokio::spawn(client::serve(proxy.clone(), stream, id, tls.clone()));
 }
 
 /// Accepts connections until SIGTERM or Ctrl-C; which one stopped it.
-async fn accept(listener: &TcpListener, proxy: &Arc<Proxy>) -> Result<&'static str> {
+async fn accept(
+    listener: &TcpListener,
+    proxy: &Arc<Proxy>,
+    tls: &Option<Arc<ListenTls>>,
+) -> Result<&'static str> {
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {
         tokio::select! {
             conn = listener.accept() => match conn {
-                Ok((stream, _)) => spawn_client(proxy, stream),
+                Ok((stream, _)) => spawn_client(proxy, tls, stream),
                 // Out of file descriptors and the like: pause rather than spin.
                 Err(e) => {
                     tracing::warn!("accept: {e}");

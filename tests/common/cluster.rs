@@ -2,13 +2,15 @@
 //! create` as an operator would.
 
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 
-use super::{RedisServer, START_TIMEOUT, wait_for};
+use super::{RedisServer, START_TIMEOUT, TlsFiles, wait_for};
 
 /// A Redis Cluster of real nodes on loopback; every node killed on drop.
 pub struct RedisCluster {
     nodes: Vec<RedisServer>,
     masters: usize,
+    tls: Option<Arc<TlsFiles>>,
 }
 
 impl RedisCluster {
@@ -18,6 +20,12 @@ impl RedisCluster {
     /// Built with `redis-cli --cluster create`, as an operator would; every node has an explicit
     /// cluster bus port, so the default port+10000 need not be free.
     pub fn start(masters: usize, replicas_per_master: usize) -> Self {
+        Self::start_with(masters, replicas_per_master, None)
+    }
+
+    /// The same, every node speaking only TLS with `tls`'s certificates (clients, cluster bus,
+    /// replication) when `tls` is given.
+    pub fn start_with(masters: usize, replicas_per_master: usize, tls: Option<&Arc<TlsFiles>>) -> Self {
         assert!(
             masters >= 3,
             "redis-cli --cluster create needs at least 3 masters"
@@ -25,12 +33,13 @@ impl RedisCluster {
         let total = masters * (1 + replicas_per_master);
         let mut nodes: Vec<RedisServer> = std::thread::scope(|s| {
             let handles: Vec<_> = (0..total)
-                .map(|_| s.spawn(RedisServer::start_cluster_node))
+                .map(|_| s.spawn(|| RedisServer::start_cluster_node_with(tls)))
                 .collect();
             handles.into_iter().map(|h| h.join().unwrap()).collect()
         });
         let addrs: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port())).collect();
         let out = Command::new("redis-cli")
+            .args(tls.map(|t| t.cli_args()).unwrap_or_default())
             .arg("--cluster")
             .arg("create")
             .args(&addrs)
@@ -49,7 +58,11 @@ impl RedisCluster {
         );
         // redis-cli chooses which nodes become masters; keep masters first.
         nodes.sort_by_key(|n| n.info_field("role").as_deref() != Some("master"));
-        let cluster = Self { nodes, masters };
+        let cluster = Self {
+            nodes,
+            masters,
+            tls: tls.cloned(),
+        };
         wait_for("cluster_state:ok on every node", START_TIMEOUT, || {
             cluster.is_ok()
         });
@@ -91,10 +104,71 @@ impl RedisCluster {
 
     /// A synchronous cluster connection (follows MOVED/ASK).
     pub fn cluster_conn(&self) -> redis::cluster::ClusterConnection {
-        redis::cluster::ClusterClient::new(self.seed_urls())
+        let mut builder = redis::cluster::ClusterClientBuilder::new(self.seed_urls());
+        if let Some(tls) = &self.tls {
+            builder = builder.certs(tls.certificates());
+        }
+        builder.build().unwrap().get_connection().unwrap()
+    }
+
+    /// Adds a master that serves no slot yet (speaking TLS like the others), through
+    /// `redis-cli --cluster add-node`, and returns its index in [`RedisCluster::nodes`].
+    pub fn add_empty_master(&mut self) -> usize {
+        let node = RedisServer::start_cluster_node_with(self.tls.as_ref());
+        let out = Command::new("redis-cli")
+            .args(self.tls.as_ref().map(|t| t.cli_args()).unwrap_or_default())
+            .args(["--cluster", "add-node"])
+            .arg(format!("127.0.0.1:{}", node.port()))
+            .arg(format!("127.0.0.1:{}", self.nodes[0].port()))
+            .stdin(Stdio::null())
+            .output()
+            .expect("run redis-cli --cluster add-node");
+        assert!(
+            out.status.success(),
+            "add-node failed: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let total = self.nodes.len() + 1;
+        wait_for("every node knows the new master", START_TIMEOUT, || {
+            self.nodes.iter().chain([&node]).all(|n| {
+                let info: String = n.query(&["CLUSTER", "INFO"]);
+                info.contains(&format!("cluster_known_nodes:{total}")) && info.contains("cluster_state:ok")
+            })
+        });
+        self.nodes.insert(self.masters, node);
+        self.masters += 1;
+        self.masters - 1
+    }
+
+    /// The index of the master that serves `key` (the one that does not answer `MOVED`).
+    pub fn owner_of(&self, key: &str) -> Option<usize> {
+        (0..self.masters).find(|&i| {
+            redis::cmd("EXISTS")
+                .arg(key)
+                .query::<i64>(&mut self.nodes[i].conn())
+                .is_ok()
+        })
+    }
+
+    /// Moves the slot of `key`, which must hold no key, to master `to` (the `CLUSTER SETSLOT`
+    /// sequence of a resharding; the other masters learn it by gossip).
+    pub fn move_empty_slot_of(&self, key: &str, to: usize) {
+        let from = self.owner_of(key).expect("a master serves the key");
+        let slot = redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(key)
+            .query::<i64>(&mut self.nodes[from].conn())
             .unwrap()
-            .get_connection()
-            .unwrap()
+            .to_string();
+        let id = |i: usize| self.nodes[i].cli(&["CLUSTER", "MYID"]);
+        let (from_id, to_id) = (id(from), id(to));
+        self.nodes[to].cli(&["CLUSTER", "SETSLOT", &slot, "IMPORTING", &from_id]);
+        self.nodes[from].cli(&["CLUSTER", "SETSLOT", &slot, "MIGRATING", &to_id]);
+        self.nodes[to].cli(&["CLUSTER", "SETSLOT", &slot, "NODE", &to_id]);
+        self.nodes[from].cli(&["CLUSTER", "SETSLOT", &slot, "NODE", &to_id]);
+        wait_for("the slot's new owner", START_TIMEOUT, || {
+            self.owner_of(key) == Some(to)
+        });
     }
 
     /// `redis-cli -c` against the first node (follows redirections); trimmed stdout.

@@ -9,9 +9,11 @@ pub mod load;
 pub mod proxy;
 pub mod reports;
 pub mod sandbox;
+pub mod tls;
 pub mod wire;
 
 pub use cluster::RedisCluster;
+pub use tls::TlsFiles;
 
 use std::collections::BTreeSet;
 use std::ffi::OsStr;
@@ -19,7 +21,7 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// How long a server or a cluster may take to come up before the test fails.
@@ -58,7 +60,14 @@ pub fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) 
 }
 
 /// Spawns `redis-server` on `port` in `dir` with `args`; its output goes to `dir/redis.log`.
-fn spawn_server(port: u16, bus_port: Option<u16>, dir: &Path, args: &[String]) -> Child {
+/// With `tls`, `port` is a TLS port and plain TCP is off.
+fn spawn_server(
+    port: u16,
+    bus_port: Option<u16>,
+    dir: &Path,
+    args: &[String],
+    tls: Option<&TlsFiles>,
+) -> Child {
     let mut cmd = Command::new("redis-server");
     cmd.args([
         "--port",
@@ -73,6 +82,8 @@ fn spawn_server(port: u16, bus_port: Option<u16>, dir: &Path, args: &[String]) -
     .args(["--daemonize", "no", "--protected-mode", "no", "--dir"])
     .arg(dir)
     .args(args)
+    // Later options win: these turn `--port` off and serve TLS on it instead.
+    .args(tls.map(|t| t.server_args(port)).unwrap_or_default())
     .current_dir(dir)
     .stdin(Stdio::null())
     .stdout(std::fs::File::create(dir.join("redis.log")).unwrap())
@@ -91,6 +102,7 @@ pub struct RedisServer {
     bus_port: Option<u16>,
     password: Option<String>,
     args: Vec<String>,
+    tls: Option<Arc<TlsFiles>>,
     dir: tempfile::TempDir,
 }
 
@@ -102,11 +114,22 @@ impl RedisServer {
 
     /// Starts a standalone server with extra config, e.g. `&["--requirepass", "pw"]`.
     pub fn start_with(args: &[&str]) -> Self {
-        Self::start_retrying(args, false)
+        Self::start_retrying(args, false, None)
+    }
+
+    /// Starts a standalone server that speaks only TLS, with `tls`'s certificates (clients must
+    /// present one too).
+    pub fn start_tls(tls: &Arc<TlsFiles>, args: &[&str]) -> Self {
+        Self::start_retrying(args, false, Some(tls))
     }
 
     /// Starts a cluster-enabled node (not yet part of any cluster).
     pub fn start_cluster_node() -> Self {
+        Self::start_cluster_node_with(None)
+    }
+
+    /// The same, speaking only TLS (clients, cluster bus and replication) when `tls` is given.
+    pub fn start_cluster_node_with(tls: Option<&Arc<TlsFiles>>) -> Self {
         let args = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"];
         let fast = [
             "--cluster-node-timeout",
@@ -114,13 +137,13 @@ impl RedisServer {
             "--repl-diskless-sync-delay",
             "0",
         ];
-        Self::start_retrying(&[&args[..], &fast[..]].concat(), true)
+        Self::start_retrying(&[&args[..], &fast[..]].concat(), true, tls)
     }
 
-    fn start_retrying(args: &[&str], cluster: bool) -> Self {
+    fn start_retrying(args: &[&str], cluster: bool, tls: Option<&Arc<TlsFiles>>) -> Self {
         let mut last_log = String::new();
         for _ in 0..5 {
-            match Self::try_start(args, cluster) {
+            match Self::try_start(args, cluster, tls.cloned()) {
                 Ok(server) => return server,
                 Err(log) => last_log = log,
             }
@@ -129,7 +152,7 @@ impl RedisServer {
     }
 
     /// Spawns one server; `Err(log)` if it exits (e.g. port taken) or never gets ready.
-    fn try_start(args: &[&str], cluster: bool) -> Result<Self, String> {
+    fn try_start(args: &[&str], cluster: bool, tls: Option<Arc<TlsFiles>>) -> Result<Self, String> {
         let dir = tempfile::tempdir().unwrap();
         let (port, bus_port) = (free_port(), cluster.then(free_port));
         let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
@@ -138,13 +161,14 @@ impl RedisServer {
             .position(|a| *a == "--requirepass")
             .and_then(|i| args.get(i + 1))
             .cloned();
-        let child = spawn_server(port, bus_port, dir.path(), &args);
+        let child = spawn_server(port, bus_port, dir.path(), &args, tls.as_deref());
         let mut server = Self {
             child,
             port,
             bus_port,
             password,
             args,
+            tls,
             dir,
         };
         server.wait_ready()?;
@@ -155,7 +179,13 @@ impl RedisServer {
     /// configuration (a backend that comes back).
     pub fn restart(&mut self) {
         self.kill();
-        self.child = spawn_server(self.port, self.bus_port, self.dir.path(), &self.args);
+        self.child = spawn_server(
+            self.port,
+            self.bus_port,
+            self.dir.path(),
+            &self.args,
+            self.tls.as_deref(),
+        );
         self.wait_ready()
             .unwrap_or_else(|log| panic!("redis-server did not restart:\n{log}"));
     }
@@ -178,8 +208,18 @@ impl RedisServer {
         }
     }
 
-    /// PING over a raw socket; `-NOAUTH` counts as an answer.
+    /// PING over a raw socket (over TLS through the `redis` crate); `-NOAUTH` counts as an answer.
     fn raw_ping(&self) -> bool {
+        if self.tls.is_some() {
+            let ping = self
+                .client()
+                .get_connection_with_timeout(Duration::from_secs(1))
+                .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c));
+            return match ping {
+                Ok(_) => true,
+                Err(e) => e.code() == Some("NOAUTH"),
+            };
+        }
         let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else {
             return false;
         };
@@ -200,9 +240,15 @@ impl RedisServer {
         self.bus_port
     }
 
-    /// `redis://127.0.0.1:PORT` (never with the password).
+    /// `redis://127.0.0.1:PORT`, `rediss://` for a TLS server (never with the password).
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        let scheme = if self.tls.is_some() { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    /// The certificates of a TLS server.
+    pub fn tls(&self) -> Option<&Arc<TlsFiles>> {
+        self.tls.as_ref()
     }
 
     /// The server's temporary directory.
@@ -219,6 +265,9 @@ impl RedisServer {
     pub fn cli(&self, args: &[&str]) -> String {
         let mut cmd = Command::new("redis-cli");
         cmd.args(["-h", "127.0.0.1", "-p", &self.port.to_string()]);
+        if let Some(tls) = &self.tls {
+            cmd.args(tls.cli_args());
+        }
         if let Some(pw) = &self.password {
             cmd.args(["--no-auth-warning", "-a", pw]);
         }
@@ -237,14 +286,21 @@ impl RedisServer {
 
     /// A synchronous connection (authenticated if the server has `--requirepass`).
     pub fn conn(&self) -> redis::Connection {
-        let url = match &self.password {
-            Some(pw) => format!("redis://:{pw}@127.0.0.1:{}", self.port),
-            None => self.url(),
-        };
-        redis::Client::open(url)
-            .unwrap()
+        self.client()
             .get_connection_with_timeout(Duration::from_secs(5))
             .unwrap()
+    }
+
+    /// A client for this server: its password, its certificates.
+    fn client(&self) -> redis::Client {
+        let url = match &self.password {
+            Some(pw) => self.url().replace("://", &format!("://:{pw}@")),
+            None => self.url(),
+        };
+        match &self.tls {
+            Some(tls) => redis::Client::build_with_tls(url, tls.certificates()).unwrap(),
+            None => redis::Client::open(url).unwrap(),
+        }
     }
 
     /// Runs one command on a fresh connection and converts the reply.

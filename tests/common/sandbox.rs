@@ -13,7 +13,7 @@ use std::time::Duration;
 use cachemig::flags::FlagFile;
 use cachemig::state::{Entry, Journal};
 
-use super::{Cachemig, RedisCluster, RedisServer, Run, write_plan};
+use super::{Cachemig, RedisCluster, RedisServer, Run, TlsFiles, write_plan};
 
 /// The environment variable the password sandbox names in its plan.
 const PASSWORD_ENV: &str = "CACHEMIG_TEST_SOURCE_PASSWORD";
@@ -29,6 +29,8 @@ pub struct Sandbox {
     env: Vec<(String, String)>,
     source_url: String,
     extra: String,
+    /// Extra lines of `[source]` and `[target]` (the `tls_*` keys).
+    side_keys: [String; 2],
 }
 
 impl Sandbox {
@@ -52,6 +54,19 @@ impl Sandbox {
         )
     }
 
+    /// A standalone source and a 3-master target that speak only TLS (cluster bus and
+    /// replication included), both with certificates of `tls`'s CA and requiring a client
+    /// certificate; the plan names the CA and the client certificate on both sides.
+    pub fn start_tls(tls: &Arc<TlsFiles>) -> Sandbox {
+        let mut sb = Sandbox::build(
+            RedisServer::start_tls(tls, &[]),
+            RedisCluster::start_with(3, 0, Some(tls)),
+            Vec::new(),
+        );
+        sb.set_side_keys(&tls.plan_keys(), &tls.plan_keys());
+        sb
+    }
+
     fn build(source: RedisServer, target: RedisCluster, env: Vec<(String, String)>) -> Sandbox {
         let dir = tempfile::tempdir().unwrap();
         let source_url = source.url();
@@ -63,6 +78,7 @@ impl Sandbox {
             env,
             source_url,
             extra: String::new(),
+            side_keys: [String::new(), String::new()],
         };
         sb.write();
         sb
@@ -81,9 +97,11 @@ impl Sandbox {
             format!("password_env = \"{PASSWORD_ENV}\"\n")
         };
         let body = format!(
-            "[migration]\nname = \"sandbox\"\n\n[source]\nurl = \"{}\"\n{password}\n[target]\nurls = [{}]\n\n[keys]\ninclude = [\"token:*\"]\n\n[proxies]\nexpected = 0\n\n{}",
+            "[migration]\nname = \"sandbox\"\n\n[source]\nurl = \"{}\"\n{password}{}\n[target]\nurls = [{}]\n{}\n[keys]\ninclude = [\"token:*\"]\n\n[proxies]\nexpected = 0\n\n{}",
             self.source_url,
+            self.side_keys[0],
             urls.join(", "),
+            self.side_keys[1],
             self.extra
         );
         self.plan = write_plan(self.dir.path(), "sandbox.toml", &body);
@@ -92,6 +110,12 @@ impl Sandbox {
     /// Appends TOML tables (e.g. `[backfill]`) to the plan.
     pub fn set_plan_extra(&mut self, toml: &str) {
         self.extra = toml.to_string();
+        self.write();
+    }
+
+    /// Sets the extra lines of `[source]` and `[target]` (e.g. `tls_ca_file = "…"`).
+    pub fn set_side_keys(&mut self, source: &str, target: &str) {
+        self.side_keys = [source.to_string(), target.to_string()];
         self.write();
     }
 

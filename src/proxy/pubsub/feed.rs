@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::proxy::node::{Login, backoff, introduce};
+use crate::proxy::dial::BackendStream;
+use crate::proxy::node::{Login, backoff};
 use crate::proxy::resp::{Proto, Reply, encode_request};
 
 /// How long a SUBSCRIBE waits for a side to confirm before the client is answered anyway (a side
@@ -187,12 +187,8 @@ async fn run(addr: String, login: Login, mut ops: mpsc::UnboundedReceiver<Op>, o
     let mut state = State::default();
     let mut attempt = 0;
     loop {
-        let connected = tokio::time::timeout(CONFIRM_WITHIN, async {
-            let mut stream = TcpStream::connect(&addr).await?;
-            introduce(&mut stream, &login).await?;
-            Ok::<_, std::io::Error>(stream)
-        })
-        .await;
+        let connected =
+            tokio::time::timeout(CONFIRM_WITHIN, crate::proxy::dial::connect(&addr, &login)).await;
         match connected {
             Ok(Ok(stream)) => {
                 attempt = 0;
@@ -221,7 +217,7 @@ async fn run(addr: String, login: Login, mut ops: mpsc::UnboundedReceiver<Op>, o
 
 /// Serves one connection until it breaks (`Some`) or the client is gone (`None`).
 async fn serve(
-    stream: TcpStream,
+    stream: BackendStream,
     state: &mut State,
     ops: &mut mpsc::UnboundedReceiver<Op>,
     out: &Sinks,
@@ -235,7 +231,8 @@ async fn serve(
         }
         again.push(encode_request(&[kind.subscribe().as_bytes(), name]));
     }
-    if wr.write_all(&again.concat()).await.is_err() {
+    // Flushed: TLS may hold the last record until asked (a no-op on TCP).
+    if wr.write_all(&again.concat()).await.is_err() || wr.flush().await.is_err() {
         return Some(());
     }
     let mut inbuf = BytesMut::with_capacity(16 * 1024);
@@ -243,7 +240,7 @@ async fn serve(
         tokio::select! {
             op = ops.recv() => {
                 let request = state.apply(op?);
-                if wr.write_all(&request).await.is_err() {
+                if wr.write_all(&request).await.is_err() || wr.flush().await.is_err() {
                     return Some(());
                 }
             }
