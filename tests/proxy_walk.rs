@@ -11,8 +11,9 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::load::settle;
 use common::proxy::ProxyProcess;
 use common::reports::expect_proxies;
 use common::sandbox::Sandbox;
@@ -361,48 +362,13 @@ impl Apps {
     }
 }
 
-/// Waits until every proxy routes by the flag file's generation.
-fn settle(sb: &Sandbox, proxies: &[&ProxyProcess]) {
-    let generation = sb.flag().map_or(0, |f| f.generation);
-    for p in proxies {
-        p.wait_generation(generation);
-    }
-}
-
-/// How long the next step's gates may take to pass before the walk fails.
-const READY_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Waits, as an operator would, until `plan --detailed-exitcode` says the next step is ready
-/// (exit 4): every proxy has reported the generation, and the gates fed by the reports (acks,
-/// mirror errors, shadow samples and mismatches) have the data they need. Bounded by
-/// [`READY_TIMEOUT`]; on time-out the last plan output says which gate blocked.
-fn wait_until_ready(sb: &Sandbox) {
-    let deadline = Instant::now() + READY_TIMEOUT;
-    loop {
-        let run = sb.cachemig(&["plan", "--detailed-exitcode"]);
-        if run.status == 4 {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the next step's gates did not pass within {READY_TIMEOUT:?} (exit {}):\n{}\n{}",
-            run.status,
-            run.stdout,
-            run.stderr
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 /// Runs a CLI step once the proxies follow the current generation and, for `advance`, once its
 /// gates pass (rollbacks are never gated; `resume` waits for the acks itself).
 fn step_cli(sb: &Sandbox, proxies: &[&ProxyProcess], args: &[&str], expect: &str) {
     settle(sb, proxies);
-    if args[0] == "advance" && common::reports::needs_verify(expect) {
-        common::reports::verify_for_gate(sb);
-    }
     if args[0] == "advance" {
-        wait_until_ready(sb);
+        // Runs the verify the `verified` gate needs first, as an operator would.
+        common::load::wait_ready(sb);
     }
     let run = sb.cachemig(args);
     let phase = sb.flag().map(|f| f.phase).unwrap_or_default();
@@ -530,8 +496,7 @@ fn a_proxy_that_stops_acking_makes_the_fence_release_writes_on_the_old_primary()
     }
     // Both proxies have reported read-cutover and the fence's gates pass: p2 is live and acking.
     settle(&sb, &[&p1, &p2]);
-    common::reports::verify_for_gate(&sb);
-    wait_until_ready(&sb);
+    common::load::wait_ready(&sb);
     // p2 freezes: still "live" by its last report, but it will never ack the fence.
     let p2_pid = p2.pid();
     freeze(p2_pid);

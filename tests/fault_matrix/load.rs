@@ -13,6 +13,7 @@ use std::time::Duration;
 use redis::Commands;
 
 use crate::common::compare;
+use crate::common::proxy::ProxyProcess;
 use crate::common::sandbox::Sandbox;
 
 /// Keys per writer.
@@ -180,6 +181,24 @@ fn read(conn: &mut dyn redis::ConnectionLike, key: &str) -> Option<Value> {
         )),
         other => panic!("{key}: unexpected type {other}"),
     }
+}
+
+/// Waits until every proxy drained its mirror, then asserts that old and new equal the model
+/// ([`check`]); `after` names the fault in the message.
+pub fn assert_drained_and_equal(sb: &Sandbox, proxies: &[&ProxyProcess], model: &Model, after: &str) {
+    for p in proxies {
+        crate::common::wait_for(
+            "the proxies drained their mirrors",
+            std::time::Duration::from_secs(60),
+            || p.status()["mirror"]["drained"] == true,
+        );
+    }
+    let differences = check(sb, model);
+    assert!(
+        differences.is_empty(),
+        "{} difference(s) after {after}: {differences:#?}",
+        differences.len()
+    );
 }
 
 /// Old and new compared key by key (through `compare::differences`), and each key on old

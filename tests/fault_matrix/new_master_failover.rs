@@ -34,17 +34,5 @@ fn new_master_failover_during_sync_mirror() {
     load.wait_for_more(1000);
     let model = load.finish();
 
-    for p in [&p1, &p2] {
-        wait_for(
-            "the proxies drained their mirrors",
-            Duration::from_secs(60),
-            || p.status()["mirror"]["drained"] == true,
-        );
-    }
-    let differences = load::check(&sb, &model);
-    assert!(
-        differences.is_empty(),
-        "{} difference(s) after the failover: {differences:#?}",
-        differences.len()
-    );
+    load::assert_drained_and_equal(&sb, &[&p1, &p2], &model, "the failover");
 }

@@ -14,7 +14,7 @@ use super::load::{self, Load};
 use crate::common::proxy::{ProxyProcess, set_phase};
 use crate::common::reports::expect_proxies;
 use crate::common::sandbox::Sandbox;
-use crate::common::{RedisServer, wait_for};
+use crate::common::RedisServer;
 
 /// How long the mirror's destination refuses writes; the proxy is killed halfway.
 const PAUSE_MS: u64 = 2000;
@@ -49,19 +49,7 @@ fn kill_and_restart_in(phase: &str) {
     load.wait_for_more(500);
     let model = load.finish();
 
-    for p in [&p1, &p2] {
-        wait_for(
-            "the proxies drained their mirrors",
-            Duration::from_secs(60),
-            || p.status()["mirror"]["drained"] == true,
-        );
-    }
-    let differences = load::check(&sb, &model);
-    assert!(
-        differences.is_empty(),
-        "{} difference(s) after kill -9 in {phase}: {differences:#?}",
-        differences.len()
-    );
+    load::assert_drained_and_equal(&sb, &[&p1, &p2], &model, &format!("kill -9 in {phase}"));
     assert!(
         p1.log().contains("from its backlog"),
         "the restarted proxy found nothing to take over: the row proved nothing\n{}",
