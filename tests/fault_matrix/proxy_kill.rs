@@ -11,10 +11,10 @@
 use std::time::Duration;
 
 use super::load::{self, Load};
+use crate::common::RedisServer;
 use crate::common::proxy::{ProxyProcess, set_phase};
 use crate::common::reports::expect_proxies;
 use crate::common::sandbox::Sandbox;
-use crate::common::RedisServer;
 
 /// How long the mirror's destination refuses writes; the proxy is killed halfway.
 const PAUSE_MS: u64 = 2000;
