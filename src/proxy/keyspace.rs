@@ -170,8 +170,8 @@ async fn keys(proxy: &Proxy, nodes: &[(NodeConn, Keep)], args: &[Bytes]) -> Resu
 
 /// The number of keys a client may see. Old's keys in a walk that keeps only some of them are
 /// counted by a scan (slow on a big old, but only when `[keys]` leaves keys behind); new's
-/// count leaves out the proxies' report hash (a backfill's transient temporary keys, also
-/// reserved, may be counted while a big key is being copied).
+/// count leaves out cachemig's lasting keys ([`reserved_on_new`]); transient ones (a big key's
+/// temporary copy, a key-sync lease, a `WAIT` marker) may be counted for an instant.
 async fn dbsize(proxy: &Proxy, nodes: &[(NodeConn, Keep)]) -> Result<Reply, Reply> {
     let mut total = 0i64;
     for (node, keep) in nodes {
@@ -184,19 +184,50 @@ async fn dbsize(proxy: &Proxy, nodes: &[(NodeConn, Keep)]) -> Result<Reply, Repl
         };
     }
     if nodes.first().is_some_and(|(_, keep)| *keep == Keep::Migrating) {
-        let reports = reports_key(&proxy.migration);
-        let exists = proxy
-            .new
-            .request(
-                encode_request(&["EXISTS", &reports]),
-                Some(crate::cluster::key_slot(reports.as_bytes())),
-            )
-            .await;
-        if exists.raw.as_ref() == b":1\r\n" {
-            total -= 1;
-        }
+        total -= reserved_on_new(proxy).await;
     }
     Ok(Reply::integer(total.max(0)))
+}
+
+/// How many of cachemig's lasting keys new holds: the proxies' report hash, the generation
+/// beacon, and each reporting proxy's mirror backlog (and one being drained). Each is looked up
+/// with `EXISTS` in its own slot, so the cost does not grow with the keyspace.
+async fn reserved_on_new(proxy: &Proxy) -> i64 {
+    let migration = &proxy.migration;
+    let reports = reports_key(migration);
+    let mut candidates = vec![reports.clone(), crate::beacon::beacon_key(migration)];
+    let ids = proxy
+        .new
+        .request(
+            encode_request(&["HKEYS", &reports]),
+            Some(crate::cluster::key_slot(reports.as_bytes())),
+        )
+        .await;
+    if let Ok(fields) = redis::parse_redis_value(&ids.raw) {
+        for field in bulks(&fields) {
+            // A successor reports as `ID~PID` while its predecessor runs; the backlog is the id's.
+            let field = String::from_utf8_lossy(&field).into_owned();
+            let id = field.split('~').next().unwrap_or_default().to_string();
+            candidates.push(super::backlog::set_key(migration, &id));
+            candidates.push(super::backlog::draining_key(migration, &id));
+        }
+    }
+    candidates.sort();
+    candidates.dedup();
+    let mut found = 0;
+    for key in &candidates {
+        let reply = proxy
+            .new
+            .request(
+                encode_request(&["EXISTS", key]),
+                Some(crate::cluster::key_slot(key.as_bytes())),
+            )
+            .await;
+        if reply.raw.as_ref() == b":1\r\n" {
+            found += 1;
+        }
+    }
+    found
 }
 
 async fn count_by_scan(proxy: &Proxy, node: &NodeConn, keep: Keep) -> Result<i64, Reply> {
