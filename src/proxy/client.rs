@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
 
 use super::Proxy;
 use super::batch::handle;
@@ -19,6 +18,15 @@ use super::resp::{Framer, Limits, Reply};
 
 /// Most requests handled as one batch (the rest of a long pipeline waits for the next round).
 const MAX_BATCH: usize = 512;
+/// The first read's room: enough for most requests, and small, because an idle connection keeps
+/// its buffer (10,000 idle clients should cost little memory).
+const FIRST_READ: usize = 512;
+/// The most a read asks for; the room doubles up to this while reads keep filling it (a
+/// pipelining client), so a busy connection needs few reads.
+const LARGEST_READ: usize = 64 * 1024;
+/// A buffer larger than this is given back once everything in it was handled: one big request
+/// should not keep its memory for the rest of the connection's life.
+const KEEP_AT_MOST: usize = 256 * 1024;
 
 /// Serves one client until it disconnects, sends QUIT, or breaks the protocol; over TLS when
 /// `tls` is given.
@@ -62,15 +70,14 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let mut inbuf = BytesMut::with_capacity(16 * 1024);
-    let mut out = BytesMut::with_capacity(16 * 1024);
+    let mut inbuf = BytesMut::new();
+    let mut room = FIRST_READ;
+    let mut out = BytesMut::new();
     let mut framer = Framer::default();
-    let (messages, mut inbox) = mpsc::unbounded_channel();
     let mut session = Session {
         authed: proxy.password.is_none(),
         id,
         local_addr,
-        messages: Some(messages),
         ..Session::default()
     };
     let mut draining = proxy.draining.subscribe();
@@ -102,11 +109,21 @@ where
                 return drain::close(rd, wr).await;
             }
             // Waiting for requests, a subscribed client also gets its messages.
+            if inbuf.capacity() > KEEP_AT_MOST && inbuf.is_empty() {
+                inbuf = BytesMut::new();
+                room = FIRST_READ;
+            }
+            if inbuf.capacity() - inbuf.len() < room {
+                inbuf.reserve(room);
+            }
+            let spare = inbuf.capacity() - inbuf.len();
             tokio::select! {
-                read = rd.read_buf(&mut inbuf) => if read? == 0 {
-                    return Ok(());
+                read = rd.read_buf(&mut inbuf) => match read? {
+                    0 => return Ok(()),
+                    n if n == spare => room = (room * 2).min(LARGEST_READ),
+                    _ => {}
                 },
-                Some(message) = inbox.recv() => {
+                Some(message) = session.mailbox.recv() => {
                     wr.write_all(&message.to_reply(session.proto).raw).await?;
                     wr.flush().await?; // TLS may hold the record until asked
                 }
@@ -131,6 +148,9 @@ where
         wr.write_all(&out).await?;
         wr.flush().await?;
         out.clear();
+        if out.capacity() > KEEP_AT_MOST {
+            out = BytesMut::new();
+        }
         if session.quit {
             return Ok(());
         }

@@ -4,10 +4,9 @@ use std::net::SocketAddr;
 
 use bytes::Bytes;
 
-use tokio::sync::mpsc;
 
 use super::blocking::Pinned;
-use super::pubsub::{Message, PubSub, subscriber_mode};
+use super::pubsub::{Mailbox, PubSub, subscriber_mode};
 use super::resp::{Proto, Reply};
 use super::tx::{Multi, Watch};
 use super::wait::Written;
@@ -37,7 +36,7 @@ pub struct Session {
     /// The client's subscriptions.
     pub pubsub: Option<PubSub>,
     /// Where the subscriber connections deliver messages for this client.
-    pub messages: Option<mpsc::UnboundedSender<Message>>,
+    pub mailbox: Mailbox,
     /// CLIENT REPLY: which replies the client gets.
     pub replies: Replies,
     /// Where the client's writes went since its last WAIT.
@@ -138,7 +137,7 @@ fn reset(proxy: &Proxy, session: &mut Session) -> Reply {
         authed: proxy.password.is_none(),
         id: session.id,
         local_addr: session.local_addr,
-        messages: session.messages.take(),
+        mailbox: std::mem::take(&mut session.mailbox),
         ..Session::default()
     };
     Reply::simple("RESET")

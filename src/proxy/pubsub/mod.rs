@@ -12,6 +12,7 @@
 //! cluster side each lives on the node owning its slot ([`shard`]), where `SPUBLISH` goes too.
 
 mod feed;
+mod mailbox;
 mod shard;
 
 use std::collections::BTreeSet;
@@ -20,6 +21,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 pub use feed::Message;
+pub use mailbox::Mailbox;
 use feed::{Feed, Kind};
 use shard::Shards;
 
@@ -114,9 +116,7 @@ pub async fn command(proxy: &Proxy, session: &mut Session, args: &[Bytes]) -> Re
     let word = String::from_utf8_lossy(&name).to_ascii_lowercase();
     if subscribe {
         if session.pubsub.is_none() {
-            let Some(messages) = session.messages.clone() else {
-                return Reply::error("ERR cachemig: this connection cannot receive messages");
-            };
+            let messages = session.mailbox.sender();
             session.pubsub = Some(start(proxy, messages).await);
         }
         let pubsub = session.pubsub.as_mut().expect("started above");
