@@ -7,6 +7,7 @@
 //! "Finalize"). Afterwards every mutating command refuses ([`refuse_if_finalized`]).
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
@@ -109,7 +110,7 @@ pub fn finalize(path: &Path, opts: &Options) -> Result<FinalizeReport> {
             eprintln!("{line}");
         }
     }
-    let results = super::advance::evaluate_step(&session, to)?;
+    let results = evaluate(&session, to, opts.dry_run)?;
     let (mut step, _) = StepReport::new("finalize", &session, to, opts.dry_run);
     step.allowed = gate::all_allow(&results);
     step.gates = results;
@@ -129,6 +130,31 @@ pub fn finalize(path: &Path, opts: &Options) -> Result<FinalizeReport> {
         report.step.action = "reverse mirror stopped; old is no longer written".into();
     }
     Ok(report)
+}
+
+/// Gates that a look a moment later may find passing: the reports refresh every second, and a
+/// mirror queue that held a key at one report is usually empty at the next.
+const TRANSIENT: &[&str] = &["proxies-acked", "reverse-mirror-drained"];
+/// How long finalize keeps looking while only [`TRANSIENT`] gates block.
+const SETTLE: Duration = Duration::from_secs(5);
+/// Pause between looks.
+const LOOK_EVERY: Duration = Duration::from_millis(500);
+
+/// Measures the gates; when only [`TRANSIENT`] gates block, looks again for up to [`SETTLE`]
+/// (a dry run looks once, as `plan` does).
+fn evaluate(session: &Session, to: &PhaseSpec, dry_run: bool) -> Result<Vec<GateResult>> {
+    let started = Instant::now();
+    loop {
+        let results = super::advance::evaluate_step(session, to)?;
+        let transient = results
+            .iter()
+            .filter(|r| !r.verdict.allows())
+            .all(|r| TRANSIENT.contains(&r.gate.as_str()));
+        if dry_run || !transient || gate::all_allow(&results) || started.elapsed() >= SETTLE {
+            return Ok(results);
+        }
+        std::thread::sleep(LOOK_EVERY);
+    }
 }
 
 fn journal_gates(session: &mut Session, to: &PhaseSpec, step: &StepReport) -> Result<()> {

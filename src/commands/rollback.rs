@@ -56,12 +56,16 @@ pub fn run(path: &Path, opts: Options) -> Result<u8> {
         session.transition(TransitionKind::Rollback, to)?;
         report.applied = true;
     }
-    report.action = if session.phase().action == Action::FencedSwitch {
+    let fenced_switch = session.phase().action == Action::FencedSwitch;
+    report.action = if fenced_switch {
         fence_preview(&session, opts.force.is_some())
     } else {
         "none".into()
     };
     report.print(opts.format)?;
+    if fenced_switch && opts.format == Format::Table {
+        println!("the switch of the primary: {}", report.action);
+    }
     Ok(0)
 }
 
@@ -211,6 +215,9 @@ fn forced(
     report.fenced = false;
     report.action = format!("switched the primary back WITHOUT the fence (--force): {measured}");
     report.print(format)?;
+    if format == Format::Table {
+        println!("the switch of the primary: {}", report.action);
+    }
     eprintln!(
         "warning: forced rollback. {}",
         force_risk(&session.plan.path.display().to_string())
