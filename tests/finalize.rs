@@ -115,10 +115,21 @@ fn finalize_is_gated_confirmed_and_irreversible_and_then_new_alone_is_written() 
     );
     assert_eq!(before, sb.snapshot(), "a dry run wrote something");
 
-    // Finalize.
+    // Finalize, with writers still running through both proxies.
+    let late = Writers::start("token:late", &[p1.port, p2.port], 2);
+    late.wait_progress(100);
     let reason = "cutover accepted, CHG-42";
     let run = sb.cachemig(&["finalize", "--confirm", NAME, "--reason", reason]);
     run.assert_success().assert_stdout_contains("is finalized");
+    settle(&sb, &proxies);
+    late.wait_progress(100);
+    let late = late.finish();
+    assert!(late.errors.is_empty(), "clients saw errors across finalize: {:?}", late.errors);
+    let on_new: Vec<String> = differences(&sb, &late.model)
+        .into_iter()
+        .filter(|d| d.starts_with("new "))
+        .collect();
+    assert_eq!(on_new, Vec::<String>::new(), "every write across finalize is on new");
     let flag = sb.flag().unwrap();
     assert_eq!(
         (flag.phase.as_str(), flag.generation),
