@@ -124,12 +124,20 @@ fn finalize_is_gated_confirmed_and_irreversible_and_then_new_alone_is_written() 
     settle(&sb, &proxies);
     late.wait_progress(100);
     let late = late.finish();
-    assert!(late.errors.is_empty(), "clients saw errors across finalize: {:?}", late.errors);
+    assert!(
+        late.errors.is_empty(),
+        "clients saw errors across finalize: {:?}",
+        late.errors
+    );
     let on_new: Vec<String> = differences(&sb, &late.model)
         .into_iter()
         .filter(|d| d.starts_with("new "))
         .collect();
-    assert_eq!(on_new, Vec::<String>::new(), "every write across finalize is on new");
+    assert_eq!(
+        on_new,
+        Vec::<String>::new(),
+        "every write across finalize is on new"
+    );
     let flag = sb.flag().unwrap();
     assert_eq!(
         (flag.phase.as_str(), flag.generation),
