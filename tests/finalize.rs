@@ -249,11 +249,13 @@ fn rollback_out_of_write_stop_with_the_proxies_down_says_what_to_do_and_force_is
     let backlog = cachemig::proxy::backlog::set_key(NAME, "p1");
     let _: i64 = new.sadd(&backlog, "token:owed").unwrap();
 
-    // Without --force: refused at once, nothing changed, and the way out spelled out.
+    // Without --force: the dead proxy's backlog is synced to old, then the rollback is refused at
+    // once (no fence written), and the way out spelled out.
     let refused = sb.cachemig(&["rollback", "--yes"]);
     refused
         .assert_code(3)
-        .assert_stderr_contains("cannot give it: cannot fence: p1 left 1 key(s) in its mirror backlog")
+        .assert_stderr_contains("drained the mirror backlog of proxy p1: 1 key(s)")
+        .assert_stderr_contains("cannot give it: cannot fence: 0 of 2 expected proxies live")
         .assert_stderr_contains("Nothing changed; write-stop stays in force")
         .assert_stderr_contains("1. start the proxies")
         .assert_stderr_contains("2. wait")
@@ -265,13 +267,19 @@ fn rollback_out_of_write_stop_with_the_proxies_down_says_what_to_do_and_force_is
         .assert_stdout_contains("would refuse");
     sb.cachemig(&["rollback", "--yes", "--force"]).assert_code(2);
 
-    // --force: the dead proxy's backlog is drained to old first, then the switch is journaled.
+    let on_old: Option<String> = sb.source.conn().get("token:owed").unwrap();
+    assert_eq!(
+        on_old.as_deref(),
+        Some("written-in-write-stop"),
+        "the backlog reached old"
+    );
+
+    // --force: the switch without the fence, journaled.
     let reason = "proxies cannot start, INC-9";
     sb.cachemig(&["rollback", "--yes", "--force", "--reason", reason])
         .assert_success()
         .assert_stdout_contains("WITHOUT the fence")
-        .assert_stderr_contains("warning: forced rollback")
-        .assert_stderr_contains("drained the mirror backlog of proxy p1");
+        .assert_stderr_contains("warning: forced rollback");
     let flag = sb.flag().unwrap();
     assert_eq!(
         (flag.phase.as_str(), flag.generation, flag.routing.fence),

@@ -129,6 +129,8 @@ fn fenced_rollback(
     opts: &Options,
 ) -> Result<u8> {
     if session.plan.proxies.expected > 0 {
+        // A dead proxy's backlog blocks the fence: sync it to old first (as `fence::switch` would).
+        drain_dead_backlogs(&session);
         // Checked before any write is held: a fence nobody can ack would hold writes for nothing.
         let view = ProxyView::load_blocking(&session.plan, session.state.generation);
         let (measured, verdict) = gate::fence_ready(&session.plan, Some(&view));
@@ -164,6 +166,15 @@ fn fenced_rollback(
     }
 }
 
+/// Syncs the backlogs of dead proxies from the primary in force (new) to old, one line each.
+fn drain_dead_backlogs(session: &Session) {
+    let primary = session.phase().routing.write;
+    let generation = session.state.generation;
+    for line in crate::proxy::backlog::drain::drain_blocking(&session.plan, generation, primary) {
+        eprintln!("{line}");
+    }
+}
+
 /// The refusal when the fence cannot be acked: what is in force, and the three ways out.
 fn cannot_fence(session: &Session, to: &PhaseSpec, measured: &str) -> String {
     let plan = session.plan.path.display();
@@ -196,13 +207,9 @@ fn forced(
     measured: &str,
     format: Format,
 ) -> Result<u8> {
-    // What dead proxies still owe old is in their backlogs on new: sync it to old first, so
-    // only what no backlog holds is at risk.
-    let primary = session.phase().routing.write;
-    let generation = session.state.generation;
-    for line in crate::proxy::backlog::drain::drain_blocking(&session.plan, generation, primary) {
-        eprintln!("{line}");
-    }
+    // What dead proxies still owe old is in their backlogs on new; `fenced_rollback` synced it
+    // to old just before (a drain that failed is in its lines), so only what no backlog holds
+    // is at risk.
     session.record(Event::Override {
         phase: to.name.clone(),
         gate: "fence".into(),
