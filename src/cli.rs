@@ -110,6 +110,32 @@ pub enum Command {
         /// Do not ask for confirmation (required when stdin is not a terminal).
         #[arg(long)]
         yes: bool,
+        /// Out of write-stop only, when the proxies cannot ack the fence (down, or their reports
+        /// unreadable): switch the primary back without it. Journaled, shown by `status`; see
+        /// docs/runbook.md for what it risks.
+        #[arg(long, requires = "reason")]
+        force: bool,
+        /// Why `--force` (journaled; must say something).
+        #[arg(long, value_name = "TEXT", value_parser = non_empty_reason, requires = "force")]
+        reason: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// The one irreversible step, only from write-stop: new serves everything, the reverse
+    /// mirror stops, and no command changes the migration afterwards.
+    Finalize {
+        /// The plan file.
+        plan: PathBuf,
+        /// The migration's name, typed out (required unless --dry-run).
+        #[arg(long, value_name = "NAME")]
+        confirm: Option<String>,
+        /// Why (journaled with the step; must say something).
+        #[arg(long, value_name = "TEXT", value_parser = non_empty_reason)]
+        reason: Option<String>,
+        /// Evaluate the gates and show what would change, but change nothing.
+        #[arg(long)]
+        dry_run: bool,
         /// Output format.
         #[arg(long, value_enum, default_value_t)]
         format: Format,

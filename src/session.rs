@@ -321,12 +321,23 @@ impl Session {
     /// Moves to `to` at a new, higher generation: journal first (the commit point), then the
     /// state record and the flag file. Returns the flag file written.
     pub fn transition(&mut self, kind: TransitionKind, to: &PhaseSpec) -> Result<FlagFile> {
+        self.transition_because(kind, to, None)
+    }
+
+    /// [`Session::transition`] with the operator's reason journaled in the entry.
+    pub fn transition_because(
+        &mut self,
+        kind: TransitionKind,
+        to: &PhaseSpec,
+        reason: Option<String>,
+    ) -> Result<FlagFile> {
         assert!(self.lock.is_some(), "transitions need the lock");
         let event = Event::Transition {
             kind,
             from: self.state.phase.clone(),
             to: to.name.clone(),
             plan_sha256: self.plan.sha256.clone(),
+            reason,
         };
         self.commit(event)?;
         Ok(self.expected_flag().expect("a transition sets plan_sha256"))

@@ -23,6 +23,7 @@ use crate::{backfill, verify};
 pub fn resume(path: &Path) -> Result<u8> {
     let plan = Plan::load(path)?;
     let session = Session::open(plan)?;
+    super::finalize::refuse_if_finalized(&session, "resume")?;
     let phase = session.phase();
     if phase.action == Action::None {
         return Err(Error::Usage(format!(

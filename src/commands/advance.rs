@@ -52,6 +52,7 @@ pub fn run(path: &Path, opts: Options) -> Result<u8> {
     // Validate the request against the current state before taking the lock, so a refused
     // request leaves no trace; then re-check under the lock, since the state may have moved.
     let session = Session::open(plan)?;
+    super::finalize::refuse_if_finalized(&session, "advance")?;
     check_skips(
         step::resolve(session.phase(), opts.phase.as_deref(), Direction::Forward)?,
         &opts.skip_gates,
@@ -62,6 +63,7 @@ pub fn run(path: &Path, opts: Options) -> Result<u8> {
         super::require_yes_or_terminal(opts.yes)?;
         session.lock("advance")?
     };
+    super::finalize::refuse_if_finalized(&session, "advance")?;
     let to = step::resolve(session.phase(), opts.phase.as_deref(), Direction::Forward)?;
     check_skips(to, &opts.skip_gates)?;
 

@@ -3,6 +3,7 @@
 mod action;
 mod advance;
 mod fence;
+pub mod finalize;
 mod plan;
 mod proxy;
 mod rollback;
@@ -66,8 +67,34 @@ pub fn execute(command: Command) -> Result<u8> {
             phase,
             dry_run,
             yes,
+            force,
+            reason,
             format,
-        } => rollback::run(&plan, phase, dry_run, yes, format),
+        } => rollback::run(
+            &plan,
+            rollback::Options {
+                phase,
+                dry_run,
+                yes,
+                force: reason.filter(|_| force),
+                format,
+            },
+        ),
+        Command::Finalize {
+            plan,
+            confirm,
+            reason,
+            dry_run,
+            format,
+        } => finalize::run(
+            &plan,
+            &finalize::Options {
+                confirm,
+                reason,
+                dry_run,
+            },
+            format,
+        ),
         Command::Proxy {
             plan,
             listen,

@@ -13,6 +13,7 @@ use crate::output;
 use crate::phase::{Catalog, Routing};
 use crate::plan::Plan;
 use crate::session::{Drift, Session};
+use crate::state::Finalized;
 
 /// The stable JSON report of `plan` (documented in docs/cli.md).
 #[derive(Debug, Serialize)]
@@ -27,6 +28,8 @@ struct PlanReport {
     /// set here).
     notes: Vec<String>,
     current: Current,
+    /// When, by whom and why the migration was finalized (`null` until then).
+    finalized: Option<Finalized>,
     next: Option<Next>,
     gates: Vec<GateResult>,
     ready: bool,
@@ -44,6 +47,8 @@ struct Current {
 
 #[derive(Debug, Serialize)]
 struct Next {
+    /// Whether only `cachemig finalize` enters it (the terminal phase).
+    terminal: bool,
     phase: String,
     generation: u64,
     routing: Routing,
@@ -124,7 +129,9 @@ pub fn run(path: &Path, offline: bool, format: Format, detailed_exitcode: bool) 
             phase: session.state.phase.clone(),
             generation: session.state.generation,
         },
+        finalized: session.state.finalized.clone(),
         next: next.map(|n| Next {
+            terminal: n.terminal,
             phase: n.name.clone(),
             generation,
             routing: n.routing,
@@ -174,6 +181,14 @@ fn print_table(r: &PlanReport) {
         "current phase: {} (generation {})",
         r.current.phase, r.current.generation
     );
+    if let Some(f) = &r.finalized {
+        println!(
+            "finalized at {} by {}{}: new serves everything; no command changes this migration any more",
+            f.time.format("%Y-%m-%d %H:%M:%SZ"),
+            f.user,
+            f.reason.as_deref().map_or(String::new(), |r| format!(" ({r})"))
+        );
+    }
     let Some(next) = &r.next else {
         println!("no next phase: the migration is at its last phase");
         return;
@@ -187,7 +202,12 @@ fn print_table(r: &PlanReport) {
         "flag-file change on advance:\n{}",
         output::diff_table(&r.flag_diff)
     );
-    if r.ready {
+    if r.ready && next.terminal {
+        println!(
+            "ready: `cachemig finalize {} --confirm {}` would apply this irreversible step",
+            r.plan_file, r.migration
+        );
+    } else if r.ready {
         println!(
             "ready: `cachemig advance {} --phase {}` would apply this step",
             r.plan_file, next.phase

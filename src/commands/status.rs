@@ -14,7 +14,7 @@ use crate::phase::{Catalog, Routing};
 use crate::plan::{Plan, units};
 use crate::report::FenceState;
 use crate::session::{Drift, Session};
-use crate::state::{Entry, Override};
+use crate::state::{Entry, Finalized, Override};
 
 /// The stable JSON report of `status` (documented in docs/cli.md).
 #[derive(Debug, Serialize)]
@@ -36,6 +36,8 @@ struct StatusReport {
     recent: Vec<Entry>,
     /// Whether the generation in force is a fence (a primary switch is under way).
     fenced: bool,
+    /// When, by whom and why the migration was finalized (`null` until then).
+    finalized: Option<Finalized>,
     proxies: Proxies,
     /// The gates of the step into `next`, measured now (what `advance --dry-run` would say);
     /// among them, before `read-cutover` and `write-stop`, `bypass-writers` and `verified`.
@@ -185,6 +187,7 @@ pub fn run(path: &Path, format: Format, repair: bool) -> Result<u8> {
         overrides: s.overrides.clone(),
         recent: entries[entries.len().saturating_sub(10)..].to_vec(),
         fenced: s.fenced,
+        finalized: s.finalized.clone(),
         proxies: proxies(
             &ProxyView::load_blocking(&session.plan, s.generation),
             &session.plan,
@@ -238,6 +241,16 @@ fn print_table(r: &StatusReport) {
             r.generation
         );
     }
+    if let Some(f) = &r.finalized {
+        println!(
+            "FINALIZED at {} by {}{}: new serves every read and write, old is no longer written; no command changes this migration any more",
+            f.time.format("%Y-%m-%d %H:%M:%SZ"),
+            f.user,
+            f.reason
+                .as_deref()
+                .map_or(String::new(), |r| format!(" (reason: {r})"))
+        );
+    }
     if r.plan_changed_since_last_step {
         println!("note: the plan file changed since the last step");
     }
@@ -284,7 +297,16 @@ fn print_table(r: &StatusReport) {
 fn describe(e: &crate::state::Event) -> String {
     use crate::state::Event;
     match e {
-        Event::Transition { kind, from, to, .. } => format!("{kind:?} {from} -> {to}").to_lowercase(),
+        Event::Transition {
+            kind,
+            from,
+            to,
+            reason,
+            ..
+        } => {
+            let why = reason.as_deref().map_or(String::new(), |r| format!(": {r}"));
+            format!("{} {from} -> {to}{why}", format!("{kind:?}").to_lowercase())
+        }
         Event::Gates { phase, passed, .. } => format!(
             "gates into {phase}: {}",
             if *passed { "passed" } else { "blocked" }
@@ -322,6 +344,12 @@ fn print_next_gates(r: &StatusReport) {
     }
     if !r.next_gates.is_empty() {
         println!("gates into {next} (now):\n{}", output::gates_table(&r.next_gates));
+    }
+    if Catalog::builtin().get(next).is_some_and(|p| p.terminal) {
+        println!(
+            "{next} is entered only by `cachemig finalize PLAN --confirm {}` (irreversible)",
+            r.migration
+        );
     }
 }
 

@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 use crate::flags::{self, FieldChange, FlagFile};
 use crate::gate::GateResult;
 use crate::output;
-use crate::phase::{Action, Catalog, PhaseSpec};
+use crate::phase::{Catalog, PhaseSpec};
 use crate::plan::did_you_mean;
 use crate::session::{Drift, Session};
 
@@ -37,13 +37,17 @@ pub fn resolve(
             catalog.names().join(", ")
         )));
     }
+    let last = || {
+        Error::Usage(format!(
+            "{} is the last phase advance goes to; finalize is a separate, irreversible step: `cachemig finalize PLAN --confirm <migration name>`",
+            from.name
+        ))
+    };
     let to = match direction {
-        Direction::Forward => catalog.next(&from.name).ok_or_else(|| {
-            Error::Usage(format!(
-                "{} is the last phase; nothing to advance to (finalize is a separate, irreversible step)",
-                from.name
-            ))
-        })?,
+        Direction::Forward => catalog
+            .next(&from.name)
+            .filter(|p| !p.terminal)
+            .ok_or_else(last)?,
         Direction::Back => catalog
             .previous(&from.name)
             .ok_or_else(|| Error::Usage(format!("{} is the first phase; nothing to roll back", from.name)))?,
@@ -126,8 +130,9 @@ impl StepReport {
         to: &PhaseSpec,
         dry_run: bool,
     ) -> (StepReport, FlagFile) {
-        let fenced = session.plan.proxies.expected > 0
-            && (to.action == Action::FencedSwitch || session.phase().action == Action::FencedSwitch);
+        // Only a switch of the write primary is fenced (read-cutover <-> write-stop); finalize
+        // leaves write-stop but keeps new as the primary.
+        let fenced = session.plan.proxies.expected > 0 && to.routing.write != session.phase().routing.write;
         let generation = session.state.generation + 1 + u64::from(fenced);
         let flag = session.flag_for(generation, to, &session.plan.sha256);
         let report = StepReport {
@@ -233,6 +238,14 @@ mod tests {
     fn skipping_a_phase_is_refused() {
         let err = resolve(phase("planned"), Some("sync-dual-write"), Direction::Forward).unwrap_err();
         assert!(err.to_string().contains("cannot be skipped"), "{err}");
+    }
+
+    #[test]
+    fn advance_never_enters_the_terminal_phase() {
+        for asked in [None, Some("finalized")] {
+            let err = resolve(phase("write-stop"), asked, Direction::Forward).unwrap_err();
+            assert!(err.to_string().contains("cachemig finalize"), "{err}");
+        }
     }
 
     #[test]

@@ -135,6 +135,9 @@ fn write_primary(plan: &Plan, repair: bool) -> Result<Option<Primary>> {
         }
         Err(_) => return Ok(None),
     };
+    if repair {
+        super::finalize::refuse_if_finalized(&session, "verify --repair")?;
+    }
     let phase = session.phase();
     if repair && session.state.fenced {
         return Err(Error::Runtime(anyhow!(

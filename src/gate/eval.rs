@@ -26,6 +26,8 @@ pub struct Inspection {
 /// Everything a gate may look at.
 struct Ctx<'a> {
     plan: &'a Plan,
+    /// The phase the step enters (whose gates these are).
+    to: &'a str,
     state: &'a State,
     inspection: Option<&'a Inspection>,
     proxies: Option<&'a ProxyView>,
@@ -45,6 +47,7 @@ pub const PROXY_GATES: &[&str] = &[
     "shadow-mismatch-ratio",
     "new-error-ratio",
     "fence",
+    "reverse-mirror-drained",
 ];
 
 /// Whether the step into `phase` has a gate that reads proxy reports.
@@ -64,6 +67,7 @@ pub fn evaluate(
 ) -> Vec<GateResult> {
     let cx = Ctx {
         plan,
+        to: &phase.name,
         state,
         inspection,
         proxies,
@@ -118,8 +122,8 @@ fn verdict(ok: bool) -> Verdict {
 fn measure(cx: &Ctx, gate: &str, threshold: Option<&Threshold>) -> Measure {
     match gate {
         "plan-valid" => ("valid".into(), Verdict::Pass),
-        "source-reachable" => reachable(cx.inspection.map(|i| &i.source)),
-        "target-reachable" => reachable(cx.inspection.map(|i| &i.target)),
+        "source-reachable" => reachable(cx, cx.inspection.map(|i| &i.source)),
+        "target-reachable" => reachable(cx, cx.inspection.map(|i| &i.target)),
         "target-cluster-ok" => with_target(cx, target_cluster_ok),
         "rdb-compatible" => rdb_compatible(cx),
         "memory-headroom" => memory_headroom(cx, threshold),
@@ -129,26 +133,32 @@ fn measure(cx: &Ctx, gate: &str, threshold: Option<&Threshold>) -> Measure {
         "backfill-complete" => backfill_complete(cx),
         "failed-keys" => failed_keys(cx, threshold),
         "catch-up-clean" => catch_up_clean(cx, threshold),
-        "mirror-error-ratio" => with_counters(cx, |c| mirror_error_ratio(c, ratio_limit(threshold))),
+        "mirror-error-ratio" => with_counters(cx, |c| mirror_error_ratio(cx, c, ratio_limit(threshold))),
         "mirror-lag" => mirror_lag(cx, threshold),
         "sync-mirror-failures" => with_counters(cx, |c| sync_mirror_failures(cx, c, threshold)),
-        "shadow-samples" => with_counters(cx, |c| {
-            let n = c.shadow_samples;
-            (format!("{n} sample(s)"), verdict(n >= count_limit(threshold)))
-        }),
-        "shadow-mismatch-ratio" => with_counters(cx, |c| shadow_mismatch_ratio(c, ratio_limit(threshold))),
-        "new-error-ratio" => with_counters(cx, |c| new_error_ratio(c, ratio_limit(threshold))),
-        "fence" => fence(cx),
+        "shadow-samples" => with_counters(cx, |c| shadow_samples(c, count_limit(threshold))),
+        "shadow-mismatch-ratio" => {
+            with_counters(cx, |c| shadow_mismatch_ratio(cx, c, ratio_limit(threshold)))
+        }
+        "new-error-ratio" => with_counters(cx, |c| new_error_ratio(cx, c, ratio_limit(threshold))),
+        "fence" => fence_ready(cx.plan, cx.proxies),
+        "reverse-mirror-drained" => super::drained::measure(cx.plan, cx.state, cx.proxies),
         "verified" => super::verified::measure(cx.plan, cx.state, count_limit(threshold)),
         "bypass-writers" => bypass_writers(cx, threshold),
         other => no_data(&format!("cachemig does not know how to measure gate `{other}`")),
     }
 }
 
-fn reachable(side: Option<&Result<NodeSetReport, String>>) -> Measure {
+fn reachable(cx: &Ctx, side: Option<&Result<NodeSetReport, String>>) -> Measure {
     match side {
         None => no_data("offline (not inspected)"),
-        Some(Err(e)) => (format!("unreachable: {e}"), Verdict::Blocked),
+        Some(Err(e)) => (
+            format!(
+                "unreachable: {e}; check the address, the password variable and the network, then `cachemig plan {}`",
+                cx.plan.path.display()
+            ),
+            Verdict::Blocked,
+        ),
         Some(Ok(r)) => (format!("{} master(s) answer", r.masters.len()), Verdict::Pass),
     }
 }
@@ -163,13 +173,22 @@ fn with_target(cx: &Ctx, f: impl Fn(&NodeSetReport) -> Measure) -> Measure {
 
 fn target_cluster_ok(t: &NodeSetReport) -> Measure {
     if !t.cluster_enabled {
-        return ("not a cluster (cluster_enabled:0)".into(), Verdict::Blocked);
+        return (
+            "not a cluster (cluster_enabled:0); point [target] urls at the nodes of a Redis Cluster".into(),
+            Verdict::Blocked,
+        );
     }
     let state = t.cluster_state.clone().unwrap_or_else(|| "unknown".into());
     let slots = t.slots_covered.unwrap_or(0);
+    let ok = state == "ok" && slots == 16384;
+    let hint = if ok {
+        ""
+    } else {
+        "; fix the cluster until every slot is served (`redis-cli --cluster check HOST:PORT`, `--cluster fix`)"
+    };
     (
-        format!("cluster_state:{state}, {slots}/16384 slots"),
-        verdict(state == "ok" && slots == 16384),
+        format!("cluster_state:{state}, {slots}/16384 slots{hint}"),
+        verdict(ok),
     )
 }
 
@@ -181,9 +200,14 @@ fn rdb_compatible(cx: &Ctx) -> Measure {
         return no_data("source or target unreachable");
     };
     match (s.max_rdb_version(), t.min_rdb_version()) {
+        (Some(src), Some(dst)) if rdb_loadable(src, dst) => {
+            (format!("source RDB {src}, target RDB {dst}"), Verdict::Pass)
+        }
         (Some(src), Some(dst)) => (
-            format!("source RDB {src}, target RDB {dst}"),
-            verdict(rdb_loadable(src, dst)),
+            format!(
+                "source RDB {src}, target RDB {dst}: the target cannot RESTORE the source's payloads; run a target server version that loads RDB {src}"
+            ),
+            Verdict::Blocked,
         ),
         _ => no_data("RDB version unknown"),
     }
@@ -214,9 +238,17 @@ fn memory_headroom(cx: &Ctx, threshold: Option<&Threshold>) -> Measure {
             format!("target maxmemory unlimited; source uses {}", mib(used)),
             Verdict::Pass,
         ),
-        Some(free) => (
+        Some(free) if free >= need => (
             format!("target free {} vs needed {}", mib(free), mib(need)),
-            verdict(free >= need),
+            Verdict::Pass,
+        ),
+        Some(free) => (
+            format!(
+                "target free {} vs needed {}; raise maxmemory on the target masters or add masters (or set [gates.backfill] memory-headroom lower)",
+                mib(free),
+                mib(need)
+            ),
+            Verdict::Blocked,
         ),
     }
 }
@@ -240,10 +272,18 @@ fn target_empty(cx: &Ctx, t: &NodeSetReport, threshold: Option<&Threshold>) -> M
     match cx.plan.backfill.on_existing {
         OnExisting::Replace => (format!("{measured}; on_existing = replace"), Verdict::Pass),
         // A truncated count only says "at least n": it passes only if n is below the limit.
-        OnExisting::Skip => (
-            measured,
-            verdict(n <= allowed && !(t.keys_in_range_truncated && n >= allowed)),
-        ),
+        OnExisting::Skip => {
+            let ok = n <= allowed && !(t.keys_in_range_truncated && n >= allowed);
+            let hint = if ok {
+                String::new()
+            } else {
+                format!(
+                    "; remove them from the target (a rollback to planned leaves the keys an earlier backfill copied), set [backfill] on_existing = \"replace\", or `cachemig advance {} --skip-gate target-empty --reason TEXT`",
+                    cx.plan.path.display()
+                )
+            };
+            (format!("{measured}{hint}"), verdict(ok))
+        }
     }
 }
 
@@ -258,13 +298,23 @@ fn backfill_progress(cx: &Ctx) -> Result<Progress, Measure> {
 fn backfill_complete(cx: &Ctx) -> Measure {
     match backfill_progress(cx) {
         Err(m) => m,
-        Ok(p) => (
-            format!(
-                "{}/{} source node(s) done, {} key(s) copied",
-                p.nodes_done, p.nodes, p.counters.copied
-            ),
-            verdict(p.complete()),
-        ),
+        Ok(p) => {
+            let hint = if p.complete() {
+                String::new()
+            } else {
+                format!(
+                    "; wait for it, or `cachemig resume {}` if it stopped",
+                    cx.plan.path.display()
+                )
+            };
+            (
+                format!(
+                    "{}/{} source node(s) done, {} key(s) copied{hint}",
+                    p.nodes_done, p.nodes, p.counters.copied
+                ),
+                verdict(p.complete()),
+            )
+        }
     }
 }
 
@@ -272,14 +322,25 @@ fn failed_keys(cx: &Ctx, threshold: Option<&Threshold>) -> Measure {
     let allowed = count_limit(threshold);
     match backfill_progress(cx) {
         Err(m) => m,
-        Ok(p) => (
-            format!(
-                "{} failed (see {})",
-                p.counters.failed,
-                BackfillDir::new(&cx.plan.state_dir).dead_letter_path().display()
-            ),
-            verdict(p.counters.failed <= allowed),
-        ),
+        Ok(p) => {
+            let ok = p.counters.failed <= allowed;
+            let plan = cx.plan.path.display();
+            let hint = if ok {
+                String::new()
+            } else {
+                format!(
+                    "; fix the cause, then `cachemig verify {plan} --repair` copies them and `cachemig advance {plan} --skip-gate failed-keys --reason TEXT` records the override (docs/runbook.md, \"Dead letters\")"
+                )
+            };
+            (
+                format!(
+                    "{} failed (see {}){hint}",
+                    p.counters.failed,
+                    BackfillDir::new(&cx.plan.state_dir).dead_letter_path().display()
+                ),
+                verdict(ok),
+            )
+        }
     }
 }
 
@@ -293,13 +354,24 @@ fn catch_up_clean(cx: &Ctx, threshold: Option<&Threshold>) -> Measure {
         Ok(Some(r)) if cx.state.entered_at.is_some_and(|t| r.finished_at < t) => {
             no_data("the last catch-up ran before this phase was entered; run `cachemig resume`")
         }
-        Ok(Some(r)) => (
-            format!(
-                "{} unresolved of {} found ({} keys checked, {} repaired)",
-                r.unresolved, r.found, r.checked, r.repaired
-            ),
-            verdict(r.unresolved <= allowed),
-        ),
+        Ok(Some(r)) => {
+            let ok = r.unresolved <= allowed;
+            let hint = if ok {
+                String::new()
+            } else {
+                format!(
+                    "; `cachemig resume {}` runs the catch-up again",
+                    cx.plan.path.display()
+                )
+            };
+            (
+                format!(
+                    "{} unresolved of {} found ({} keys checked, {} repaired){hint}",
+                    r.unresolved, r.found, r.checked, r.repaired
+                ),
+                verdict(ok),
+            )
+        }
     }
 }
 
@@ -313,9 +385,12 @@ fn ratio_limit(threshold: Option<&Threshold>) -> f64 {
 
 /// The proxy reports, or why the gate has no data.
 fn reports<'a>(cx: &Ctx<'a>) -> Result<&'a ProxyView, Measure> {
-    let view = cx
-        .proxies
-        .ok_or_else(|| no_data("offline (proxy reports not read)"))?;
+    reports_of(cx.proxies)
+}
+
+/// [`reports`] of a view that may not have been read.
+pub(super) fn reports_of(proxies: Option<&ProxyView>) -> Result<&ProxyView, Measure> {
+    let view = proxies.ok_or_else(|| no_data("offline (proxy reports not read)"))?;
     match view.unreadable() {
         Some(e) => Err(no_data(&format!("proxy reports unreadable: {e}"))),
         None => Ok(view),
@@ -372,44 +447,95 @@ fn ratio(part: u64, whole: u64) -> f64 {
     }
 }
 
-fn mirror_error_ratio(c: &Counters, limit: f64) -> Measure {
+/// The way out of a gate fed by counters that only restart with the next generation: fix the
+/// cause, prove the data with a clean verify, and record the override.
+fn counted_way_out(cx: &Ctx, gate: &str) -> String {
+    let plan = cx.plan.path.display();
+    format!(
+        "; the counters restart only with the next generation: once the cause is fixed and `cachemig verify {plan}` is clean, `cachemig advance {plan} --skip-gate {gate} --reason TEXT` records the override"
+    )
+}
+
+fn mirror_error_ratio(cx: &Ctx, c: &Counters, limit: f64) -> Measure {
     let syncs = c.mirror_ok + c.mirror_errors;
     if syncs == 0 {
         return ("ratio 0 (0 syncs)".into(), Verdict::Pass);
     }
     let r = ratio(c.mirror_errors, syncs);
+    let ok = r <= limit;
+    let hint = if ok {
+        String::new()
+    } else {
+        format!(
+            "; the failed keys were marked for repair (the proxies' `last error` in `cachemig status` says why){}",
+            counted_way_out(cx, "mirror-error-ratio")
+        )
+    };
     (
-        format!("ratio {r:.6} ({} failed of {syncs} syncs)", c.mirror_errors),
-        verdict(r <= limit),
+        format!("ratio {r:.6} ({} failed of {syncs} syncs){hint}", c.mirror_errors),
+        verdict(ok),
     )
 }
 
-fn shadow_mismatch_ratio(c: &Counters, limit: f64) -> Measure {
-    if c.shadow_samples == 0 {
-        return no_data("0 shadow samples");
+fn shadow_samples(c: &Counters, limit: u64) -> Measure {
+    let n = c.shadow_samples;
+    if n >= limit {
+        return (format!("{n} sample(s)"), Verdict::Pass);
     }
-    let r = ratio(c.shadow_mismatches, c.shadow_samples);
     (
         format!(
-            "ratio {r:.6} ({} mismatch(es) of {} samples)",
+            "{n} sample(s); wait for more reads through the proxies (or raise [shadow_read] sample_rate, or lower min_samples, in the plan)"
+        ),
+        Verdict::Blocked,
+    )
+}
+
+fn shadow_mismatch_ratio(cx: &Ctx, c: &Counters, limit: f64) -> Measure {
+    if c.shadow_samples == 0 {
+        return no_data("0 shadow samples; wait for reads through the proxies");
+    }
+    let r = ratio(c.shadow_mismatches, c.shadow_samples);
+    let ok = r <= limit;
+    let hint = if ok {
+        String::new()
+    } else {
+        format!(
+            "; `cachemig verify {}` lists the keys that differ{}",
+            cx.plan.path.display(),
+            counted_way_out(cx, "shadow-mismatch-ratio")
+        )
+    };
+    (
+        format!(
+            "ratio {r:.6} ({} mismatch(es) of {} samples){hint}",
             c.shadow_mismatches, c.shadow_samples
         ),
-        verdict(r <= limit),
+        verdict(ok),
     )
 }
 
 /// With no request served by new there is no evidence that new serves well: no data.
-fn new_error_ratio(c: &Counters, limit: f64) -> Measure {
+fn new_error_ratio(cx: &Ctx, c: &Counters, limit: f64) -> Measure {
     if c.new_requests == 0 {
-        return no_data("0 requests served by new");
+        return no_data("0 requests served by new; wait for traffic through the proxies");
     }
     let r = ratio(c.new_errors, c.new_requests);
+    let ok = r <= limit;
+    let hint = if ok {
+        String::new()
+    } else {
+        format!(
+            "; the proxies' `last error` in `cachemig status {}` shows what new answered{}",
+            cx.plan.path.display(),
+            counted_way_out(cx, "new-error-ratio")
+        )
+    };
     (
         format!(
-            "ratio {r:.6} ({} error(s) of {} requests on new)",
+            "ratio {r:.6} ({} error(s) of {} requests on new){hint}",
             c.new_errors, c.new_requests
         ),
-        verdict(r <= limit),
+        verdict(ok),
     )
 }
 
@@ -426,12 +552,18 @@ fn mirror_lag(cx: &Ctx, threshold: Option<&Threshold>) -> Measure {
         ));
     };
     let limit = count_limit(threshold);
+    let ok = worst.mirror_lag_ms <= limit;
+    let hint = if ok {
+        ""
+    } else {
+        "; wait for the mirror to catch up (each report says the lag of that moment), or lower the write load"
+    };
     (
         format!(
-            "max {} ms ({}, queue depth {})",
+            "max {} ms ({}, queue depth {}){hint}",
             worst.mirror_lag_ms, worst.id, worst.mirror_queue_depth
         ),
-        verdict(worst.mirror_lag_ms <= limit),
+        verdict(ok),
     )
 }
 
@@ -449,31 +581,50 @@ fn proxies_acked(cx: &Ctx) -> Measure {
     };
     if view.live().is_empty() {
         return no_data(&format!(
-            "no live proxy reports ({expected} expected, {} report(s) in all)",
-            view.all().len()
+            "no live proxy reports ({expected} expected, {} report(s) in all); {}",
+            view.all().len(),
+            start_proxies_hint(cx.plan)
         ));
     }
     let generation = cx.state.generation;
     let acks = view.acks(generation, false);
+    let ok = acks.enough(expected);
+    let hint = if ok {
+        String::new()
+    } else {
+        format!("; {}", start_proxies_hint(cx.plan))
+    };
     (
-        acks.describe(expected, &format!("live at generation {generation}")),
-        verdict(acks.enough(expected)),
+        format!(
+            "{}{hint}",
+            acks.describe(expected, &format!("live at generation {generation}"))
+        ),
+        verdict(ok),
+    )
+}
+
+/// What clears a gate waiting for proxies.
+pub(super) fn start_proxies_hint(plan: &Plan) -> String {
+    format!(
+        "start the missing proxies (or wait until each applied the flag file), then check `cachemig status {}`",
+        plan.path.display()
     )
 }
 
 /// Measured before the switch: whether a fence can be acked now (it blocks early when fewer
 /// proxies than expected are live, or a report cannot be read, instead of holding writes for
 /// nothing). The fence then needs every live proxy to drain, not just `expected` of them.
-/// `advance` replaces this result with the fence's outcome.
-fn fence(cx: &Ctx) -> Measure {
-    let expected = cx.plan.proxies.expected;
+/// `advance` replaces this result with the fence's outcome; `rollback` out of write-stop checks it
+/// before holding any write.
+pub fn fence_ready(plan: &Plan, proxies: Option<&ProxyView>) -> (String, Verdict) {
+    let expected = plan.proxies.expected;
     if expected == 0 {
         return (
             "0 proxies expected: the primary switches directly, without a fence".into(),
             Verdict::Pass,
         );
     }
-    let view = match reports(cx) {
+    let view = match reports_of(proxies) {
         Ok(v) => v,
         Err(m) => return m,
     };
@@ -482,26 +633,31 @@ fn fence(cx: &Ctx) -> Measure {
         .iter()
         .map(|r| format!("{} at generation {}", r.id, r.generation))
         .collect();
-    let pause = units::format_duration(cx.plan.proxies.max_write_pause);
+    let pause = units::format_duration(plan.proxies.max_write_pause);
     let acks = view.acks(0, false);
     let list =
         |items: &[crate::gate::Pending]| items.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", ");
     if !acks.blocking.is_empty() {
         return (
-            format!("cannot fence: {}", list(&acks.blocking)),
+            format!(
+                "cannot fence: {}; {}",
+                list(&acks.blocking),
+                start_proxies_hint(plan)
+            ),
             Verdict::Blocked,
         );
     }
     if live.len() < expected as usize {
         return (
             format!(
-                "cannot fence: {} of {expected} expected proxies live{}",
+                "cannot fence: {} of {expected} expected proxies live{}; {}",
                 live.len(),
                 if acks.missing.is_empty() {
                     String::new()
                 } else {
                     format!(" ({})", list(&acks.missing))
-                }
+                },
+                start_proxies_hint(plan)
             ),
             Verdict::Blocked,
         );
@@ -543,10 +699,19 @@ fn soak(cx: &Ctx, threshold: Option<&Threshold>) -> Measure {
         return no_data("phase entry time unknown");
     };
     let elapsed = (cx.now - since).to_std().unwrap_or_default();
-    let shown = units::format_duration(std::time::Duration::from_secs(elapsed.as_secs()));
+    let whole = |d: std::time::Duration| units::format_duration(std::time::Duration::from_secs(d.as_secs()));
+    let shown = whole(elapsed);
+    if elapsed >= need {
+        return (format!("{} in force for {shown}", cx.state.phase), Verdict::Pass);
+    }
     (
-        format!("{} in force for {shown}", cx.state.phase),
-        verdict(elapsed >= need),
+        format!(
+            "{} in force for {shown}; wait {} more (or set [gates.{}] soak lower in the plan)",
+            cx.state.phase,
+            whole(need - elapsed + std::time::Duration::from_millis(999)),
+            cx.to
+        ),
+        Verdict::Blocked,
     )
 }
 

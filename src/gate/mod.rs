@@ -4,6 +4,7 @@
 //! them. A gate whose data is missing is **blocked** ("no data"), never passed.
 
 mod bypass;
+mod drained;
 mod eval;
 mod proxies;
 mod verified;
@@ -13,7 +14,7 @@ use std::fmt;
 use serde::Serialize;
 
 pub use bypass::{CACHEMIG_PREFIX, Client, bypassing, parse_client_list, scan as scan_clients};
-pub use eval::{Inspection, PROXY_GATES, evaluate, needs_proxy_reports};
+pub use eval::{Inspection, PROXY_GATES, evaluate, fence_ready, needs_proxy_reports};
 pub use proxies::{Acks, Pending, ProxyView, ReportReader};
 pub use verified::{VERIFY_FILE, VerifyRecord, VerifyStart};
 

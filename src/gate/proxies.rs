@@ -225,7 +225,7 @@ impl ProxyView {
         for (id, keys) in &self.backlogs {
             acks.blocking.push(pending(
                 id,
-                format!("left {keys} key(s) in its mirror backlog undrained (`cachemig advance` drains it, as does restarting the proxy)"),
+                format!("left {keys} key(s) in its mirror backlog undrained (`cachemig advance`, `rollback` and `finalize` drain it first, as does restarting the proxy)"),
             ));
         }
         for (id, error) in &self.unparsable {

@@ -28,6 +28,7 @@ const SOURCES: &[(&str, &str)] = &[
         "6-write-stop.toml",
         include_str!("../../phases/6-write-stop.toml"),
     ),
+    ("7-finalized.toml", include_str!("../../phases/7-finalized.toml")),
 ];
 
 /// Which Redis a class of commands goes to.
@@ -139,9 +140,13 @@ pub struct PhaseSpec {
     pub description: String,
     /// What runs on entry.
     pub action: Action,
-    /// The phase a rollback from here goes to; `None` only for the first phase.
+    /// The phase a rollback from here goes to; `None` only for the first and the terminal phase.
     #[serde(default)]
     pub rollback: Option<String>,
+    /// The terminal phase (`finalized`): entered only by `cachemig finalize`, never by `advance`,
+    /// and never left (no rollback). At most one, the last.
+    #[serde(default)]
+    pub terminal: bool,
     /// Routing while this phase is in force.
     pub routing: Routing,
     /// Gates checked before entering this phase.
@@ -178,7 +183,14 @@ impl Catalog {
     /// Checks the invariants the state machine relies on.
     fn check(&self) -> Result<(), String> {
         for (i, phase) in self.phases.iter().enumerate() {
-            let expected = i.checked_sub(1).map(|p| self.phases[p].name.as_str());
+            if phase.terminal && i + 1 != self.phases.len() {
+                return Err(format!("the terminal phase {} must be the last", phase.name));
+            }
+            // A terminal phase is never left: it has no rollback.
+            let expected = i
+                .checked_sub(1)
+                .filter(|_| !phase.terminal)
+                .map(|p| self.phases[p].name.as_str());
             if phase.rollback.as_deref() != expected {
                 return Err(format!(
                     "phase {} rolls back to {:?}, expected the previous phase {:?}",
@@ -214,7 +226,13 @@ impl Catalog {
         self.phases.iter().position(|p| p.name == name)
     }
 
-    /// The phase after `name`, if any.
+    /// The terminal phase (`finalized`), if the catalog has one.
+    pub fn terminal(&self) -> Option<&PhaseSpec> {
+        self.phases.last().filter(|p| p.terminal)
+    }
+
+    /// The phase after `name`, if any. After the last reversible phase this is the terminal
+    /// phase, which only `cachemig finalize` enters (check [`PhaseSpec::terminal`]).
     pub fn next(&self, name: &str) -> Option<&PhaseSpec> {
         self.index_of(name).and_then(|i| self.phases.get(i + 1))
     }
@@ -231,7 +249,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn builtin_catalog_has_seven_phases_in_order() {
+    fn builtin_catalog_has_eight_phases_in_order() {
         let names = Catalog::builtin().names();
         assert_eq!(
             names,
@@ -242,9 +260,25 @@ mod tests {
                 "sync-dual-write",
                 "shadow-read",
                 "read-cutover",
-                "write-stop"
+                "write-stop",
+                "finalized"
             ]
         );
+        let c = Catalog::builtin();
+        assert_eq!(c.terminal().unwrap().name, "finalized");
+        assert!(c.phases().iter().filter(|p| p.terminal).count() == 1);
+    }
+
+    #[test]
+    fn the_terminal_phase_has_no_rollback_and_no_fence_step() {
+        let c = Catalog::builtin();
+        let end = c.terminal().unwrap();
+        assert!(c.previous(&end.name).is_none());
+        assert!(c.next(&end.name).is_none());
+        // Finalize keeps the write primary of write-stop, so the step needs no fence.
+        assert_eq!(end.routing.write, c.get("write-stop").unwrap().routing.write);
+        assert_eq!(end.routing.mirror, MirrorMode::Off);
+        assert!(!end.routing.fence && !end.routing.shadow_read);
     }
 
     #[test]
@@ -266,7 +300,7 @@ mod tests {
         assert_eq!(c.next("planned").unwrap().name, "backfill");
         assert_eq!(c.previous("backfill").unwrap().name, "planned");
         assert!(c.previous("planned").is_none());
-        assert!(c.next("write-stop").is_none());
+        assert_eq!(c.next("write-stop").unwrap().name, "finalized");
     }
 
     #[test]

@@ -15,6 +15,8 @@ pub enum TransitionKind {
     Advance,
     /// `cachemig rollback`.
     Rollback,
+    /// `cachemig finalize`: into the terminal phase, irreversibly.
+    Finalize,
 }
 
 /// The two fence entries a primary switch may journal (design §4). A successful switch is a
@@ -57,6 +59,9 @@ pub enum Event {
         to: String,
         /// SHA-256 of the plan file used for the step.
         plan_sha256: String,
+        /// The operator's reason (`finalize --reason`, `rollback --force --reason`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
     },
     /// Gates were evaluated for a step into `phase`.
     Gates {

@@ -15,7 +15,7 @@ mod record;
 
 pub use journal::{Entry, Event, FenceStage, GateRecord, Journal, TransitionKind};
 pub use lock::{Lock, LockError};
-pub use record::{Override, State};
+pub use record::{Finalized, Override, State};
 
 use std::path::{Path, PathBuf};
 

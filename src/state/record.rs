@@ -6,7 +6,7 @@ use std::path::Path;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::journal::{Entry, Event, FenceStage};
+use super::journal::{Entry, Event, FenceStage, TransitionKind};
 
 /// A gate override that `status` shows forever after.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -23,6 +23,19 @@ pub struct Override {
     pub user: String,
     /// When.
     pub time: DateTime<Utc>,
+}
+
+/// When and by whom the migration was finalized (the terminal phase is in force).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Finalized {
+    /// When `cachemig finalize` committed.
+    pub time: DateTime<Utc>,
+    /// `user@host` that ran it.
+    pub user: String,
+    /// The operator's reason, if given.
+    pub reason: Option<String>,
+    /// The generation it wrote.
+    pub generation: u64,
 }
 
 /// Where the migration stands. Derived from the journal by [`State::from_journal`].
@@ -46,6 +59,9 @@ pub struct State {
     /// way, or its command died mid-way: the next locked command releases it).
     #[serde(default)]
     pub fenced: bool,
+    /// Set once `cachemig finalize` committed: every later mutating command refuses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finalized: Option<Finalized>,
 }
 
 impl State {
@@ -60,6 +76,7 @@ impl State {
             overrides: Vec::new(),
             journal_seq: 0,
             fenced: false,
+            finalized: None,
         };
         for entry in entries {
             state.apply(entry);
@@ -71,7 +88,21 @@ impl State {
         self.journal_seq = entry.seq;
         self.generation = entry.generation;
         match &entry.event {
-            Event::Transition { to, plan_sha256, .. } => {
+            Event::Transition {
+                kind,
+                to,
+                plan_sha256,
+                reason,
+                ..
+            } => {
+                if *kind == TransitionKind::Finalize {
+                    self.finalized = Some(Finalized {
+                        time: entry.time,
+                        user: entry.user.clone(),
+                        reason: reason.clone(),
+                        generation: entry.generation,
+                    });
+                }
                 self.fenced = false;
                 self.phase = to.clone();
                 self.entered_at = Some(entry.time);
