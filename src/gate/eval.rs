@@ -180,19 +180,21 @@ fn rdb_compatible(cx: &Ctx) -> Measure {
     let (Ok(s), Ok(t)) = (&i.source, &i.target) else {
         return no_data("source or target unreachable");
     };
-    match (s.max_rdb_version(), t.min_rdb_version()) {
-        (Some(src), Some(dst)) => (
-            format!("source RDB {src}, target RDB {dst}"),
-            verdict(rdb_loadable(src, dst)),
+    // A target that cannot RESTORE the source's payloads is fine when keys are copied by type.
+    match crate::server::choose(cx.plan.backfill.copy_mode, s, t) {
+        Some(choice) => (
+            format!("copy mode {}: {}", choice.mode, choice.reason),
+            verdict(!choice.blocked),
         ),
-        _ => no_data("RDB version unknown"),
+        None => no_data("RDB version unknown"),
     }
 }
 
-/// Whether a server writing RDB `dst` can RESTORE a payload of RDB `src`. RESTORE refuses newer
-/// versions; Valkey 9 (RDB 80) also refuses Redis' RDB 12..=79, which Valkey reserves as foreign.
+/// Whether a server writing RDB `dst` can RESTORE a payload of RDB `src` (the table's
+/// [`crate::server::restores`]).
+#[cfg(test)]
 fn rdb_loadable(src: u16, dst: u16) -> bool {
-    dst >= src && !(dst >= 80 && (12..80).contains(&src))
+    crate::server::restores(src, dst)
 }
 
 fn memory_headroom(cx: &Ctx, threshold: Option<&Threshold>) -> Measure {
