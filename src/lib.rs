@@ -21,6 +21,7 @@ pub mod phase;
 pub mod plan;
 pub mod proxy;
 pub mod report;
+pub mod server;
 pub mod session;
 pub mod state;
 pub mod tls;

@@ -97,6 +97,15 @@ const CASES: &[Case] = &[
         "did you mean \"skip\"",
     ),
     (
+        "bad copy mode",
+        "on_existing = \"skip\"",
+        "on_existing = \"skip\"\ncopy_mode = \"bytype\"",
+        17,
+        13,
+        "unknown value \"bytype\"",
+        "by-type",
+    ),
+    (
         "missing required table key",
         "url = \"redis://127.0.0.1:6379/0\"",
         "",
@@ -392,6 +401,7 @@ fn example_plans_validate_offline() {
     for plan in [
         "plans/standalone-to-cluster.toml",
         "plans/cluster-to-cluster.toml",
+        "plans/redis-to-valkey.toml",
     ] {
         let run = Cachemig::new()
             .args(["plan", &format!("{root}/{plan}"), "--offline"])
@@ -417,7 +427,11 @@ fn every_file_in_plans_is_covered_by_a_test() {
     names.sort();
     assert_eq!(
         names,
-        ["cluster-to-cluster.toml", "standalone-to-cluster.toml"],
+        [
+            "cluster-to-cluster.toml",
+            "redis-to-valkey.toml",
+            "standalone-to-cluster.toml"
+        ],
         "add new example plans to example_plans_validate_offline"
     );
 }

@@ -17,6 +17,8 @@ use crate::keysync::{self, Applied, Snapshot};
 
 /// Largest sum of payload bytes read in one source pipeline.
 const SUB_BATCH_BYTES: u64 = 4 * 1024 * 1024;
+/// Keys of one batch copied by type at the same time (each is a few round trips).
+const BY_TYPE_CONCURRENCY: usize = 16;
 
 /// Shared settings of every batch.
 pub struct Copier {
@@ -28,6 +30,9 @@ pub struct Copier {
     pub replace: bool,
     /// Keys above this many bytes (MEMORY USAGE) are copied in chunks by type.
     pub big_key_bytes: u64,
+    /// Every key is copied by type (the target cannot RESTORE the source's payloads, or the
+    /// plan says `copy_mode = "by-type"`).
+    pub by_type: bool,
     /// Bytes of payload in flight over all batches, to bound memory.
     pub budget: Arc<Semaphore>,
     /// Whether the source runs the snapshot script.
@@ -57,17 +62,42 @@ impl Copier {
             }
         };
         let mut small: Vec<(Vec<u8>, u64)> = Vec::new();
+        let mut chunked: Vec<(Vec<u8>, u64)> = Vec::new();
         for (key, size) in keys.into_iter().zip(sizes) {
             match size {
                 None => out.counters.vanished += 1,
                 Some(size) if size > self.big_key_bytes => self.copy_big(source, key, size, &mut out).await,
+                Some(size) if self.by_type => chunked.push((key, size)),
                 Some(size) => small.push((key, size)),
             }
         }
         for group in crate::batch::by_bytes(small, SUB_BATCH_BYTES) {
             self.copy_small(source, group, &mut out).await;
         }
+        self.copy_by_type(source, chunked, &mut out).await;
         out
+    }
+
+    /// Copies small keys by type, several at a time (one big key at a time is enough to keep
+    /// both sides busy; small ones are a few round trips each).
+    async fn copy_by_type(
+        &self,
+        source: &MultiplexedConnection,
+        keys: Vec<(Vec<u8>, u64)>,
+        out: &mut BatchOutcome,
+    ) {
+        use futures::StreamExt;
+        let results: Vec<_> = futures::stream::iter(keys)
+            .map(|(key, size)| async move {
+                let result = self.chunked(source, &key).await;
+                (key, size, result)
+            })
+            .buffer_unordered(BY_TYPE_CONCURRENCY)
+            .collect()
+            .await;
+        for (key, size, result) in results {
+            out.absorb_chunked(key, size, result, false);
+        }
     }
 
     async fn copy_big(
@@ -77,22 +107,15 @@ impl Copier {
         size: u64,
         out: &mut BatchOutcome,
     ) {
+        let result = self.chunked(source, &key).await;
+        out.absorb_chunked(key, size, result, true);
+    }
+
+    /// One key copied in chunks by type (see [`bigkey`]).
+    async fn chunked(&self, source: &MultiplexedConnection, key: &[u8]) -> RedisResult<bigkey::BigCopy> {
         let mut src = source.clone();
         let mut dst = self.cluster.clone();
-        match bigkey::copy(&mut src, &mut dst, &key, self.replace).await {
-            Ok(bigkey::BigCopy::Copied { bytes }) => {
-                out.counters.copied += 1;
-                out.counters.big_keys += 1;
-                out.counters.bytes += bytes;
-            }
-            Ok(bigkey::BigCopy::KeptExisting) => out.counters.skipped_existing += 1,
-            Ok(bigkey::BigCopy::Vanished) => out.counters.vanished += 1,
-            Err(e) => out.dead.push(DeadLetter {
-                key,
-                reason: format!("big key: {e}"),
-                size: Some(size),
-            }),
-        }
+        bigkey::copy(&mut src, &mut dst, key, self.replace).await
     }
 
     async fn copy_small(
@@ -161,6 +184,24 @@ impl Copier {
 }
 
 impl BatchOutcome {
+    /// Counts a chunked copy (`big`: a key above `big_key_bytes`, else a by-type copy).
+    fn absorb_chunked(&mut self, key: Vec<u8>, size: u64, result: RedisResult<bigkey::BigCopy>, big: bool) {
+        match result {
+            Ok(bigkey::BigCopy::Copied { bytes }) => {
+                self.counters.copied += 1;
+                self.counters.big_keys += u64::from(big);
+                self.counters.bytes += bytes;
+            }
+            Ok(bigkey::BigCopy::KeptExisting) => self.counters.skipped_existing += 1,
+            Ok(bigkey::BigCopy::Vanished) => self.counters.vanished += 1,
+            Err(e) => self.dead.push(DeadLetter {
+                key,
+                reason: format!("{}: {e}", if big { "big key" } else { "by type" }),
+                size: Some(size),
+            }),
+        }
+    }
+
     fn fail_all(&mut self, keys: &[Vec<u8>], reason: &str) {
         self.dead.extend(keys.iter().map(|k| DeadLetter {
             key: k.clone(),

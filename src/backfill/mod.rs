@@ -25,7 +25,7 @@ use tokio::task::JoinSet;
 pub use checkpoint::{BackfillDir, Counters, Manifest, NodeCheckpoint, Progress};
 pub use deadletter::{DeadLetter, escape_key};
 
-use crate::inspect::{NodeReport, inspect_source};
+use crate::inspect::{NodeReport, inspect_source, inspect_target};
 use crate::keys::KeyFilter;
 use crate::plan::{OnExisting, Plan};
 use copy::Copier;
@@ -71,6 +71,7 @@ pub async fn run(plan: &Plan) -> Result<Summary> {
     let started = Instant::now();
     let dir = BackfillDir::new(&plan.state_dir);
     let source = inspect_source(&plan.source, &plan.keys).await?;
+    let by_type = copy_by_type(plan, &source).await?;
     let mut manifest = match dir.manifest()? {
         Some(m) => m,
         None => Manifest {
@@ -93,6 +94,7 @@ pub async fn run(plan: &Plan) -> Result<Summary> {
         cluster: plan.target.connect_cluster().await?,
         replace: plan.backfill.on_existing == OnExisting::Replace,
         big_key_bytes: plan.backfill.big_key_bytes,
+        by_type,
         budget: Arc::new(Semaphore::new(BUDGET_BYTES as usize)),
         budget_bytes: BUDGET_BYTES,
         scripts: Default::default(),
@@ -167,6 +169,28 @@ pub async fn run(plan: &Plan) -> Result<Summary> {
         dead_letter: dir.dead_letter_path(),
         throttle_waits: throttle.waits(),
     })
+}
+
+/// Whether every key is copied by type: the plan says so, or (`auto`) the target cannot RESTORE
+/// the source's payloads. Said on stderr either way, with the reason.
+async fn copy_by_type(plan: &Plan, source: &crate::inspect::NodeSetReport) -> Result<bool> {
+    use crate::server::{CopyMode, CopySetting};
+    let choice = match plan.backfill.copy_mode {
+        // Forced: no need to look at the target's version.
+        setting @ (CopySetting::ByType | CopySetting::Dump) => {
+            crate::server::copy_mode::choose_rdb(setting, None, None)
+        }
+        CopySetting::Auto => {
+            let target = inspect_target(&plan.target, &plan.keys, 0).await?;
+            crate::server::choose(CopySetting::Auto, source, &target)
+        }
+    };
+    let choice = choice.context(
+        "the RDB versions of source and target are unknown, so cachemig cannot tell whether the \
+         target restores the source's payloads; set `[backfill] copy_mode` in the plan",
+    )?;
+    eprintln!("backfill: copy mode {}: {}", choice.mode, choice.reason);
+    Ok(choice.mode == CopyMode::ByType)
 }
 
 /// The checkpoint to continue from: the saved one if the node is the same process, a fresh one

@@ -36,6 +36,11 @@ struct PlanReport {
     flag_diff: Vec<FieldChange>,
     source: Option<Side>,
     target: Option<Side>,
+    /// How the backfill, catch-up and repairs will copy keys old → new, and why (online, both
+    /// sides inspected, or forced by the plan).
+    copy_mode: Option<crate::server::Choice>,
+    /// The same new → old: repairs in `write-stop` and the reverse mirror copy this way.
+    reverse_copy_mode: Option<crate::server::Choice>,
     drift: Vec<Drift>,
 }
 
@@ -142,6 +147,8 @@ pub fn run(path: &Path, offline: bool, format: Format, detailed_exitcode: bool) 
         flag_diff,
         source: inspection.as_ref().map(|i| Side::from(&i.source)),
         target: inspection.as_ref().map(|i| Side::from(&i.target)),
+        copy_mode: copy_mode(p, inspection.as_ref(), false),
+        reverse_copy_mode: copy_mode(p, inspection.as_ref(), true),
         drift: session.drift.clone(),
     };
     match format {
@@ -153,6 +160,16 @@ pub fn run(path: &Path, offline: bool, format: Format, detailed_exitcode: bool) 
         (true, Some(_), true) => EXIT_READY,
         (true, Some(_), false) => EXIT_BLOCKED,
     })
+}
+
+/// The copy mode old → new (`reverse`: new → old): forced by the plan, or from both sides' RDB
+/// versions.
+fn copy_mode(plan: &Plan, inspection: Option<&Inspection>, reverse: bool) -> Option<crate::server::Choice> {
+    match inspection.map(|i| (&i.source, &i.target)) {
+        Some((Ok(s), Ok(t))) if reverse => crate::server::choose(plan.backfill.copy_mode, t, s),
+        Some((Ok(s), Ok(t))) => crate::server::choose(plan.backfill.copy_mode, s, t),
+        _ => crate::server::copy_mode::choose_rdb(plan.backfill.copy_mode, None, None),
+    }
 }
 
 fn print_table(r: &PlanReport) {
@@ -169,6 +186,25 @@ fn print_table(r: &PlanReport) {
                 report: Some(rep), ..
             }) => print_side(name, rep),
             Some(_) => {}
+        }
+    }
+    let directions = [
+        ("copy mode", &r.copy_mode, "old → new, from async-dual-write"),
+        (
+            "copy mode new → old (write-stop)",
+            &r.reverse_copy_mode,
+            "new → old, in write-stop",
+        ),
+    ];
+    for (label, choice, mirrored) in directions {
+        let Some(c) = choice else { continue };
+        println!("{label}: {} ({})", c.mode, c.reason);
+        if c.mode == crate::server::CopyMode::ByType {
+            println!(
+                "warning: the proxy's mirror copies with DUMP/RESTORE only (a by-type mirror is not \
+                 built yet): its copies {mirrored} would fail; the backfill, catch-up and \
+                 `verify --repair` copy by type"
+            );
         }
     }
     for d in &r.drift {

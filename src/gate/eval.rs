@@ -199,24 +199,25 @@ fn rdb_compatible(cx: &Ctx) -> Measure {
     let (Ok(s), Ok(t)) = (&i.source, &i.target) else {
         return no_data("source or target unreachable");
     };
-    match (s.max_rdb_version(), t.min_rdb_version()) {
-        (Some(src), Some(dst)) if rdb_loadable(src, dst) => {
-            (format!("source RDB {src}, target RDB {dst}"), Verdict::Pass)
-        }
-        (Some(src), Some(dst)) => (
+    // A target that cannot RESTORE the source's payloads is fine when keys are copied by type.
+    match crate::server::choose(cx.plan.backfill.copy_mode, s, t) {
+        Some(choice) if choice.blocked => (
             format!(
-                "source RDB {src}, target RDB {dst}: the target cannot RESTORE the source's payloads; run a target server version that loads RDB {src}"
+                "copy mode {}: {}; set [backfill] copy_mode = \"auto\" to copy by type, or run a target that loads the source's payloads",
+                choice.mode, choice.reason
             ),
             Verdict::Blocked,
         ),
-        _ => no_data("RDB version unknown"),
+        Some(choice) => (format!("copy mode {}: {}", choice.mode, choice.reason), Verdict::Pass),
+        None => no_data("RDB version unknown"),
     }
 }
 
-/// Whether a server writing RDB `dst` can RESTORE a payload of RDB `src`. RESTORE refuses newer
-/// versions; Valkey 9 (RDB 80) also refuses Redis' RDB 12..=79, which Valkey reserves as foreign.
+/// Whether a server writing RDB `dst` can RESTORE a payload of RDB `src` (the table's
+/// [`crate::server::restores`]).
+#[cfg(test)]
 fn rdb_loadable(src: u16, dst: u16) -> bool {
-    dst >= src && !(dst >= 80 && (12..80).contains(&src))
+    crate::server::restores(src, dst)
 }
 
 fn memory_headroom(cx: &Ctx, threshold: Option<&Threshold>) -> Measure {

@@ -47,6 +47,8 @@ pub struct NodeReport {
     pub rdb_version: Option<u16>,
     /// How `rdb_version` was found.
     pub rdb_version_source: Option<RdbVersionSource>,
+    /// What the server has (commands, features) by its version; `None` for an unknown version.
+    pub facts: Option<crate::server::Facts>,
     /// INFO `used_memory`, bytes.
     pub used_memory: u64,
     /// `maxmemory`, bytes; 0 = unlimited.
@@ -337,7 +339,8 @@ async fn inspect_node(
             pair.get(1).and_then(|v| v.parse().ok()).unwrap_or(0)
         }
     };
-    let valkey = field("server_name").eq_ignore_ascii_case("valkey") || info.contains_key("valkey_version");
+    let known = crate::server::ServerVersion::from_info(&info);
+    let valkey = known.is_some_and(|v| v.family == crate::server::Family::Valkey);
     let (server, version) = match valkey {
         true => (
             "valkey",
@@ -371,6 +374,7 @@ async fn inspect_node(
         run_id: field("run_id"),
         rdb_version,
         rdb_version_source,
+        facts: known.and_then(|v| v.facts()),
         used_memory: number("used_memory").unwrap_or(0),
         maxmemory,
         maxmemory_policy: field("maxmemory_policy"),
@@ -459,6 +463,7 @@ mod tests {
             run_id: "r".into(),
             rdb_version: rdb,
             rdb_version_source: rdb.map(|_| RdbVersionSource::VersionTable),
+            facts: None,
             used_memory: used,
             maxmemory: max,
             maxmemory_policy: "noeviction".into(),

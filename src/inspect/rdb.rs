@@ -14,42 +14,10 @@ pub enum RdbVersionSource {
 
 /// The RDB version a server writes, from its name (`"redis"` or `"valkey"`, as in INFO's
 /// `server_name`; empty means Redis) and version (`redis_version`, or Valkey's `valkey_version`).
-/// `None` for unknown servers and versions (a gate then blocks rather than guesses).
-///
-/// Redis 2.4 = 5, 2.6–3.0 = 6, 3.2 = 7, 4.0 = 8, 5.0–6.2 = 9, 7.0 = 10, 7.2 = 11, 7.4–8.4 = 12,
-/// 8.6 = 13; an odd Redis minor is a pre-release of the next even one. Valkey 7.2–8.x = 11,
-/// Valkey 9.x = 80 (Valkey's own range: it loads Redis RDB ≤ 11, not 12+).
+/// `None` for unknown servers and versions (a gate then blocks rather than guesses). The table
+/// is [`crate::server::ServerVersion::rdb_version`].
 pub fn rdb_version_for(server: &str, version: &str) -> Option<u16> {
-    let mut parts = version.trim().split('.').map(|p| p.parse::<u32>().ok());
-    let (major, minor) = (parts.next()??, parts.next()??);
-    match server.trim().to_ascii_lowercase().as_str() {
-        "" | "redis" => {
-            // Odd minors are release candidates of the next even minor (6.9.x → 7.0).
-            let (major, minor) = match (major, minor) {
-                (ma, mi) if mi % 2 == 1 && mi + 1 >= 10 => (ma + 1, 0),
-                (ma, mi) if mi % 2 == 1 => (ma, mi + 1),
-                other => other,
-            };
-            match (major, minor) {
-                (2, 4) => Some(5),
-                (2, 6..=8) | (3, 0) => Some(6),
-                (3, 2) => Some(7),
-                (4, _) => Some(8),
-                (5 | 6, _) => Some(9),
-                (7, 0) => Some(10),
-                (7, 2) => Some(11),
-                (7, 4) | (8, 0..=4) => Some(12),
-                (8, 6) => Some(13),
-                _ => None,
-            }
-        }
-        "valkey" => match (major, minor) {
-            (7, 2..) | (8, _) => Some(11),
-            (9, _) => Some(80),
-            _ => None,
-        },
-        _ => None,
-    }
+    crate::server::ServerVersion::parse(server, version)?.rdb_version()
 }
 
 /// The RDB version in a `DUMP` payload: the 2-byte little-endian number just before the 8-byte

@@ -73,6 +73,9 @@ pub struct BackfillSettings {
     pub big_key_bytes: u64,
     /// What to do when the target already has a key.
     pub on_existing: OnExisting,
+    /// How keys are copied: `auto` (DUMP/RESTORE when the target restores the source's
+    /// payloads, else by type), or forced `dump` / `by-type`.
+    pub copy_mode: crate::server::CopySetting,
 }
 
 /// `[dual_write]`, with defaults applied.

@@ -128,6 +128,7 @@ pub struct RawBackfill {
     pub max_source_latency_ms: Option<Spanned<i64>>,
     pub big_key_bytes: Option<SpannedStr>,
     pub on_existing: Option<OnExisting>,
+    pub copy_mode: Option<crate::server::CopySetting>,
 }
 
 /// `[dual_write]`
@@ -205,6 +206,7 @@ pub const KEY_EXAMPLES: &[(&str, &str)] = &[
     ("max_source_latency_ms", "max_source_latency_ms = 5"),
     ("big_key_bytes", "big_key_bytes = \"8MiB\""),
     ("on_existing", "on_existing = \"skip\""),
+    ("copy_mode", "copy_mode = \"auto\""),
     ("queue_capacity", "queue_capacity = 100000"),
     ("sync_timeout_ms", "sync_timeout_ms = 100"),
     ("reverse_mirror", "reverse_mirror = true"),

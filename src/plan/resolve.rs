@@ -267,6 +267,7 @@ fn resolve_in(cx: &Ctx, raw: RawPlan, catalog: &Catalog) -> Result<Plan, PlanErr
             as u64,
         big_key_bytes: big_key_bytes(cx, &b.big_key_bytes)?,
         on_existing: b.on_existing.unwrap_or_default(),
+        copy_mode: b.copy_mode.unwrap_or_default(),
     };
     let d = &raw.dual_write;
     let dual_write = DualWriteSettings {

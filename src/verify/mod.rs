@@ -186,6 +186,33 @@ impl Summary {
     }
 }
 
+/// The key-sync repairs use: every key by type (in chunks, under its lease) when the repair's
+/// destination cannot RESTORE its origin's payloads or the plan says `copy_mode = "by-type"`;
+/// else DUMP/RESTORE. The direction is the repair's: from the write primary to the other side.
+fn repair_keysync(
+    plan: &Plan,
+    options: &Options,
+    source: &crate::inspect::NodeSetReport,
+    target: &crate::inspect::NodeSetReport,
+) -> crate::keysync::KeySync {
+    let ks = crate::keysync::KeySync::default();
+    if !options.repair {
+        return ks;
+    }
+    let (from, to) = match options.primary {
+        crate::phase::Side::Old => (source, target),
+        crate::phase::Side::New => (target, source),
+    };
+    match crate::server::choose(plan.backfill.copy_mode, from, to) {
+        Some(choice) if choice.mode == crate::server::CopyMode::ByType => {
+            eprintln!("verify: repairs copy by type: {}", choice.reason);
+            // Every key has a MEMORY USAGE above 0, so every key is copied in chunks.
+            ks.with_big_keys(0)
+        }
+        _ => ks,
+    }
+}
+
 /// Runs verify (with repair if asked) over the whole keyspace of `plan`'s filter, or a sample.
 pub async fn run(plan: &Plan, options: &Options) -> anyhow::Result<Summary> {
     let started = Instant::now();
@@ -213,7 +240,7 @@ pub async fn run(plan: &Plan, options: &Options) -> anyhow::Result<Summary> {
         big_key_bytes: plan.backfill.big_key_bytes,
         repair: options.repair.then_some(options.primary),
         budget: Semaphore::new(BUDGET_BYTES as usize),
-        keysync: crate::keysync::KeySync::default(),
+        keysync: repair_keysync(plan, options, &source_report, &target_report),
         collector: Mutex::new(Collector {
             csv: Some(csv),
             ..Collector::default()

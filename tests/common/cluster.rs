@@ -4,7 +4,7 @@
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
-use super::{RedisServer, START_TIMEOUT, TlsFiles, wait_for};
+use super::{Flavor, RedisServer, START_TIMEOUT, TlsFiles, wait_for};
 
 /// A Redis Cluster of real nodes on loopback; every node killed on drop.
 pub struct RedisCluster {
@@ -26,6 +26,16 @@ impl RedisCluster {
     /// The same, every node speaking only TLS with `tls`'s certificates (clients, cluster bus,
     /// replication) when `tls` is given.
     pub fn start_with(masters: usize, replicas_per_master: usize, tls: Option<&Arc<TlsFiles>>) -> Self {
+        Self::start_of(Flavor::Redis70, masters, replicas_per_master, tls)
+    }
+
+    /// The same with nodes of `flavor` (Valkey 8.1, Redis 6.2, …).
+    pub fn start_of(
+        flavor: Flavor,
+        masters: usize,
+        replicas_per_master: usize,
+        tls: Option<&Arc<TlsFiles>>,
+    ) -> Self {
         assert!(
             masters >= 3,
             "redis-cli --cluster create needs at least 3 masters"
@@ -33,12 +43,12 @@ impl RedisCluster {
         let total = masters * (1 + replicas_per_master);
         let mut nodes: Vec<RedisServer> = std::thread::scope(|s| {
             let handles: Vec<_> = (0..total)
-                .map(|_| s.spawn(|| RedisServer::start_cluster_node_with(tls)))
+                .map(|_| s.spawn(|| RedisServer::start_cluster_node_of(flavor, tls)))
                 .collect();
             handles.into_iter().map(|h| h.join().unwrap()).collect()
         });
         let addrs: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port())).collect();
-        let out = Command::new("redis-cli")
+        let out = Command::new(flavor.cli())
             .args(tls.map(|t| t.cli_args()).unwrap_or_default())
             .arg("--cluster")
             .arg("create")
@@ -114,7 +124,7 @@ impl RedisCluster {
     /// Adds a master that serves no slot yet (speaking TLS like the others), through
     /// `redis-cli --cluster add-node`, and returns its index in [`RedisCluster::nodes`].
     pub fn add_empty_master(&mut self) -> usize {
-        let node = RedisServer::start_cluster_node_with(self.tls.as_ref());
+        let node = RedisServer::start_cluster_node_of(self.nodes[0].flavor(), self.tls.as_ref());
         let out = Command::new("redis-cli")
             .args(self.tls.as_ref().map(|t| t.cli_args()).unwrap_or_default())
             .args(["--cluster", "add-node"])

@@ -9,10 +9,12 @@ pub mod load;
 pub mod proxy;
 pub mod reports;
 pub mod sandbox;
+pub mod servers;
 pub mod tls;
 pub mod wire;
 
 pub use cluster::RedisCluster;
+pub use servers::Flavor;
 pub use tls::TlsFiles;
 
 use std::collections::BTreeSet;
@@ -59,16 +61,32 @@ pub fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) 
     }
 }
 
-/// Spawns `redis-server` on `port` in `dir` with `args`; its output goes to `dir/redis.log`.
-/// With `tls`, `port` is a TLS port and plain TCP is off.
+/// A free loopback port `p` ≤ 55535 whose `p + 10000` is free too (Redis 6.2's cluster bus
+/// port, which it cannot be told), both handed out by [`free_port`]'s registry.
+pub fn free_port_with_bus() -> (u16, u16) {
+    loop {
+        let port = free_port();
+        let bus = port.wrapping_add(10000);
+        if port > 55535 || TcpListener::bind(("127.0.0.1", bus)).is_err() {
+            continue;
+        }
+        if USED_PORTS.lock().unwrap().insert(bus) {
+            return (port, bus);
+        }
+    }
+}
+
+/// Spawns the `flavor`'s server on `port` in `dir` with `args`; its output goes to
+/// `dir/redis.log`. With `tls`, `port` is a TLS port and plain TCP is off.
 fn spawn_server(
+    flavor: Flavor,
     port: u16,
     bus_port: Option<u16>,
     dir: &Path,
     args: &[String],
     tls: Option<&TlsFiles>,
 ) -> Child {
-    let mut cmd = Command::new("redis-server");
+    let mut cmd = Command::new(flavor.server());
     cmd.args([
         "--port",
         &port.to_string(),
@@ -88,15 +106,20 @@ fn spawn_server(
     .stdin(Stdio::null())
     .stdout(std::fs::File::create(dir.join("redis.log")).unwrap())
     .stderr(Stdio::null());
-    if let Some(bus) = bus_port {
+    if let Some(bus) = bus_port.filter(|_| flavor.has_cluster_port()) {
         cmd.args(["--cluster-port", &bus.to_string()]);
     }
-    cmd.spawn()
-        .expect("cannot run redis-server: is it installed (apt-get install redis-server)?")
+    cmd.spawn().unwrap_or_else(|e| {
+        panic!(
+            "cannot run {}: {e}; is it installed (apt-get install redis-server, scripts/install-servers)?",
+            flavor.server().display()
+        )
+    })
 }
 
 /// One `redis-server` process; killed (and its directory removed) on drop.
 pub struct RedisServer {
+    flavor: Flavor,
     child: Child,
     port: u16,
     bus_port: Option<u16>,
@@ -114,13 +137,18 @@ impl RedisServer {
 
     /// Starts a standalone server with extra config, e.g. `&["--requirepass", "pw"]`.
     pub fn start_with(args: &[&str]) -> Self {
-        Self::start_retrying(args, false, None)
+        Self::start_retrying(Flavor::Redis70, args, false, None)
+    }
+
+    /// Starts a standalone server of `flavor` with extra config.
+    pub fn start_flavor(flavor: Flavor, args: &[&str]) -> Self {
+        Self::start_retrying(flavor, args, false, None)
     }
 
     /// Starts a standalone server that speaks only TLS, with `tls`'s certificates (clients must
     /// present one too).
     pub fn start_tls(tls: &Arc<TlsFiles>, args: &[&str]) -> Self {
-        Self::start_retrying(args, false, Some(tls))
+        Self::start_retrying(Flavor::Redis70, args, false, Some(tls))
     }
 
     /// Starts a cluster-enabled node (not yet part of any cluster).
@@ -130,6 +158,11 @@ impl RedisServer {
 
     /// The same, speaking only TLS (clients, cluster bus and replication) when `tls` is given.
     pub fn start_cluster_node_with(tls: Option<&Arc<TlsFiles>>) -> Self {
+        Self::start_cluster_node_of(Flavor::Redis70, tls)
+    }
+
+    /// A cluster-enabled node of `flavor` (TLS when `tls` is given).
+    pub fn start_cluster_node_of(flavor: Flavor, tls: Option<&Arc<TlsFiles>>) -> Self {
         let args = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"];
         let fast = [
             "--cluster-node-timeout",
@@ -137,13 +170,13 @@ impl RedisServer {
             "--repl-diskless-sync-delay",
             "0",
         ];
-        Self::start_retrying(&[&args[..], &fast[..]].concat(), true, tls)
+        Self::start_retrying(flavor, &[&args[..], &fast[..]].concat(), true, tls)
     }
 
-    fn start_retrying(args: &[&str], cluster: bool, tls: Option<&Arc<TlsFiles>>) -> Self {
+    fn start_retrying(flavor: Flavor, args: &[&str], cluster: bool, tls: Option<&Arc<TlsFiles>>) -> Self {
         let mut last_log = String::new();
         for _ in 0..5 {
-            match Self::try_start(args, cluster, tls.cloned()) {
+            match Self::try_start(flavor, args, cluster, tls.cloned()) {
                 Ok(server) => return server,
                 Err(log) => last_log = log,
             }
@@ -152,17 +185,30 @@ impl RedisServer {
     }
 
     /// Spawns one server; `Err(log)` if it exits (e.g. port taken) or never gets ready.
-    fn try_start(args: &[&str], cluster: bool, tls: Option<Arc<TlsFiles>>) -> Result<Self, String> {
+    fn try_start(
+        flavor: Flavor,
+        args: &[&str],
+        cluster: bool,
+        tls: Option<Arc<TlsFiles>>,
+    ) -> Result<Self, String> {
         let dir = tempfile::tempdir().unwrap();
-        let (port, bus_port) = (free_port(), cluster.then(free_port));
+        let (port, bus_port) = match (cluster, flavor.has_cluster_port()) {
+            (false, _) => (free_port(), None),
+            (true, true) => (free_port(), Some(free_port())),
+            (true, false) => {
+                let (port, bus) = free_port_with_bus();
+                (port, Some(bus))
+            }
+        };
         let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
         let password = args
             .iter()
             .position(|a| *a == "--requirepass")
             .and_then(|i| args.get(i + 1))
             .cloned();
-        let child = spawn_server(port, bus_port, dir.path(), &args, tls.as_deref());
+        let child = spawn_server(flavor, port, bus_port, dir.path(), &args, tls.as_deref());
         let mut server = Self {
+            flavor,
             child,
             port,
             bus_port,
@@ -180,6 +226,7 @@ impl RedisServer {
     pub fn restart(&mut self) {
         self.kill();
         self.child = spawn_server(
+            self.flavor,
             self.port,
             self.bus_port,
             self.dir.path(),
@@ -228,6 +275,11 @@ impl RedisServer {
         s.write_all(b"PING\r\n").is_ok()
             && s.read(&mut buf)
                 .is_ok_and(|n| buf[..n].starts_with(b"+PONG") || buf[..n].starts_with(b"-NOAUTH"))
+    }
+
+    /// Which server binary runs.
+    pub fn flavor(&self) -> Flavor {
+        self.flavor
     }
 
     /// The client port.

@@ -13,7 +13,7 @@ use std::time::Duration;
 use cachemig::flags::FlagFile;
 use cachemig::state::{Entry, Journal};
 
-use super::{Cachemig, RedisCluster, RedisServer, Run, TlsFiles, write_plan};
+use super::{Cachemig, Flavor, RedisCluster, RedisServer, Run, TlsFiles, write_plan};
 
 /// The environment variable the password sandbox names in its plan.
 const PASSWORD_ENV: &str = "CACHEMIG_TEST_SOURCE_PASSWORD";
@@ -37,6 +37,16 @@ impl Sandbox {
     /// A standalone source without a password.
     pub fn start() -> Sandbox {
         Sandbox::build(RedisServer::start(), RedisCluster::start(3, 0), Vec::new())
+    }
+
+    /// A standalone `source` server and a 3-master `target` cluster of the given flavors (Valkey
+    /// 8.1, Redis 6.2, Debian's Redis 7.0), started side by side.
+    pub fn start_of(source: Flavor, target: Flavor) -> Sandbox {
+        let (source, target) = std::thread::scope(|s| {
+            let t = s.spawn(|| RedisCluster::start_of(target, 3, 0, None));
+            (RedisServer::start_flavor(source, &[]), t.join().unwrap())
+        });
+        Sandbox::build(source, target, Vec::new())
     }
 
     /// A standalone source and a target of 3 masters with one replica each (for failovers).

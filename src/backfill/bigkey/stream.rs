@@ -20,7 +20,8 @@ pub fn next_id(id: &str) -> Option<String> {
 ///
 /// - `XSETID temp last-generated-id [ENTRIESADDED n MAXDELETEDID id]` (the extras exist since
 ///   Redis 7.0; if the target refuses them, the plain form is used);
-/// - per group `XGROUP CREATE temp group last-delivered-id [ENTRIESREAD n]`;
+/// - per group `XGROUP CREATE temp group last-delivered-id [ENTRIESREAD n]` (plain on a target
+///   that refuses `ENTRIESREAD`, older than 7.0);
 /// - its consumers with no pending entries: `XGROUP CREATECONSUMER`;
 /// - its pending entries, in pages: `XCLAIM temp group consumer 0 id IDLE ms RETRYCOUNT n FORCE
 ///   JUSTID`, which recreates the entry with its owner, idle time and delivery count (and the
@@ -84,20 +85,7 @@ pub(super) async fn copy_meta(
         let consumers: u64 = optional(&group, "consumers")?.unwrap_or(0);
         let pending: u64 = optional(&group, "pending")?.unwrap_or(0);
 
-        let mut create = redis::cmd("XGROUP");
-        create
-            .arg("CREATE")
-            .arg(temp)
-            .arg(name.as_slice())
-            .arg(delivered.as_str());
-        if let Some(read) = entries_read {
-            create.arg("ENTRIESREAD").arg(read);
-        }
-        match query::<(), _>(target, &create).await {
-            // Only our own earlier, retried attempt can have created it in a fresh key.
-            Err(e) if e.code() == Some("BUSYGROUP") => {}
-            other => other?,
-        }
+        create_group(target, temp, &name, &delivered, entries_read).await?;
         if consumers > 0 {
             copy_idle_consumers(source, target, key, temp, &name).await?;
         }
@@ -106,6 +94,34 @@ pub(super) async fn copy_meta(
         }
     }
     Ok(())
+}
+
+/// `XGROUP CREATE temp name delivered [ENTRIESREAD n]`; a target older than Redis 7.0 refuses
+/// `ENTRIESREAD` (the group's lag is then unknown there), so the plain form follows a refusal.
+async fn create_group(
+    target: &impl Target,
+    temp: &[u8],
+    name: &[u8],
+    delivered: &str,
+    entries_read: Option<i64>,
+) -> RedisResult<()> {
+    let mut create = redis::cmd("XGROUP");
+    create.arg("CREATE").arg(temp).arg(name).arg(delivered);
+    let plain = create.clone();
+    if let Some(read) = entries_read {
+        create.arg("ENTRIESREAD").arg(read);
+    }
+    let created = match query::<(), _>(target, &create).await {
+        Err(e) if entries_read.is_some() && !transient(&e) && e.code() != Some("BUSYGROUP") => {
+            query::<(), _>(target, &plain).await
+        }
+        other => other,
+    };
+    match created {
+        // Only our own earlier, retried attempt can have created it in a fresh key.
+        Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
+        other => other,
+    }
 }
 
 /// Creates the group's consumers that own no pending entry (the others come with XCLAIM).
