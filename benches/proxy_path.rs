@@ -3,6 +3,9 @@
 //!
 //! Run with `cargo bench --bench proxy_path` (docs/proxy-bench.md).
 
+// criterion_group! generates an undocumented public function.
+#![allow(missing_docs)]
+
 use std::hint::black_box;
 
 use bytes::{Bytes, BytesMut};
