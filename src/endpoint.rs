@@ -57,7 +57,7 @@ impl Endpoint {
         let password = self.password()?;
         connect_node(url, password.as_deref(), self.tls.as_ref())
             .await
-            .map_err(|e| e.with_role(self.role))
+            .map_err(|e| e.for_endpoint(self))
     }
 
     /// Connects to this side as a cluster through its seed `urls`.
@@ -65,7 +65,7 @@ impl Endpoint {
         let password = self.password()?;
         connect_cluster(&self.urls, password.as_deref(), self.tls.as_ref())
             .await
-            .map_err(|e| e.with_role(self.role))
+            .map_err(|e| e.for_endpoint(self))
     }
 }
 
@@ -109,9 +109,8 @@ pub enum EndpointError {
     },
     /// The server refused our credentials, or wants some we did not give.
     #[error(
-        "authentication to {} {url} failed: {reason}; check the password in the variable named by \
-         password_env{}",
-        who(.role), in_section(.role)
+        "authentication to {} {url} failed: {reason}; {}",
+        who(.role), auth_hint(.role, url, .password_env)
     )]
     Auth {
         /// "source" or "target", when known.
@@ -119,6 +118,22 @@ pub enum EndpointError {
         /// The URL, password redacted.
         url: String,
         /// The server's words, password scrubbed.
+        reason: String,
+        /// The variable the password came from (`password_env`), when known.
+        password_env: Option<String>,
+    },
+    /// Something answered on the port, but not in RESP: not a Redis port (an HTTP server, a
+    /// database, a typo in the port).
+    #[error(
+        "{} {} answered but does not speak RESP — is it a Redis port? ({url}: {reason}); check {}",
+        who(.role), addresses(url), hint(.role)
+    )]
+    NotResp {
+        /// "source" or "target", when known.
+        role: Option<&'static str>,
+        /// The URL(s), password redacted.
+        url: String,
+        /// What the driver could not parse.
         reason: String,
     },
     /// The TLS settings cannot be used, or the TLS handshake failed (wrong CA, a server that
@@ -158,12 +173,36 @@ impl EndpointError {
             Self::InvalidUrl { role: r, .. }
             | Self::Unreachable { role: r, .. }
             | Self::Auth { role: r, .. }
+            | Self::NotResp { role: r, .. }
             | Self::Tls { role: r, .. }
             | Self::Command { role: r, .. } => {
                 r.get_or_insert(role);
             }
         }
         self
+    }
+
+    /// Labels the error with `ep`'s side and, for an authentication failure, the variable its
+    /// password came from (so the message names what to check).
+    pub fn for_endpoint(mut self, ep: &Endpoint) -> Self {
+        if let Self::Auth { password_env, .. } = &mut self {
+            password_env.clone_from(&ep.password_env);
+        }
+        self.with_role(ep.role)
+    }
+
+    /// A short label of what went wrong, for a line that names the side first
+    /// (`source: AUTHENTICATION FAILED: …`).
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::PasswordEnvUnset { .. } => "PASSWORD NOT SET",
+            Self::InvalidUrl { .. } => "INVALID URL",
+            Self::Unreachable { .. } => "UNREACHABLE",
+            Self::Auth { .. } => "AUTHENTICATION FAILED",
+            Self::NotResp { .. } => "NOT REDIS",
+            Self::Tls { .. } => "TLS FAILED",
+            Self::Command { .. } => "COMMAND FAILED",
+        }
     }
 
     /// The side the error happened on, when known.
@@ -173,6 +212,7 @@ impl EndpointError {
             Self::InvalidUrl { role, .. }
             | Self::Unreachable { role, .. }
             | Self::Auth { role, .. }
+            | Self::NotResp { role, .. }
             | Self::Tls { role, .. }
             | Self::Command { role, .. } => *role,
         }
@@ -195,6 +235,35 @@ fn who(role: &Option<&'static str>) -> &'static str {
 
 fn in_section(role: &Option<&'static str>) -> String {
     role.map(|r| format!(" in [{r}]")).unwrap_or_default()
+}
+
+/// What to check after an authentication failure: the password's variable and the URL's user.
+fn auth_hint(role: &Option<&'static str>, url: &str, password_env: &Option<String>) -> String {
+    let section = in_section(role);
+    let password = match password_env {
+        Some(var) => format!("the password in the environment variable {var} (password_env{section})"),
+        None => format!("the password: the plan names no password_env{section}, so none was sent"),
+    };
+    let user = match Url::parse(url).map(|u| u.username().to_string()) {
+        Ok(user) if !user.is_empty() => format!("the user `{user}` in the URL"),
+        _ => "the user: the URL names none, so Redis's `default` user was used".to_string(),
+    };
+    format!("check {password}, and {user}")
+}
+
+/// `host:port` of each comma-separated URL in `urls` (the text itself when one does not parse).
+fn addresses(urls: &str) -> String {
+    urls.split(", ")
+        .map(|u| match Url::parse(u) {
+            Ok(p) => match (p.host_str(), p.port()) {
+                (Some(h), Some(port)) => format!("{h}:{port}"),
+                (Some(h), None) => format!("{h}:6379"),
+                _ => u.to_string(),
+            },
+            Err(_) => u.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn hint(role: &Option<&'static str>) -> String {
@@ -234,12 +303,33 @@ fn is_secret_param(key: &str) -> bool {
     matches!(key, "pass" | "password")
 }
 
-/// Removes `password` from a message, in case a driver or server ever echoes it.
+/// Removes `password` from a message, in case a driver or server ever echoes it: every
+/// occurrence that stands as a token of its own (not inside a longer word), so a password `x`
+/// never turns "Unexpected" into "Une***pected" while `user:x@host` or `for x` are still masked.
 fn scrub(message: &str, password: Option<&str>) -> String {
-    match password {
-        Some(p) if !p.is_empty() => message.replace(p, "***"),
-        _ => message.to_string(),
+    let Some(p) = password.filter(|p| !p.is_empty()) else {
+        return message.to_string();
+    };
+    let word = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
+    // A password that starts (ends) with a non-word character is a token boundary itself.
+    let open_start = !word(p.chars().next());
+    let open_end = !word(p.chars().next_back());
+    let mut out = String::with_capacity(message.len());
+    let mut rest = 0;
+    for (at, _) in message.match_indices(p) {
+        if at < rest {
+            continue; // overlaps a masked occurrence
+        }
+        let before = message[..at].chars().next_back();
+        let after = message[at + p.len()..].chars().next();
+        if (open_start || !word(before)) && (open_end || !word(after)) {
+            out.push_str(&message[rest..at]);
+            out.push_str("***");
+            rest = at + p.len();
+        }
     }
+    out.push_str(&message[rest..]);
+    out
 }
 
 /// The connection settings for `url`, with `password` (if given) replacing any in the URL, and
@@ -272,6 +362,14 @@ fn connection_info(
 /// Sorts a driver error into unreachable / authentication, with secrets scrubbed.
 fn classify(url: String, err: &RedisError, password: Option<&str>) -> EndpointError {
     let reason = scrub(&err.to_string(), password);
+    // Before the TLS check: a parse error is a port that answered, in another protocol.
+    if err.kind() == redis::ErrorKind::Parse {
+        return EndpointError::NotResp {
+            role: None,
+            url,
+            reason,
+        };
+    }
     if is_tls_failure(&reason) {
         return EndpointError::Tls {
             role: None,
@@ -294,6 +392,7 @@ fn classify(url: String, err: &RedisError, password: Option<&str>) -> EndpointEr
             role: None,
             url,
             reason,
+            password_env: None,
         }
     } else {
         EndpointError::Unreachable {
@@ -499,6 +598,13 @@ mod tests {
             scrub("WRONGPASS for hunter2", Some("hunter2")),
             "WRONGPASS for ***"
         );
+    }
+
+    #[test]
+    fn redaction_masks_the_password_as_a_token_not_inside_words() {
+        assert_eq!(scrub("Unexpected EOF", Some("x")), "Unexpected EOF");
+        assert_eq!(scrub("user:x@host said x.", Some("x")), "user:***@host said ***.");
+        assert_eq!(scrub("p@ss!p@ss! and p@ss!", Some("p@ss!")), "****** and ***");
     }
 
     #[tokio::test]

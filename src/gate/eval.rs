@@ -148,7 +148,8 @@ fn measure(cx: &Ctx, gate: &str, threshold: Option<&Threshold>) -> Measure {
 fn reachable(side: Option<&Result<NodeSetReport, String>>) -> Measure {
     match side {
         None => no_data("offline (not inspected)"),
-        Some(Err(e)) => (format!("unreachable: {e}"), Verdict::Blocked),
+        // Already labelled: UNREACHABLE, AUTHENTICATION FAILED, NOT REDIS, …
+        Some(Err(e)) => (e.clone(), Verdict::Blocked),
         Some(Ok(r)) => (format!("{} master(s) answer", r.masters.len()), Verdict::Pass),
     }
 }
@@ -178,7 +179,7 @@ fn rdb_compatible(cx: &Ctx) -> Measure {
         return no_data("offline (not inspected)");
     };
     let (Ok(s), Ok(t)) = (&i.source, &i.target) else {
-        return no_data("source or target unreachable");
+        return no_data("source or target not inspected (see the -reachable gates)");
     };
     match (s.max_rdb_version(), t.min_rdb_version()) {
         (Some(src), Some(dst)) => (
@@ -200,7 +201,7 @@ fn memory_headroom(cx: &Ctx, threshold: Option<&Threshold>) -> Measure {
         return no_data("offline (not inspected)");
     };
     let (Ok(s), Ok(t)) = (&i.source, &i.target) else {
-        return no_data("source or target unreachable");
+        return no_data("source or target not inspected (see the -reachable gates)");
     };
     let factor = match threshold {
         Some(Threshold::Number(x)) => *x,
@@ -225,6 +226,13 @@ fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
 }
 
+/// What to do about keys already on new: most often an earlier backfill's copies, which a
+/// rollback to `planned` leaves in place (it never deletes on new).
+const TARGET_EMPTY_WAY_OUT: &str = "if an earlier backfill copied them (a rollback to planned keeps \
+     them), set on_existing = \"replace\" in [backfill] of the plan so the backfill overwrites them \
+     from the source (then `cachemig verify PLAN --repair` removes keys deleted on old since), or \
+     delete them on new; skipping this gate with on_existing = \"skip\" would keep stale copies";
+
 fn target_empty(cx: &Ctx, t: &NodeSetReport, threshold: Option<&Threshold>) -> Measure {
     let allowed = count_limit(threshold);
     let Some(n) = t.keys_in_range else {
@@ -240,10 +248,17 @@ fn target_empty(cx: &Ctx, t: &NodeSetReport, threshold: Option<&Threshold>) -> M
     match cx.plan.backfill.on_existing {
         OnExisting::Replace => (format!("{measured}; on_existing = replace"), Verdict::Pass),
         // A truncated count only says "at least n": it passes only if n is below the limit.
-        OnExisting::Skip => (
-            measured,
-            verdict(n <= allowed && !(t.keys_in_range_truncated && n >= allowed)),
-        ),
+        OnExisting::Skip => {
+            let ok = n <= allowed && !(t.keys_in_range_truncated && n >= allowed);
+            (
+                if ok {
+                    measured
+                } else {
+                    format!("{measured}; {TARGET_EMPTY_WAY_OUT}")
+                },
+                verdict(ok),
+            )
+        }
     }
 }
 
