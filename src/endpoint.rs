@@ -125,7 +125,8 @@ pub enum EndpointError {
     /// Something answered on the port, but not in RESP: not a Redis port (an HTTP server, a
     /// database, a typo in the port).
     #[error(
-        "{} {} answered but does not speak RESP — is it a Redis port? ({url}: {reason}); check {}",
+        "{} {} answered but does not speak RESP — is it a Redis port? ({url} replied with \
+         something other than a Redis reply); check {}",
         who(.role), addresses(url), hint(.role)
     )]
     NotResp {
@@ -133,7 +134,8 @@ pub enum EndpointError {
         role: Option<&'static str>,
         /// The URL(s), password redacted.
         url: String,
-        /// What the driver could not parse.
+        /// What the driver could not parse (its parser's words, kept out of the message: they
+        /// quote the foreign bytes, not the mistake).
         reason: String,
     },
     /// The TLS settings cannot be used, or the TLS handshake failed (wrong CA, a server that
