@@ -64,19 +64,26 @@ pub fn run(interval: Duration, json: bool, mut frame: impl FnMut(usize) -> Resul
     Ok(EXIT_OK)
 }
 
-/// A channel that receives once Ctrl-C is pressed. Listening replaces the default action
-/// (killing the process mid-frame), so the watch stops between frames and restores the cursor.
+/// A channel that receives once Ctrl-C is pressed (or SIGTERM arrives). Listening replaces the
+/// default action (killing the process mid-frame), so the watch stops between frames and
+/// restores the cursor.
 fn ctrl_c() -> Result<mpsc::Receiver<()>> {
+    use tokio::signal::unix::{SignalKind, signal};
     let (tx, rx) = mpsc::channel();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     // Registered before the first frame, so an early Ctrl-C is never the default kill.
-    let signal = runtime
-        .block_on(async { tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()) })?;
+    let (mut interrupt, mut terminate) = runtime.block_on(async {
+        Ok::<_, std::io::Error>((signal(SignalKind::interrupt())?, signal(SignalKind::terminate())?))
+    })?;
     std::thread::spawn(move || {
-        let mut signal = signal;
-        runtime.block_on(signal.recv());
+        runtime.block_on(async {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+            }
+        });
         let _ = tx.send(());
     });
     Ok(rx)
