@@ -49,8 +49,15 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t)]
         format: Format,
         /// Rewrite the state record and the flag file from the journal if they disagree.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "watch")]
         repair: bool,
+        /// Refresh every `--interval` until Ctrl-C: in place on a terminal, else one frame per
+        /// interval (JSON: one report per line).
+        #[arg(long)]
+        watch: bool,
+        /// Seconds between frames of `--watch`.
+        #[arg(long, value_name = "SECS", default_value_t = 2.0, requires = "watch", value_parser = positive_seconds)]
+        interval: f64,
     },
     /// Move one phase forward when its gates pass.
     Advance {
@@ -167,6 +174,16 @@ pub enum Command {
         #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
         drain_timeout: std::time::Duration,
     },
+}
+
+/// A `--interval` the watch can sleep: positive and finite.
+fn positive_seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(secs) if secs.is_finite() && secs > 0.0 => Ok(secs),
+        _ => Err(format!(
+            "{text:?} is not a positive number of seconds (e.g. 2 or 0.5)"
+        )),
+    }
 }
 
 /// A `--reason` that says something: the journal keeps it forever as the why of an override.

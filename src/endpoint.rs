@@ -14,6 +14,11 @@ use url::Url;
 
 use crate::tls::TlsSettings;
 
+mod redact;
+
+pub use redact::redacted;
+use redact::scrub;
+
 /// How long to wait for a TCP connection (and the handshake) to one node.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long to wait for the reply to one command.
@@ -57,7 +62,7 @@ impl Endpoint {
         let password = self.password()?;
         connect_node(url, password.as_deref(), self.tls.as_ref())
             .await
-            .map_err(|e| e.with_role(self.role))
+            .map_err(|e| e.for_endpoint(self))
     }
 
     /// Connects to this side as a cluster through its seed `urls`.
@@ -65,7 +70,7 @@ impl Endpoint {
         let password = self.password()?;
         connect_cluster(&self.urls, password.as_deref(), self.tls.as_ref())
             .await
-            .map_err(|e| e.with_role(self.role))
+            .map_err(|e| e.for_endpoint(self))
     }
 }
 
@@ -109,9 +114,8 @@ pub enum EndpointError {
     },
     /// The server refused our credentials, or wants some we did not give.
     #[error(
-        "authentication to {} {url} failed: {reason}; check the password in the variable named by \
-         password_env{}",
-        who(.role), in_section(.role)
+        "authentication to {} {url} failed: {reason}; {}",
+        who(.role), auth_hint(.role, url, .password_env)
     )]
     Auth {
         /// "source" or "target", when known.
@@ -119,6 +123,24 @@ pub enum EndpointError {
         /// The URL, password redacted.
         url: String,
         /// The server's words, password scrubbed.
+        reason: String,
+        /// The variable the password came from (`password_env`), when known.
+        password_env: Option<String>,
+    },
+    /// Something answered on the port, but not in RESP: not a Redis port (an HTTP server, a
+    /// database, a typo in the port).
+    #[error(
+        "{} {} answered but does not speak RESP — is it a Redis port? ({url} replied with \
+         something other than a Redis reply); check {}",
+        who(.role), addresses(url), hint(.role)
+    )]
+    NotResp {
+        /// "source" or "target", when known.
+        role: Option<&'static str>,
+        /// The URL(s), password redacted.
+        url: String,
+        /// What the driver could not parse (its parser's words, kept out of the message: they
+        /// quote the foreign bytes, not the mistake).
         reason: String,
     },
     /// The TLS settings cannot be used, or the TLS handshake failed (wrong CA, a server that
@@ -158,12 +180,36 @@ impl EndpointError {
             Self::InvalidUrl { role: r, .. }
             | Self::Unreachable { role: r, .. }
             | Self::Auth { role: r, .. }
+            | Self::NotResp { role: r, .. }
             | Self::Tls { role: r, .. }
             | Self::Command { role: r, .. } => {
                 r.get_or_insert(role);
             }
         }
         self
+    }
+
+    /// Labels the error with `ep`'s side and, for an authentication failure, the variable its
+    /// password came from (so the message names what to check).
+    pub fn for_endpoint(mut self, ep: &Endpoint) -> Self {
+        if let Self::Auth { password_env, .. } = &mut self {
+            password_env.clone_from(&ep.password_env);
+        }
+        self.with_role(ep.role)
+    }
+
+    /// A short label of what went wrong, for a line that names the side first
+    /// (`source: AUTHENTICATION FAILED: …`).
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::PasswordEnvUnset { .. } => "PASSWORD NOT SET",
+            Self::InvalidUrl { .. } => "INVALID URL",
+            Self::Unreachable { .. } => "UNREACHABLE",
+            Self::Auth { .. } => "AUTHENTICATION FAILED",
+            Self::NotResp { .. } => "NOT REDIS",
+            Self::Tls { .. } => "TLS FAILED",
+            Self::Command { .. } => "COMMAND FAILED",
+        }
     }
 
     /// The side the error happened on, when known.
@@ -173,6 +219,7 @@ impl EndpointError {
             Self::InvalidUrl { role, .. }
             | Self::Unreachable { role, .. }
             | Self::Auth { role, .. }
+            | Self::NotResp { role, .. }
             | Self::Tls { role, .. }
             | Self::Command { role, .. } => *role,
         }
@@ -197,48 +244,41 @@ fn in_section(role: &Option<&'static str>) -> String {
     role.map(|r| format!(" in [{r}]")).unwrap_or_default()
 }
 
+/// What to check after an authentication failure: the password's variable and the URL's user.
+fn auth_hint(role: &Option<&'static str>, url: &str, password_env: &Option<String>) -> String {
+    let section = in_section(role);
+    let password = match password_env {
+        Some(var) => format!("the password in the environment variable {var} (password_env{section})"),
+        None => format!("the password: the plan names no password_env{section}, so none was sent"),
+    };
+    let user = match Url::parse(url).map(|u| u.username().to_string()) {
+        Ok(user) if !user.is_empty() => format!("the user `{user}` in the URL"),
+        _ => "the user: the URL names none, so Redis's `default` user was used".to_string(),
+    };
+    format!("check {password}, and {user}")
+}
+
+/// `host:port` of each comma-separated URL in `urls` (the text itself when one does not parse).
+fn addresses(urls: &str) -> String {
+    urls.split(", ")
+        .map(|u| match Url::parse(u) {
+            Ok(p) => match (p.host_str(), p.port()) {
+                (Some(h), Some(port)) => format!("{h}:{port}"),
+                (Some(h), None) => format!("{h}:6379"),
+                _ => u.to_string(),
+            },
+            Err(_) => u.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn hint(role: &Option<&'static str>) -> String {
     match *role {
         Some("source") => "`url` in [source] of the plan".into(),
         Some("target") => "`urls` in [target] of the plan".into(),
         Some(other) => format!("[{other}] in the plan"),
         None => "the URL".into(),
-    }
-}
-
-/// The URL for messages: any password (in the userinfo or a `password`/`pass` query parameter)
-/// replaced by `***`, e.g. `redis://user:***@host:6379`.
-pub fn redacted(url: &Url) -> String {
-    let mut url = url.clone();
-    if url.password().is_some() {
-        let _ = url.set_password(Some("***"));
-    }
-    if url.query_pairs().any(|(k, _)| is_secret_param(&k)) {
-        let pairs: Vec<(String, String)> = url
-            .query_pairs()
-            .map(|(k, v)| {
-                let v = if is_secret_param(&k) {
-                    "***".to_string()
-                } else {
-                    v.into_owned()
-                };
-                (k.into_owned(), v)
-            })
-            .collect();
-        url.query_pairs_mut().clear().extend_pairs(pairs);
-    }
-    url.to_string()
-}
-
-fn is_secret_param(key: &str) -> bool {
-    matches!(key, "pass" | "password")
-}
-
-/// Removes `password` from a message, in case a driver or server ever echoes it.
-fn scrub(message: &str, password: Option<&str>) -> String {
-    match password {
-        Some(p) if !p.is_empty() => message.replace(p, "***"),
-        _ => message.to_string(),
     }
 }
 
@@ -272,6 +312,14 @@ fn connection_info(
 /// Sorts a driver error into unreachable / authentication, with secrets scrubbed.
 fn classify(url: String, err: &RedisError, password: Option<&str>) -> EndpointError {
     let reason = scrub(&err.to_string(), password);
+    // Before the TLS check: a parse error is a port that answered, in another protocol.
+    if err.kind() == redis::ErrorKind::Parse {
+        return EndpointError::NotResp {
+            role: None,
+            url,
+            reason,
+        };
+    }
     if is_tls_failure(&reason) {
         return EndpointError::Tls {
             role: None,
@@ -294,6 +342,7 @@ fn classify(url: String, err: &RedisError, password: Option<&str>) -> EndpointEr
             role: None,
             url,
             reason,
+            password_env: None,
         }
     } else {
         EndpointError::Unreachable {
@@ -445,21 +494,6 @@ mod tests {
 
     fn url(s: &str) -> Url {
         Url::parse(s).unwrap()
-    }
-
-    #[test]
-    fn redacted_hides_passwords() {
-        assert_eq!(
-            redacted(&url("redis://user:secret@host:6379")),
-            "redis://user:***@host:6379"
-        );
-        assert_eq!(
-            redacted(&url("redis://:secret@host:6379/0")),
-            "redis://:***@host:6379/0"
-        );
-        assert_eq!(redacted(&url("redis://host:6379")), "redis://host:6379");
-        let q = redacted(&url("redis+unix:///tmp/r.sock?db=1&pass=secret"));
-        assert!(!q.contains("secret") && q.contains("db=1"), "{q}");
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod gate;
 pub mod inspect;
 pub mod keys;
 pub mod keysync;
+pub mod layout;
 pub mod output;
 pub mod phase;
 pub mod plan;

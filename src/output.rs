@@ -1,10 +1,11 @@
 //! Rendering reports: comfy-table tables on a terminal or in logs, stable JSON with `--format json`.
 
-use comfy_table::{Cell, Color, ContentArrangement, Table, presets::UTF8_FULL_CONDENSED};
+use comfy_table::{Color, ContentArrangement, Table, presets::UTF8_FULL_CONDENSED};
 use serde::Serialize;
 
 use crate::flags::FieldChange;
 use crate::gate::{GateResult, Verdict};
+use crate::layout::Grid;
 
 /// A table with the house style.
 pub fn table(header: &[&str]) -> Table {
@@ -17,7 +18,12 @@ pub fn table(header: &[&str]) -> Table {
 
 /// The gates of a step, one row each.
 pub fn gates_table(results: &[GateResult]) -> Table {
-    let mut t = table(&["gate", "measured", "threshold", "verdict"]);
+    gates_grid(results).table()
+}
+
+/// [`gates_table`]'s text, for a [`crate::layout::Screen`] to fit.
+pub fn gates_grid(results: &[GateResult]) -> Grid {
+    let mut t = Grid::new(&["gate", "measured", "threshold", "verdict"]);
     for r in results {
         let color = match r.verdict {
             Verdict::Pass => Color::Green,
@@ -28,12 +34,13 @@ pub fn gates_table(results: &[GateResult]) -> Table {
             Some(reason) => format!("{} ({reason})", r.verdict),
             None => r.verdict.to_string(),
         };
-        t.add_row(vec![
-            Cell::new(&r.gate),
-            Cell::new(&r.measured),
-            Cell::new(&r.threshold),
-            Cell::new(verdict).fg(color),
+        t.row(vec![
+            r.gate.clone(),
+            r.measured.clone(),
+            r.threshold.clone(),
+            verdict,
         ]);
+        t.color_last(3, color);
     }
     t
 }

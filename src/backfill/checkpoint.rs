@@ -43,6 +43,21 @@ impl Counters {
         self.failed += other.failed;
         self.bytes += other.bytes;
     }
+
+    /// What was counted since `earlier` (a snapshot of the same counters): this run's share of
+    /// a resumed backfill.
+    pub fn since(&self, earlier: &Counters) -> Counters {
+        Counters {
+            scanned: self.scanned.saturating_sub(earlier.scanned),
+            matched: self.matched.saturating_sub(earlier.matched),
+            copied: self.copied.saturating_sub(earlier.copied),
+            big_keys: self.big_keys.saturating_sub(earlier.big_keys),
+            skipped_existing: self.skipped_existing.saturating_sub(earlier.skipped_existing),
+            vanished: self.vanished.saturating_sub(earlier.vanished),
+            failed: self.failed.saturating_sub(earlier.failed),
+            bytes: self.bytes.saturating_sub(earlier.bytes),
+        }
+    }
 }
 
 /// Where one source node's scan stands.

@@ -44,6 +44,9 @@ pub struct Summary {
     pub nodes: Vec<(String, Counters, bool)>,
     /// Wall time of this run.
     pub elapsed: Duration,
+    /// Per node: what earlier runs had counted when this one started (a resume's checkpoints);
+    /// rates divide only this run's share by this run's time.
+    pub earlier: BTreeMap<String, Counters>,
     /// Where failed keys were written.
     pub dead_letter: std::path::PathBuf,
     /// Times the throttle held a batch back.
@@ -60,9 +63,18 @@ impl Summary {
         t
     }
 
+    /// What this run counted (the total less what earlier runs had counted).
+    pub fn this_run(&self) -> Counters {
+        let mut earlier = Counters::default();
+        for c in self.earlier.values() {
+            earlier.add(c);
+        }
+        self.total().since(&earlier)
+    }
+
     /// The summary table.
     pub fn table(&self) -> comfy_table::Table {
-        progress::summary_table(&self.nodes, self.elapsed)
+        progress::summary_table(&self.nodes, &self.earlier, self.elapsed)
     }
 }
 
@@ -117,8 +129,10 @@ pub async fn run(plan: &Plan) -> Result<Summary> {
     let workers = Arc::new(Semaphore::new(plan.backfill.workers as usize));
 
     let mut tasks = JoinSet::new();
+    let mut earlier = BTreeMap::new();
     for node in &source.masters {
         let cp = load_checkpoint(&dir, node)?;
+        earlier.insert(node.addr.clone(), cp.counters);
         let index = board.add_node(&node.addr, node.dbsize, cp.counters, cp.done);
         if cp.done {
             continue;
@@ -166,6 +180,7 @@ pub async fn run(plan: &Plan) -> Result<Summary> {
     Ok(Summary {
         nodes,
         elapsed: started.elapsed(),
+        earlier,
         dead_letter: dir.dead_letter_path(),
         throttle_waits: throttle.waits(),
     })

@@ -1,6 +1,7 @@
 //! Progress of a long copy: indicatif bars on a terminal, one log line every few seconds
 //! elsewhere (design §7), and a summary table at the end.
 
+use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -24,6 +25,8 @@ struct NodeLine {
     node: String,
     /// DBSIZE at start: the scan's expected length (an estimate; keys come and go).
     estimate: u64,
+    /// The counters when this run started (a resume's checkpoint): rates count only the rest.
+    initial: Counters,
     counters: Counters,
     done: bool,
 }
@@ -35,6 +38,7 @@ impl Board {
         nodes.push(NodeLine {
             node: node.to_string(),
             estimate,
+            initial: counters,
             counters,
             done,
         });
@@ -57,6 +61,15 @@ impl Board {
         let mut total = Counters::default();
         for n in self.snapshot() {
             total.add(&n.counters);
+        }
+        total
+    }
+
+    /// What this run counted, summed over nodes.
+    fn this_run(&self) -> Counters {
+        let mut total = Counters::default();
+        for n in self.snapshot() {
+            total.add(&n.counters.since(&n.initial));
         }
         total
     }
@@ -89,9 +102,11 @@ impl Drop for Reporter {
     }
 }
 
-fn rate_and_eta(done: u64, estimate: u64, started: Instant) -> (f64, String) {
+/// Keys per second of this run (`this_run` keys in its time), and the time left for the
+/// `done` of `estimate` keys at that rate.
+fn rate_and_eta(this_run: u64, done: u64, estimate: u64, started: Instant) -> (f64, String) {
     let secs = started.elapsed().as_secs_f64().max(0.001);
-    let rate = done as f64 / secs;
+    let rate = this_run as f64 / secs;
     let eta = if rate > 0.0 && estimate > done {
         format!("{}s", ((estimate - done) as f64 / rate).ceil() as u64)
     } else {
@@ -107,7 +122,7 @@ async fn log_lines(label: &'static str, board: Arc<Board>, throttled: impl Fn() 
         let nodes = board.snapshot();
         let total = board.total();
         let estimate: u64 = nodes.iter().map(|n| n.estimate).sum();
-        let (rate, eta) = rate_and_eta(total.scanned, estimate, started);
+        let (rate, eta) = rate_and_eta(board.this_run().scanned, total.scanned, estimate, started);
         let done = nodes.iter().filter(|n| n.done).count();
         let throttle = throttled().map_or(String::new(), |r| format!(", throttled: {r}"));
         eprintln!(
@@ -158,8 +173,13 @@ async fn draw_bars(label: &'static str, board: Arc<Board>, throttled: impl Fn() 
     }
 }
 
-/// The summary table printed when a copy ends.
-pub fn summary_table(rows: &[(String, Counters, bool)], elapsed: Duration) -> comfy_table::Table {
+/// The summary table printed when a copy ends; `earlier` holds what earlier runs had counted per
+/// node, so keys/s is this run's keys over this run's time.
+pub fn summary_table(
+    rows: &[(String, Counters, bool)],
+    earlier: &BTreeMap<String, Counters>,
+    elapsed: Duration,
+) -> comfy_table::Table {
     let mut t = output::table(&[
         "source node",
         "scanned",
@@ -175,7 +195,8 @@ pub fn summary_table(rows: &[(String, Counters, bool)], elapsed: Duration) -> co
     ]);
     let secs = elapsed.as_secs_f64().max(0.001);
     let mut total = Counters::default();
-    let push = |t: &mut comfy_table::Table, name: &str, c: &Counters, done: String| {
+    let mut total_earlier = Counters::default();
+    let push = |t: &mut comfy_table::Table, name: &str, c: &Counters, before: &Counters, done: String| {
         t.add_row(vec![
             name.to_string(),
             c.scanned.to_string(),
@@ -186,20 +207,55 @@ pub fn summary_table(rows: &[(String, Counters, bool)], elapsed: Duration) -> co
             c.vanished.to_string(),
             c.failed.to_string(),
             format!("{:.1}", c.bytes as f64 / 1e6),
-            format!("{:.0}", c.matched as f64 / secs),
+            format!("{:.0}", c.since(before).matched as f64 / secs),
             done,
         ]);
     };
     for (node, c, done) in rows {
+        let before = earlier.get(node).copied().unwrap_or_default();
         total.add(c);
-        push(&mut t, node, c, if *done { "yes".into() } else { "no".into() });
+        total_earlier.add(&before);
+        push(
+            &mut t,
+            node,
+            c,
+            &before,
+            if *done { "yes".into() } else { "no".into() },
+        );
     }
     let all_done = rows.iter().all(|r| r.2);
     push(
         &mut t,
         "total",
         &total,
+        &total_earlier,
         if all_done { "yes".into() } else { "no".into() },
     );
     t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn matched(n: u64) -> Counters {
+        Counters {
+            matched: n,
+            ..Counters::default()
+        }
+    }
+
+    /// The regression: a resume that copied 100 keys in 1 s after earlier runs copied 900 said
+    /// 1000 keys/s; this run's rate is 100.
+    #[test]
+    fn resume_keys_per_second_counts_only_this_runs_keys() {
+        let rows = vec![("n1:6379".to_string(), matched(1000), true)];
+        let earlier = BTreeMap::from([("n1:6379".to_string(), matched(900))]);
+        let text = summary_table(&rows, &earlier, Duration::from_secs(1)).to_string();
+        let node_line = text.lines().find(|l| l.contains("n1:6379")).unwrap();
+        let cells: Vec<&str> = node_line.split(['│', '┆']).map(str::trim).collect();
+        assert_eq!(cells[10], "100", "{text}");
+        let (rate, _) = rate_and_eta(100, 1000, 2000, Instant::now() - Duration::from_secs(1));
+        assert!((90.0..=100.0).contains(&rate), "{rate}");
+    }
 }

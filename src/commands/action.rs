@@ -82,13 +82,15 @@ fn run_backfill(plan: &Plan, format: Format) -> anyhow::Result<String> {
         Format::Table => println!("{text}"),
         Format::Json => eprintln!("{text}"),
     }
+    let run = summary.this_run();
     Ok(format!(
-        "{} copied, {} skipped (already in target), {} vanished, {} failed, {:.1} MB in {:.1}s",
+        "{} copied, {} skipped (already in target), {} vanished, {} failed, {:.1} MB; this run {} copied in {:.1}s",
         total.copied,
         total.skipped_existing,
         total.vanished,
         total.failed,
         total.bytes as f64 / 1e6,
+        run.copied,
         summary.elapsed.as_secs_f64()
     ))
 }

@@ -10,6 +10,7 @@ mod rollback;
 mod status;
 mod step;
 mod verify;
+mod watch;
 
 use std::io::IsTerminal;
 
@@ -26,7 +27,18 @@ pub fn execute(command: Command) -> Result<u8> {
             format,
             detailed_exitcode,
         } => plan::run(&plan, offline, format, detailed_exitcode),
-        Command::Status { plan, format, repair } => status::run(&plan, format, repair),
+        Command::Status {
+            plan,
+            format,
+            repair,
+            watch,
+            interval,
+        } => status::run(
+            &plan,
+            format,
+            repair,
+            watch.then(|| std::time::Duration::from_secs_f64(interval)),
+        ),
         Command::Advance {
             plan,
             phase,
@@ -133,11 +145,13 @@ fn inspect(plan: &crate::plan::Plan) -> Result<Inspection> {
                 let masters: Vec<String> = report.masters.iter().map(|m| m.addr.clone()).collect();
                 crate::gate::scan_clients(&plan.source, &masters).await
             }
-            Err(_) => Err("source unreachable".to_string()),
+            Err(_) => Err("source not inspected (see source-reachable)".to_string()),
         };
+        // Labelled by what went wrong (an authentication failure is not "unreachable").
+        let labelled = |e: crate::endpoint::EndpointError| format!("{}: {e}", e.label());
         Inspection {
-            source: source.map_err(|e| e.to_string()),
-            target: target.map_err(|e| e.to_string()),
+            source: source.map_err(labelled),
+            target: target.map_err(labelled),
             clients,
         }
     }))

@@ -181,7 +181,7 @@ fn print_table(r: &PlanReport) {
     for (name, side) in [("source", &r.source), ("target", &r.target)] {
         match side {
             None => println!("{name}: not inspected (--offline)"),
-            Some(Side { error: Some(e), .. }) => println!("{name}: UNREACHABLE: {e}"),
+            Some(Side { error: Some(e), .. }) => println!("{name}: {e}"),
             Some(Side {
                 report: Some(rep), ..
             }) => print_side(name, rep),

@@ -1,7 +1,8 @@
-//! `cachemig status PLAN [--format table|json] [--repair]`
+//! `cachemig status PLAN [--format table|json] [--repair | --watch [--interval SECS]]`
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -9,6 +10,7 @@ use serde::Serialize;
 use crate::cli::Format;
 use crate::error::{EXIT_OK, Result};
 use crate::gate::{GateResult, Pending, ProxyView};
+use crate::layout::{self, Grid, Screen};
 use crate::output;
 use crate::phase::{Catalog, Routing};
 use crate::plan::{Plan, units};
@@ -67,6 +69,10 @@ struct Proxies {
 struct ProxyRow {
     id: String,
     live: bool,
+    /// Missing for more than [`GONE_AFTER_HEARTBEATS`] heartbeat timeouts: a proxy killed (or
+    /// stopped with keys left unmirrored) long ago. The table leaves it out; the report itself
+    /// expires a day after its last write.
+    gone: bool,
     age_ms: u64,
     generation: u64,
     phase: String,
@@ -95,7 +101,12 @@ struct HotKeyRow {
     count: u64,
 }
 
+/// A report missing for this many heartbeat timeouts drops out of the table (a proxy that stops
+/// cleanly removes its report at once; this is for the ones that could not).
+const GONE_AFTER_HEARTBEATS: u32 = 10;
+
 fn proxies(view: &ProxyView, plan: &Plan, fenced: bool) -> Proxies {
+    let gone_ms = (plan.proxies.heartbeat_timeout * GONE_AFTER_HEARTBEATS).as_millis() as u64;
     let mut hot: BTreeMap<&str, u64> = BTreeMap::new();
     for r in view.live() {
         for k in &r.hot_keys {
@@ -123,6 +134,7 @@ fn proxies(view: &ProxyView, plan: &Plan, fenced: bool) -> Proxies {
             .map(|r| ProxyRow {
                 id: r.id.clone(),
                 live: view.is_live(r),
+                gone: r.age_ms(view.now_ms) > gone_ms,
                 age_ms: r.age_ms(view.now_ms),
                 generation: r.generation,
                 phase: r.phase.clone(),
@@ -150,8 +162,32 @@ fn proxies(view: &ProxyView, plan: &Plan, fenced: bool) -> Proxies {
     }
 }
 
-/// Runs `status`. Read-only unless `--repair`.
-pub fn run(path: &Path, format: Format, repair: bool) -> Result<u8> {
+/// Runs `status`: once, or with `watch` a fresh report every interval until Ctrl-C. Read-only
+/// unless `--repair`.
+pub fn run(path: &Path, format: Format, repair: bool, watch: Option<Duration>) -> Result<u8> {
+    if let Some(interval) = watch {
+        let json = format == Format::Json;
+        return super::watch::run(interval, json, |width| frame(path, format, width));
+    }
+    let report = report(path, repair)?;
+    match format {
+        Format::Json => output::print_json(&report)?,
+        Format::Table => print!("{}", render(&report, layout::detect_width())),
+    }
+    Ok(EXIT_OK)
+}
+
+/// One frame of `--watch`: the table fitted to `width`, or the JSON report on one line.
+fn frame(path: &Path, format: Format, width: usize) -> Result<String> {
+    let report = report(path, false)?;
+    Ok(match format {
+        Format::Json => serde_json::to_string(&report).map_err(anyhow::Error::from)?,
+        Format::Table => render(&report, width),
+    })
+}
+
+/// The report now (repairing drift first when `repair`).
+fn report(path: &Path, repair: bool) -> Result<StatusReport> {
     let plan = Plan::load(path)?;
     let session = Session::open(plan)?;
     let session = if repair {
@@ -198,15 +234,14 @@ pub fn run(path: &Path, format: Format, repair: bool) -> Result<u8> {
             None => Vec::new(),
         },
     };
-    match format {
-        Format::Json => output::print_json(&report)?,
-        Format::Table => print_table(&report),
-    }
-    Ok(EXIT_OK)
+    Ok(report)
 }
 
-fn print_table(r: &StatusReport) {
-    let mut t = output::table(&[
+/// The report as the operator reads it, fitted to `width` columns.
+fn render(r: &StatusReport, width: usize) -> String {
+    let mut s = Screen::new(width);
+    let dash = || "-".to_string();
+    let mut head = Grid::new(&[
         "migration",
         "phase",
         "generation",
@@ -214,8 +249,7 @@ fn print_table(r: &StatusReport) {
         "next",
         "rollback to",
     ]);
-    let dash = || "-".to_string();
-    t.add_row(vec![
+    head.row(vec![
         r.migration.clone(),
         r.phase.clone(),
         r.generation.to_string(),
@@ -223,23 +257,23 @@ fn print_table(r: &StatusReport) {
         r.next.clone().unwrap_or_else(dash),
         r.previous.clone().unwrap_or_else(dash),
     ]);
-    println!("{t}");
+    s.table("", &head);
     let rt = &r.routing;
-    println!(
+    s.line(format!(
         "routing: read {}, write {}, mirror {}, shadow_read {}, fence {}",
         rt.read, rt.write, rt.mirror, rt.shadow_read, rt.fence
-    );
-    println!(
+    ));
+    s.line(format!(
         "flag file {}: {}",
         r.flag_file,
         r.flag_generation_on_disk
             .map_or("absent (= planned)".to_string(), |g| format!("generation {g}"))
-    );
+    ));
     if r.fenced {
-        println!(
+        s.line(format!(
             "FENCE in force at generation {}: proxies hold writes for a primary switch (a dead command's fence is released by `cachemig status PLAN --repair`)",
             r.generation
-        );
+        ));
     }
     if let Some(f) = &r.finalized {
         println!(
@@ -252,37 +286,37 @@ fn print_table(r: &StatusReport) {
         );
     }
     if r.plan_changed_since_last_step {
-        println!("note: the plan file changed since the last step");
+        s.line("note: the plan file changed since the last step");
     }
     for d in &r.repaired {
-        println!("repaired {}: {}", d.file, d.detail);
+        s.line(format!("repaired {}: {}", d.file, d.detail));
     }
     for d in &r.drift {
-        println!(
+        s.line(format!(
             "DRIFT {}: {} — run `cachemig status PLAN --repair` (the journal wins)",
             d.file, d.detail
-        );
+        ));
     }
     if !r.overrides.is_empty() {
-        let mut t = output::table(&["skipped gate", "entering", "measured then", "reason", "by", "at"]);
+        let mut t = Grid::new(&["skipped gate", "entering", "measured then", "reason", "by", "at"]);
         for o in &r.overrides {
-            t.add_row(vec![
+            t.row(vec![
                 o.gate.clone(),
                 o.phase.clone(),
                 o.measured.clone(),
                 o.reason.clone(),
                 o.user.clone(),
-                o.time.to_rfc3339(),
+                o.time.format("%Y-%m-%d %H:%M:%S").to_string(),
             ]);
         }
-        println!("gate overrides:\n{t}");
+        s.table("gate overrides:", &t);
     }
-    print_proxies(&r.proxies);
-    print_next_gates(r);
+    render_proxies(&mut s, &r.proxies);
+    render_next_gates(&mut s, r);
     if !r.recent.is_empty() {
-        let mut t = output::table(&["seq", "time", "user", "gen", "event"]);
+        let mut t = Grid::new(&["seq", "time", "user", "gen", "event"]);
         for e in &r.recent {
-            t.add_row(vec![
+            t.row(vec![
                 e.seq.to_string(),
                 e.time.format("%Y-%m-%d %H:%M:%S").to_string(),
                 e.user.clone(),
@@ -290,8 +324,9 @@ fn print_table(r: &StatusReport) {
                 describe(&e.event),
             ]);
         }
-        println!("recent journal entries:\n{t}");
+        s.table("recent journal entries (full text: --format json):", &t);
     }
+    s.finish()
 }
 
 fn describe(e: &crate::state::Event) -> String {
@@ -337,13 +372,16 @@ fn describe(e: &crate::state::Event) -> String {
 
 /// The gates of the next step; the bypass check gets a line of its own, since a writer that
 /// bypasses the proxies is the one problem no proxy report shows.
-fn print_next_gates(r: &StatusReport) {
+fn render_next_gates(s: &mut Screen, r: &StatusReport) {
     let Some(next) = &r.next else { return };
     if let Some(b) = r.next_gates.iter().find(|g| g.gate == "bypass-writers") {
-        println!("bypass ({}): {}", b.verdict, b.measured);
+        s.line(format!("bypass ({}): {}", b.verdict, b.measured));
     }
     if !r.next_gates.is_empty() {
-        println!("gates into {next} (now):\n{}", output::gates_table(&r.next_gates));
+        s.table(
+            format!("gates into {next} (now):"),
+            &output::gates_grid(&r.next_gates),
+        );
     }
     if Catalog::builtin().get(next).is_some_and(|p| p.terminal) {
         println!(
@@ -353,20 +391,21 @@ fn print_next_gates(r: &StatusReport) {
     }
 }
 
-fn print_proxies(p: &Proxies) {
+fn render_proxies(s: &mut Screen, p: &Proxies) {
     let head = format!(
         "proxies: {} expected, {} live at the current generation (heartbeat timeout {})",
         p.expected, p.acked, p.heartbeat_timeout
     );
     if let Some(e) = &p.error {
-        println!("{head}\nproxy reports unavailable: {e}");
+        s.line(head);
+        s.line(format!("proxy reports unavailable: {e}"));
         return;
     }
     if p.reports.is_empty() && p.unparsable.is_empty() {
-        println!("{head}; no proxy has reported");
+        s.line(format!("{head}; no proxy has reported"));
         return;
     }
-    let mut t = output::table(&[
+    let mut t = Grid::new(&[
         "proxy",
         "state",
         "gen",
@@ -379,58 +418,79 @@ fn print_proxies(p: &Proxies) {
         "shadow",
         "errors",
     ]);
-    for r in &p.reports {
-        let state = match (r.live, &r.stale) {
-            (false, _) => "missing",
-            (true, Some(_)) => "STALE",
-            (true, None) => "live",
-        };
-        let errors: Vec<String> = [
-            ("stale", &r.stale),
-            ("last", &r.last_error),
-            ("flag", &r.flag_error),
-        ]
-        .iter()
-        .filter_map(|(what, e)| e.as_ref().map(|e| format!("{what}: {e}")))
-        .collect();
-        t.add_row(vec![
-            r.id.clone(),
-            format!("{state} ({:.1}s ago)", r.age_ms as f64 / 1000.0),
-            r.generation.to_string(),
-            r.phase.clone(),
-            serde_json::to_string(&r.fence)
-                .unwrap_or_default()
-                .trim_matches('"')
-                .to_string(),
-            format!("{:.1}", r.qps),
-            r.mirror_queue_depth.to_string(),
-            r.mirror_lag_ms.to_string(),
-            r.dirty_keys.to_string(),
-            format!("{}/{} mismatched", r.shadow_mismatches, r.shadow_samples),
-            if errors.is_empty() {
-                "-".into()
-            } else {
-                errors.join("; ")
-            },
-        ]);
+    for r in p.reports.iter().filter(|r| !r.gone) {
+        t.row(proxy_row(r));
     }
-    println!("{head}\n{t}");
+    if t.is_empty() {
+        s.line(head);
+    } else {
+        s.table(head, &t);
+    }
+    let gone: Vec<&str> = p
+        .reports
+        .iter()
+        .filter(|r| r.gone)
+        .map(|r| r.id.as_str())
+        .collect();
+    if !gone.is_empty() {
+        s.line(format!(
+            "not shown: {} proxy report(s) missing for over {GONE_AFTER_HEARTBEATS} heartbeat timeouts ({}): killed, or stopped with keys unmirrored; the report expires a day after its last write (--format json lists them)",
+            gone.len(),
+            gone.join(", ")
+        ));
+    }
     if !p.blocking.is_empty() {
         let names: Vec<String> = p.blocking.iter().map(Pending::to_string).collect();
-        println!(
+        s.line(format!(
             "BLOCKING acks: {} (every live proxy must ack the generation in force, not only the {} expected)",
             names.join(", "),
             p.expected
-        );
+        ));
     }
     for u in &p.unparsable {
-        println!("unparsable report from {}: {}", u.id, u.error);
+        s.line(format!("unparsable report from {}: {}", u.id, u.error));
     }
     if !p.hot_keys.is_empty() {
-        let mut t = output::table(&["hot key", "requests"]);
+        let mut t = Grid::new(&["hot key", "requests"]);
         for k in &p.hot_keys {
-            t.add_row(vec![k.key.clone(), k.count.to_string()]);
+            t.row(vec![k.key.clone(), k.count.to_string()]);
         }
-        println!("hot keys (all live proxies):\n{t}");
+        s.table("hot keys (all live proxies):", &t);
     }
+}
+
+fn proxy_row(r: &ProxyRow) -> Vec<String> {
+    let state = match (r.live, &r.stale) {
+        (false, _) => "missing",
+        (true, Some(_)) => "STALE",
+        (true, None) => "live",
+    };
+    let errors: Vec<String> = [
+        ("stale", &r.stale),
+        ("last", &r.last_error),
+        ("flag", &r.flag_error),
+    ]
+    .iter()
+    .filter_map(|(what, e)| e.as_ref().map(|e| format!("{what}: {e}")))
+    .collect();
+    vec![
+        r.id.clone(),
+        format!("{state} ({:.1}s ago)", r.age_ms as f64 / 1000.0),
+        r.generation.to_string(),
+        r.phase.clone(),
+        serde_json::to_string(&r.fence)
+            .unwrap_or_default()
+            .trim_matches('"')
+            .to_string(),
+        format!("{:.1}", r.qps),
+        r.mirror_queue_depth.to_string(),
+        r.mirror_lag_ms.to_string(),
+        r.dirty_keys.to_string(),
+        format!("{}/{} mismatched", r.shadow_mismatches, r.shadow_samples),
+        if errors.is_empty() {
+            "-".into()
+        } else {
+            errors.join("; ")
+        },
+    ]
 }

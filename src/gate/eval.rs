@@ -152,11 +152,9 @@ fn measure(cx: &Ctx, gate: &str, threshold: Option<&Threshold>) -> Measure {
 fn reachable(cx: &Ctx, side: Option<&Result<NodeSetReport, String>>) -> Measure {
     match side {
         None => no_data("offline (not inspected)"),
+        // Already labelled (UNREACHABLE, AUTHENTICATION FAILED, NOT REDIS, …) with what to check.
         Some(Err(e)) => (
-            format!(
-                "unreachable: {e}; check the address, the password variable and the network, then `cachemig plan {}`",
-                cx.plan.path.display()
-            ),
+            format!("{e}; then `cachemig plan {}`", cx.plan.path.display()),
             Verdict::Blocked,
         ),
         Some(Ok(r)) => (format!("{} master(s) answer", r.masters.len()), Verdict::Pass),
@@ -197,7 +195,7 @@ fn rdb_compatible(cx: &Ctx) -> Measure {
         return no_data("offline (not inspected)");
     };
     let (Ok(s), Ok(t)) = (&i.source, &i.target) else {
-        return no_data("source or target unreachable");
+        return no_data("source or target not inspected (see the -reachable gates)");
     };
     // A target that cannot RESTORE the source's payloads is fine when keys are copied by type.
     match crate::server::choose(cx.plan.backfill.copy_mode, s, t) {
@@ -228,7 +226,7 @@ fn memory_headroom(cx: &Ctx, threshold: Option<&Threshold>) -> Measure {
         return no_data("offline (not inspected)");
     };
     let (Ok(s), Ok(t)) = (&i.source, &i.target) else {
-        return no_data("source or target unreachable");
+        return no_data("source or target not inspected (see the -reachable gates)");
     };
     let factor = match threshold {
         Some(Threshold::Number(x)) => *x,
@@ -261,6 +259,13 @@ fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
 }
 
+/// What to do about keys already on new: most often an earlier backfill's copies, which a
+/// rollback to `planned` leaves in place (it never deletes on new).
+const TARGET_EMPTY_WAY_OUT: &str = "if an earlier backfill copied them (a rollback to planned keeps \
+     them), set on_existing = \"replace\" in [backfill] of the plan so the backfill overwrites them \
+     from the source (then `cachemig verify PLAN --repair` removes keys deleted on old since), or \
+     delete them on new; skipping this gate with on_existing = \"skip\" would keep stale copies";
+
 fn target_empty(cx: &Ctx, t: &NodeSetReport, threshold: Option<&Threshold>) -> Measure {
     let allowed = count_limit(threshold);
     let Some(n) = t.keys_in_range else {
@@ -278,15 +283,14 @@ fn target_empty(cx: &Ctx, t: &NodeSetReport, threshold: Option<&Threshold>) -> M
         // A truncated count only says "at least n": it passes only if n is below the limit.
         OnExisting::Skip => {
             let ok = n <= allowed && !(t.keys_in_range_truncated && n >= allowed);
-            let hint = if ok {
-                String::new()
-            } else {
-                format!(
-                    "; remove them from the target (a rollback to planned leaves the keys an earlier backfill copied), set [backfill] on_existing = \"replace\", or `cachemig advance {} --skip-gate target-empty --reason TEXT`",
-                    cx.plan.path.display()
-                )
-            };
-            (format!("{measured}{hint}"), verdict(ok))
+            (
+                if ok {
+                    measured
+                } else {
+                    format!("{measured}; {TARGET_EMPTY_WAY_OUT}")
+                },
+                verdict(ok),
+            )
         }
     }
 }

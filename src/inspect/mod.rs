@@ -142,7 +142,7 @@ pub async fn inspect_source_with_password(
 ) -> Result<NodeSetReport, EndpointError> {
     inspect(ep, password, filter, None)
         .await
-        .map_err(|e| e.with_role(ep.role))
+        .map_err(|e| e.for_endpoint(ep))
 }
 
 /// Inspects the target through the first reachable seed: every master, and the keys already
@@ -167,7 +167,7 @@ pub async fn inspect_target_with_password(
     let limit = sample_limit.max(1);
     inspect(ep, password, filter, Some(limit))
         .await
-        .map_err(|e| e.with_role(ep.role))
+        .map_err(|e| e.for_endpoint(ep))
 }
 
 /// Keys found by [`count_keys`] on one master.

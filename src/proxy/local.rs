@@ -4,7 +4,6 @@ use std::net::SocketAddr;
 
 use bytes::Bytes;
 
-
 use super::blocking::Pinned;
 use super::pubsub::{Mailbox, PubSub, subscriber_mode};
 use super::resp::{Proto, Reply};

@@ -21,8 +21,8 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 pub use feed::Message;
-pub use mailbox::Mailbox;
 use feed::{Feed, Kind};
+pub use mailbox::Mailbox;
 use shard::Shards;
 
 use super::Proxy;
