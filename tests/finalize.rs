@@ -291,7 +291,10 @@ fn rollback_out_of_write_stop_with_the_proxies_down_says_what_to_do_and_force_is
         (forced["gate"].as_str(), forced["reason"].as_str()),
         (Some("fence"), Some(reason))
     );
-    sb.cachemig(&["status"])
+    // Wide enough that the journal's event cell does not wrap.
+    sb.command(&["status"])
+        .env("COLUMNS", "400")
+        .run()
         .assert_success()
         .assert_stdout_contains(&format!("rollback write-stop -> read-cutover: {reason}"));
 

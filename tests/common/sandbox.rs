@@ -155,7 +155,8 @@ impl Sandbox {
         self.dir.path().join("flags/sandbox.json")
     }
 
-    fn command(&self, args: &[&str]) -> Cachemig {
+    /// `cachemig <args[0]> <plan> <args[1..]>`, not run yet (to add an environment variable).
+    pub fn command(&self, args: &[&str]) -> Cachemig {
         let (sub, rest) = args.split_first().expect("a subcommand");
         let mut c = Cachemig::new().arg(sub).arg(&self.plan).args(rest);
         for (k, v) in &self.env {
