@@ -20,11 +20,12 @@ use redis::aio::ConnectionLike;
 mod big;
 pub mod lock;
 mod round;
+pub mod seed;
 mod snapshot;
 mod write;
 
 pub use lock::{Acquire, Baseline, Commit, Exclusive, LEASE, NoExclusive, NodeExclusive, lock_key, wait_key};
-pub use round::{sync_key, sync_key_holding};
+pub use round::{sync_key, sync_key_holding, sync_key_seeded};
 pub use snapshot::{
     EXPIRY_TOLERANCE, ReadWindow, ScriptSupport, Snapshot, decode_snapshot, read_many, snapshot_evalsha,
     snapshot_pipeline,
@@ -91,6 +92,11 @@ impl KeySync {
     /// The lease a round takes.
     pub fn lease(&self) -> Duration {
         self.lease
+    }
+
+    /// The size above which keys are copied in chunks, if they are.
+    pub fn big_key_bytes(&self) -> Option<u64> {
+        self.big_key_bytes
     }
 }
 

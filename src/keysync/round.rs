@@ -52,14 +52,58 @@ where
     O: ConnectionLike + Clone + Send + Sync,
     D: ConnectionLike + Clone + Send + Sync,
 {
+    run(origin, dest, exclusive, key, ks, held.map(|token| (token, None))).await
+}
+
+/// [`sync_key_holding`] with the origin already read inside the lease's tenure: `seed` was read
+/// after the lease `token` was taken (see [`super::seed`]), so the first round commits it
+/// without a read of its own — one round trip instead of two. A commit that finds the lease
+/// gone goes on like any other round.
+pub async fn sync_key_seeded<O, D>(
+    origin: &O,
+    dest: &mut D,
+    exclusive: &dyn Exclusive,
+    key: &[u8],
+    ks: &KeySync,
+    token: Vec<u8>,
+    seed: (Snapshot, ReadWindow),
+) -> RedisResult<Synced>
+where
+    O: ConnectionLike + Clone + Send + Sync,
+    D: ConnectionLike + Clone + Send + Sync,
+{
+    run(origin, dest, exclusive, key, ks, Some((token, Some(seed)))).await
+}
+
+/// A snapshot and when it was read.
+type Read = (Snapshot, ReadWindow);
+
+/// The rounds of a sync: `held` is a lease already taken, with what was read inside its tenure
+/// if anything.
+async fn run<O, D>(
+    origin: &O,
+    dest: &mut D,
+    exclusive: &dyn Exclusive,
+    key: &[u8],
+    ks: &KeySync,
+    held: Option<(Vec<u8>, Option<Read>)>,
+) -> RedisResult<Synced>
+where
+    O: ConnectionLike + Clone + Send + Sync,
+    D: ConnectionLike + Clone + Send + Sync,
+{
     let mut session = lock::Session::new(dest, exclusive, &ks.dest_scripts, ks.lease, key);
     let mut base: Option<Baseline> = None;
     let mut poll = POLL_FIRST;
     let started = Instant::now();
     let mut held = held;
     loop {
+        let mut seed = None;
         let token = match held.take() {
-            Some(token) => token,
+            Some((token, read)) => {
+                seed = read;
+                token
+            }
             None => {
                 let token = ks.token();
                 match session.acquire(&token, base.as_ref()).await? {
@@ -90,7 +134,11 @@ where
         };
         // A small key is read here and written by the commit below; a big one is copied and
         // published by `big` on its own.
-        let round = match read_holding(origin, &mut session, &token, key, ks).await {
+        let read = match seed {
+            Some((snapshot, read)) => Ok(Some((big::Read::Snapshot(snapshot), read))),
+            None => read_holding(origin, &mut session, &token, key, ks).await,
+        };
+        let round = match read {
             Ok(Some((big::Read::Snapshot(snapshot), read))) => Ok(Some(Round::Read(snapshot, read))),
             Ok(Some((big::Read::Big(_), _))) => big::copy_holding(origin, &mut session, &token, key, ks)
                 .await
