@@ -110,14 +110,21 @@ pub async fn hold_persisted<'a>(
         .collect();
     let hold = hold(proxy, routing, side, writes);
     let limit = proxy.sync_timeout.max(PERSIST_WAIT);
-    if !hold.pending() {
-        proxy.mirror.taint_untaken(&seeded);
-        return hold;
+    if hold.pending() {
+        // The leases are waited for only while the backlog is: never longer than the write
+        // waits anyway.
+        let persist = hold.persisted(limit);
+        let leases = join_all(proxy.mirror.leases_of(&seeded));
+        tokio::pin!(persist, leases);
+        let persisted = tokio::select! {
+            persisted = &mut persist => persisted,
+            _ = &mut leases => persist.await,
+        };
+        if !persisted {
+            tracing::warn!("the mirror backlog did not hold a write's keys in time; the write goes on");
+        }
     }
-    let (persisted, ()) = futures::join!(hold.persisted(limit), proxy.mirror.await_prepared(&seeded, limit));
-    if !persisted {
-        tracing::warn!("the mirror backlog did not hold a write's keys in time; the write goes on");
-    }
+    proxy.mirror.taint_untaken(&seeded);
     hold
 }
 

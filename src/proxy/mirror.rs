@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::FutureExt;
-use futures::future::{BoxFuture, Shared, join_all};
+use futures::future::{BoxFuture, Shared};
 use tokio::sync::{Notify, oneshot};
 
 use super::backend::Backend;
@@ -261,19 +261,12 @@ impl Mirror {
         Some(Bytes::from(cmd.get_packed_command()))
     }
 
-    /// Waits up to `limit` for the prepared leases of `jobs` (a write about to be sent waits
-    /// for new anyway, for its backlog), then [`Mirror::taint_untaken`].
-    pub async fn await_prepared(&self, jobs: &[(Direction, Bytes)], limit: Duration) {
-        let leases: Vec<Prepared> = {
-            let st = self.state.lock().expect("mirror state");
-            jobs.iter()
-                .filter_map(|job| st.prepared.get(job).map(|p| p.lease.clone()))
-                .collect()
-        };
-        if !leases.is_empty() {
-            let _ = tokio::time::timeout(limit, join_all(leases)).await;
-        }
-        self.taint_untaken(jobs);
+    /// The prepared leases of `jobs`, to wait for.
+    pub fn leases_of(&self, jobs: &[(Direction, Bytes)]) -> Vec<impl Future<Output = ()> + use<>> {
+        let st = self.state.lock().expect("mirror state");
+        jobs.iter()
+            .filter_map(|job| st.prepared.get(job).map(|p| p.lease.clone().map(|_| ())))
+            .collect()
     }
 
     /// Called before the writes of `jobs` are sent: a prepared lease not taken by now cannot
