@@ -111,13 +111,17 @@ pub async fn hold_persisted<'a>(
     let hold = hold(proxy, routing, side, writes);
     let limit = proxy.sync_timeout.max(PERSIST_WAIT);
     if hold.pending() {
-        // The leases are waited for only while the backlog is: never longer than the write
-        // waits anyway.
+        // The leases went to new with the backlog's add, so they are usually in with it; past
+        // the add they are given at most the sync timeout (a slow node of the key's slot may
+        // delay the write by that much, as its sync would have).
         let persist = hold.persisted(limit);
         let leases = join_all(proxy.mirror.leases_of(&seeded));
         tokio::pin!(persist, leases);
         let persisted = tokio::select! {
-            persisted = &mut persist => persisted,
+            persisted = &mut persist => {
+                let _ = tokio::time::timeout(proxy.sync_timeout, &mut leases).await;
+                persisted
+            }
             _ = &mut leases => persist.await,
         };
         if !persisted {
