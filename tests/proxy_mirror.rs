@@ -98,3 +98,68 @@ fn after_read_cutover_a_sync_mirror_that_cannot_finish_is_retried_then_reported(
     let v: String = conn.get("token:k").unwrap();
     assert_eq!(v, "v", "reads from new see it once repaired");
 }
+
+/// `INFO commandstats` calls of `command` on a connection's server.
+fn calls(conn: &mut redis::Connection, command: &str) -> u64 {
+    let info: String = redis::cmd("INFO").arg("commandstats").query(conn).unwrap();
+    let prefix = format!("cmdstat_{command}:calls=");
+    info.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|rest| rest.split(',').next())
+        .map(|n| n.parse().unwrap())
+        .unwrap_or(0)
+}
+
+/// Issue 10: a sync-mode write of a key not yet in the backlog takes its lease while it waits for
+/// the backlog, carries the seed read behind it, and the sync commits that seed: old runs the
+/// write and one script call per key — no read of the sync's own — and every acknowledged write
+/// is on new when its reply arrives, the same value as on old.
+#[test]
+fn a_sync_write_of_a_fresh_key_is_synced_from_the_seed_behind_it() {
+    let sb = Sandbox::start();
+    let proxy = ProxyProcess::start(&sb, "p1");
+    set_phase(&sb.flag_path(), "sync-dual-write", 1, false, 0.0);
+    proxy.wait_generation(1);
+    let mut conn = proxy.conn();
+    let mut old = sb.source.conn();
+    let mut new = sb.target.cluster_conn();
+    // Warm-up: the first seed finds no script on old and loads it.
+    for i in 0..5 {
+        let _: () = conn.set(format!("token:warm:{i}"), i).unwrap();
+    }
+    wait_for("the warm-up synced", Duration::from_secs(10), || {
+        proxy.status()["mirror"]["drained"] == true
+    });
+    // Only the seed script from here on: a sync that read old on its own would find its script
+    // missing and load it (`SCRIPT LOAD`).
+    let _: () = redis::cmd("SCRIPT").arg("FLUSH").query(&mut old).unwrap();
+    let _: String = cachemig::keysync::seed::load_command().query(&mut old).unwrap();
+    let (sets, scripts) = (calls(&mut old, "set"), calls(&mut old, "evalsha"));
+    let loads = calls(&mut old, "script");
+    let n = 200;
+    let mut keys = Vec::new();
+    for i in 0..n {
+        let key = format!("token:fresh:{i}");
+        let _: () = conn.set(&key, format!("v{i}")).unwrap();
+        let on_new: Option<String> = new.get(&key).unwrap();
+        assert_eq!(
+            on_new,
+            Some(format!("v{i}")),
+            "{key} on new when its SET was acknowledged"
+        );
+        keys.push(key);
+    }
+    assert_eq!(calls(&mut old, "set") - sets, n, "the writes");
+    assert_eq!(
+        calls(&mut old, "evalsha") - scripts,
+        n,
+        "one script call per write on old (the seed)"
+    );
+    assert_eq!(
+        calls(&mut old, "script") - loads,
+        0,
+        "no sync read old on its own"
+    );
+    assert_eq!(counter(&proxy, "sync_mirror_failures"), 0);
+    assert_eq!(common::compare::differences(&sb, &keys), Vec::<String>::new());
+}

@@ -159,6 +159,12 @@ impl Backlog {
         }
     }
 
+    /// Whether the set already holds `key` (a write of it need not wait for new).
+    pub fn is_persisted(&self, key: &[u8]) -> bool {
+        let st = self.state.lock().expect("backlog state");
+        st.held.get(key).is_some_and(|held| held.flush.is_none())
+    }
+
     /// Holds `keys` found in the set at start (a previous life of this proxy id): no add needed.
     pub fn adopt(&self, keys: &[Bytes]) {
         let mut st = self.state.lock().expect("backlog state");
@@ -340,6 +346,11 @@ impl Hold {
             keys: Vec::new(),
             flush: None,
         }
+    }
+
+    /// Whether [`Hold::persisted`] waits for a flush: a key of it was not in the set yet.
+    pub fn pending(&self) -> bool {
+        self.flush.is_some()
     }
 
     /// Waits until the set holds every key of this hold, at most `timeout`. `false` on timeout

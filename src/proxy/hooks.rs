@@ -13,7 +13,7 @@ use super::mirror::Direction;
 use super::resp::{Proto, Reply};
 use super::shadow::Shadow;
 use crate::flags::FlagRouting;
-use crate::keysync::{self, Snapshot};
+use crate::keysync::{self, seed::Seed};
 use crate::phase::{MirrorMode, Side};
 
 /// A boxed wait for a sync mirror: `true` when the reply may be sent as it is.
@@ -25,18 +25,24 @@ pub type SyncWait = std::pin::Pin<Box<dyn std::future::Future<Output = bool> + S
 /// shadow-read on, where new serves reads here or at a neighbour: there the sync is retried once
 /// and only then an error is returned ([`new_side_serves_reads`]).
 ///
-/// `_seed` is unused: a sync reads the origin while holding the key's lease (see
-/// [`crate::keysync::lock`]), so a snapshot read before it cannot be written ([`seed_request`]
-/// asks for none).
+/// `seed` is the reply to the read [`seed_request`] sent behind the write: handed to the sync,
+/// which commits it without a read of its own when its lease was taken before the write left.
 pub fn mirror(
     proxy: &Arc<Proxy>,
     routing: &FlagRouting,
     side: Side,
     call: &Call,
-    _seed: Option<Snapshot>,
+    seed: Option<Seed>,
 ) -> Option<SyncWait> {
     let dir = direction(proxy, routing, side, call)?;
     let keys: Vec<Bytes> = call.keys().cloned().collect();
+    if let (Some(seed), [key]) = (seed, &keys[..]) {
+        match seed {
+            Seed::Read { id, snapshot } => proxy.mirror.seed(dir, key, id, snapshot),
+            Seed::NoScript => proxy.mirror.load_seed(dir, key),
+            Seed::Big | Seed::Failed => {}
+        }
+    }
     if routing.mirror == MirrorMode::Async {
         for key in keys {
             proxy.mirror.enqueue(dir, key);
@@ -85,16 +91,44 @@ const PERSIST_WAIT: Duration = Duration::from_secs(1);
 /// [`hold`] and wait until the backlog holds the keys (up to [`PERSIST_WAIT`] or the sync
 /// timeout). Past that the write goes on: an add that fails is counted as a mirror error and
 /// retried, one merely slow lands later; only a proxy killed before it lands loses the key.
+///
+/// While it waits for new anyway, it also waits for the leases [`seed_request`] took for these
+/// writes, so they are taken before the writes leave and the seeds behind them are read inside
+/// the tenure; a lease not taken by the time the writes leave cannot vouch for its seed
+/// ([`super::mirror::Mirror::taint_untaken`]).
 pub async fn hold_persisted<'a>(
     proxy: &Arc<Proxy>,
     routing: &FlagRouting,
     side: Side,
     writes: impl IntoIterator<Item = &'a Call>,
 ) -> Hold {
+    let writes: Vec<&Call> = writes.into_iter().collect();
+    let seeded: Vec<(Direction, Bytes)> = writes
+        .iter()
+        .filter(|call| routing.mirror == MirrorMode::Sync && call.keys.len() == 1)
+        .filter_map(|call| Some((direction(proxy, routing, side, call)?, call.first_key()?.clone())))
+        .collect();
     let hold = hold(proxy, routing, side, writes);
-    if !hold.persisted(proxy.sync_timeout.max(PERSIST_WAIT)).await {
-        tracing::warn!("the mirror backlog did not hold a write's keys in time; the write goes on");
+    let limit = proxy.sync_timeout.max(PERSIST_WAIT);
+    if hold.pending() {
+        // The leases went to new with the backlog's add, so they are usually in with it; past
+        // the add they are given at most the sync timeout (a slow node of the key's slot may
+        // delay the write by that much, as its sync would have).
+        let persist = hold.persisted(limit);
+        let leases = join_all(proxy.mirror.leases_of(&seeded));
+        tokio::pin!(persist, leases);
+        let persisted = tokio::select! {
+            persisted = &mut persist => {
+                let _ = tokio::time::timeout(proxy.sync_timeout, &mut leases).await;
+                persisted
+            }
+            _ = &mut leases => persist.await,
+        };
+        if !persisted {
+            tracing::warn!("the mirror backlog did not hold a write's keys in time; the write goes on");
+        }
     }
+    proxy.mirror.taint_untaken(&seeded);
     hold
 }
 
@@ -119,29 +153,33 @@ fn direction(proxy: &Proxy, routing: &FlagRouting, side: Side, call: &Call) -> O
     }
 }
 
-/// Called for a single-key write just before it is sent: for a write that will be sync-mirrored,
-/// takes the key's lease on the destination now, in parallel with the write, so the sync that
-/// follows its reply skips that round trip ([`super::mirror::Mirror::prepare`]).
+/// Called for a single-key write just before it is sent (and before [`hold_persisted`]): for a
+/// write that will be sync-mirrored, takes the key's lease on the destination now
+/// ([`super::mirror::Mirror::prepare`]), and returns the seed read to send right behind the
+/// write, on its connection ([`keysync::seed`]).
 ///
-/// It returns the snapshot read to send right behind the write, in its pipeline: none any more.
-/// A sync must read the origin *after* taking the key's lease, or a round of another proxy that
-/// read later could be overwritten by this older snapshot; a seed read with the write could never
-/// be used. (The batch still asks, so the plumbing stays until it is removed there.)
+/// A seed is only asked for when the key is not in the backlog yet: the write then waits for
+/// new anyway, and [`hold_persisted`] waits for the lease in the same round trip, so the seed is
+/// read inside the tenure and the sync is one commit — write + seed, commit: two round trips.
+/// For a key already held the write leaves at once, before the lease can be taken; its sync
+/// reads for itself under the lease (write ‖ acquire, read, commit).
 pub fn seed_request(proxy: &Arc<Proxy>, routing: &FlagRouting, side: Side, call: &Call) -> Option<Bytes> {
     let dir = direction(proxy, routing, side, call)?;
-    if routing.mirror == MirrorMode::Sync
-        && call.keys.len() == 1
-        && let Some(key) = call.first_key()
-    {
-        proxy.mirror.prepare(dir, key.clone());
+    if routing.mirror != MirrorMode::Sync || call.keys.len() != 1 {
+        return None;
     }
-    None
+    let key = call.first_key()?;
+    let id = proxy.mirror.prepare(dir, key.clone())?;
+    if proxy.mirror.backlog().is_persisted(key) {
+        return None;
+    }
+    proxy.mirror.seed_command(dir, key, id)
 }
 
-/// The seed from its reply; `None` (the sync reads for itself) on NOSCRIPT or any error.
-pub fn seed_from(reply: &Reply) -> Option<Snapshot> {
+/// The seed from its reply.
+pub fn seed_from(reply: &Reply) -> Option<Seed> {
     let value = redis::parse_redis_value(&reply.raw).ok()?;
-    keysync::decode_snapshot(value.extract_error().ok()?).ok()
+    Some(keysync::seed::decode_seed(value))
 }
 
 /// One key's sync mirror; `false` only when the client must get an error (see [`mirror`]).

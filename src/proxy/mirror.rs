@@ -17,12 +17,11 @@
 //! that finds another proxy's round under way is satisfied by it instead of failing.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures::FutureExt;
-use futures::future::{BoxFuture, Shared};
 use tokio::sync::{Notify, oneshot};
 
 use super::backend::Backend;
@@ -30,6 +29,7 @@ use super::backlog::Backlog;
 use super::keyconn::{BackendExclusive, SlotConn};
 use super::metrics::Metrics;
 use crate::keysync::{self, KeySync};
+use prepared::PreparedLease;
 
 /// Concurrent key-syncs per proxy.
 pub const WORKERS: usize = 32;
@@ -40,6 +40,8 @@ pub const DIRTY_LIMIT: usize = 1_000_000;
 const RETRY_AFTER: Duration = Duration::from_millis(500);
 /// How often dirty keys are fed back into the queue.
 const REPAIR_EVERY: Duration = Duration::from_millis(500);
+
+mod prepared;
 
 /// Which way a key is copied (the value indexes per-origin state).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -62,14 +64,6 @@ impl Direction {
 }
 
 type Job = (Direction, Bytes);
-
-/// A key's lease taken on the destination while the write that needs its sync was on its way to
-/// the origin (`Some(token)`, or `None` when someone else held it).
-type Prepared = Shared<BoxFuture<'static, Option<Vec<u8>>>>;
-
-/// A prepared lease that no sync took within this long is released by the repair loop (its
-/// write was not mirrored after all, say because the client went away).
-const PREPARED_FOR: Duration = Duration::from_millis(100);
 
 /// Per-key bookkeeping while a key is queued or being synced.
 #[derive(Default)]
@@ -97,8 +91,10 @@ struct State {
     /// Dirty keys not remembered (beyond [`DIRTY_LIMIT`]): this proxy can no longer tell what it
     /// owes, so it never reports the mirror drained again; `verify --repair` must run.
     forgotten: u64,
-    /// Leases taken ahead of a sync-mode write's sync, and when.
-    prepared: HashMap<Job, (Prepared, Instant)>,
+    /// Leases taken ahead of a sync-mode write's sync.
+    prepared: HashMap<Job, PreparedLease>,
+    /// The number of the next prepared lease.
+    next_id: u64,
 }
 
 /// The mirror of one proxy.
@@ -116,6 +112,8 @@ pub struct Mirror {
     exclusive: [BackendExclusive; 2],
     /// The persisted list of keys that may owe a sync.
     backlog: Arc<Backlog>,
+    /// Per origin (old, new): a `SCRIPT LOAD` of the seed script is under way.
+    seed_loading: [AtomicBool; 2],
 }
 
 impl Mirror {
@@ -143,6 +141,7 @@ impl Mirror {
             ],
             old,
             new,
+            seed_loading: [AtomicBool::new(false), AtomicBool::new(false)],
         })
     }
 
@@ -191,59 +190,6 @@ impl Mirror {
         self.gauges(&st);
         drop(st);
         self.work.notify_one();
-    }
-
-    /// Takes `key`'s lease on the destination now, while the write whose sync will need it is
-    /// sent to the origin, so that sync skips a round trip: it reads the origin as soon as the
-    /// write is answered. Only when no sync of the key is queued, running or prepared (those
-    /// hold or take the lease themselves). A lease no sync takes within [`PREPARED_FOR`] is
-    /// released.
-    pub fn prepare(self: &Arc<Self>, dir: Direction, key: Bytes) {
-        let job = (dir, key);
-        let mut st = self.state.lock().expect("mirror state");
-        if st.entries.contains_key(&job) || st.prepared.contains_key(&job) {
-            return;
-        }
-        let me = self.clone();
-        let key = job.1.clone();
-        let lease: Prepared = async move {
-            let mut to = SlotConn::for_key(me.dest(dir).clone(), &key);
-            keysync::acquire_lease(&mut to, &key, &me.keysync[dir as usize]).await
-        }
-        .boxed()
-        .shared();
-        st.prepared.insert(job, (lease.clone(), Instant::now()));
-        drop(st);
-        // Sent now, not when the sync first waits for it.
-        tokio::spawn(lease.map(|_| ()));
-    }
-
-    /// Releases the prepared leases no sync took within [`PREPARED_FOR`].
-    fn sweep_prepared(self: &Arc<Self>) {
-        let stale: Vec<(Job, Prepared)> = {
-            let mut st = self.state.lock().expect("mirror state");
-            let old: Vec<Job> = st
-                .prepared
-                .iter()
-                .filter(|(_, (_, at))| at.elapsed() > PREPARED_FOR)
-                .map(|(job, _)| job.clone())
-                .collect();
-            old.into_iter()
-                .filter_map(|job| st.prepared.remove(&job).map(|(lease, _)| (job, lease)))
-                .collect()
-        };
-        for ((dir, key), lease) in stale {
-            // Still in flight: it will run out on its own.
-            let Some(Some(token)) = lease.peek().cloned() else {
-                continue;
-            };
-            let me = self.clone();
-            tokio::spawn(async move {
-                let mut to = SlotConn::for_key(me.dest(dir).clone(), &key);
-                let exclusive = &me.exclusive[1 - dir as usize];
-                keysync::release_lease(&mut to, exclusive, &key, &me.keysync[dir as usize], &token).await;
-            });
-        }
     }
 
     fn dest(&self, dir: Direction) -> &Arc<Backend> {
@@ -375,15 +321,14 @@ impl Mirror {
         let mut to = SlotConn::for_key(dest.clone(), key);
         let exclusive = &self.exclusive[1 - *dir as usize];
         let keysync = &self.keysync[*dir as usize];
-        let prepared = {
-            let mut st = self.state.lock().expect("mirror state");
-            st.prepared.remove(&(*dir, key.clone()))
+        let (held, seed) = self.take_prepared(&(*dir, key.clone())).await;
+        let synced = match (held, seed) {
+            (Some(token), Some(seed)) => {
+                keysync::sync_key_seeded(&from, &mut to, exclusive, key, keysync, token, seed).await
+            }
+            (held, _) => keysync::sync_key_holding(&from, &mut to, exclusive, key, keysync, held).await,
         };
-        let held = match prepared {
-            Some((lease, _)) => lease.await,
-            None => None,
-        };
-        match keysync::sync_key_holding(&from, &mut to, exclusive, key, keysync, held).await {
+        match synced {
             Ok(_) => {
                 self.metrics.mirror_ok.inc();
                 true
