@@ -129,7 +129,10 @@ fn refresh(
         let rate = (ops - last_ops) as f64 / (now - last_at).as_secs_f64();
         (last_ops, last_at) = (ops, now);
         let mirror = match mirror(proxies) {
-            Some(m) => format!("mirror lag {} ms, queue {}", m.lag_ms, m.queue),
+            Some(m) => {
+                stats.note_mirror_lag(m.lag_ms);
+                format!("mirror lag {} ms, queue {}", m.lag_ms, m.queue)
+            }
             None => "mirror: a proxy did not answer /status".into(),
         };
         let (name, waiting) = phase.lock().expect("live lock").clone();

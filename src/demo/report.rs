@@ -45,6 +45,7 @@ pub fn print(phases: &[PhaseStats]) {
             format!("{p99:.2}"),
             format!("{:.1}", quantile(&lat, 1.0)),
             p.errors.to_string(),
+            p.max_mirror_lag_ms.to_string(),
         ]);
         rows.push((p.name.as_str(), rate, p99));
     }

@@ -23,6 +23,8 @@ pub struct PhaseStats {
     pub errors: u64,
     /// Latency of each answered request, in microseconds.
     pub latencies_us: Vec<u32>,
+    /// The largest mirror lag a proxy's `/status` showed during the phase, in milliseconds.
+    pub max_mirror_lag_ms: u64,
 }
 
 impl PhaseStats {
@@ -73,6 +75,7 @@ impl Stats {
             ops: 0,
             errors: 0,
             latencies_us: Vec::new(),
+            max_mirror_lag_ms: 0,
         });
     }
 
@@ -96,6 +99,14 @@ impl Stats {
                     kept.push(format!("[{}] {message}", phase.name));
                 }
             }
+        }
+    }
+
+    /// Notes a mirror lag the proxies showed (the phase keeps the largest).
+    pub fn note_mirror_lag(&self, lag_ms: u64) {
+        let mut phases = self.phases.lock().expect("stats lock");
+        if let Some(phase) = phases.last_mut().filter(|p| p.ended.is_none()) {
+            phase.max_mirror_lag_ms = phase.max_mirror_lag_ms.max(lag_ms);
         }
     }
 
