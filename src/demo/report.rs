@@ -29,7 +29,7 @@ fn bar(value: f64, max: f64) -> String {
 /// Prints the per-phase table and the charts of throughput and p99 latency.
 pub fn print(phases: &[PhaseStats]) {
     let mut t = output::table(&[
-        "phase", "time", "requests", "req/s", "p50 ms", "p99 ms", "max ms", "errors",
+        "phase", "time", "requests", "req/s", "p50 ms", "p99 ms", "max ms", "errors", "lag ms",
     ]);
     let mut rows = Vec::new();
     for p in phases {
