@@ -147,6 +147,28 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t)]
         format: Format,
     },
+    /// Watch a whole migration on this machine: a local old Redis and a 3-master cluster, keys
+    /// loaded, two proxies under a reader/writer load, and every phase walked with its real
+    /// gates, ending in a verify and a per-phase summary (docs/demo.md).
+    Demo {
+        /// How many keys to load into the old Redis before the walk.
+        #[arg(long, value_name = "N", default_value_t = 200_000)]
+        keys: u64,
+        /// Leave the sandbox running at the end and print how to connect to it.
+        #[arg(long)]
+        keep: bool,
+        /// Shorter soaks and fewer shadow samples (a quicker walk, for tests and a first look).
+        #[arg(long)]
+        fast: bool,
+        /// First port of the cluster (P, P+1, P+2; bus ports P+10000..); default: free ports
+        /// found by trying.
+        #[arg(long, value_name = "P", value_parser = clap::value_parser!(u16).range(1024..=55533))]
+        cluster_port: Option<u16>,
+        /// Put the sandbox in DIR (absent or empty; left in place at the end) instead of a
+        /// temporary directory.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
     /// Run the RESP proxy: applications connect here instead of the old Redis for the length of
     /// the migration; every command is routed by the phase in the flag file (hot-reloaded).
     Proxy {

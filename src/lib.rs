@@ -8,6 +8,7 @@ pub mod beacon;
 pub mod cli;
 pub mod cluster;
 pub mod commands;
+pub mod demo;
 pub mod endpoint;
 pub mod error;
 pub mod flags;

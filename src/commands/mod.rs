@@ -13,10 +13,12 @@ mod verify;
 mod watch;
 
 use std::io::IsTerminal;
+use std::path::Path;
 
 use crate::cli::Command;
 use crate::error::{Error, Result};
-use crate::gate::Inspection;
+use crate::gate::{GateResult, Inspection};
+use crate::phase::PhaseSpec;
 
 /// Runs one subcommand and returns the exit code for success paths.
 pub fn execute(command: Command) -> Result<u8> {
@@ -107,6 +109,19 @@ pub fn execute(command: Command) -> Result<u8> {
             },
             format,
         ),
+        Command::Demo {
+            keys,
+            keep,
+            fast,
+            cluster_port,
+            dir,
+        } => crate::demo::run(crate::demo::Options {
+            keys,
+            keep,
+            fast,
+            cluster_port,
+            dir,
+        }),
         Command::Proxy {
             plan,
             listen,
@@ -128,6 +143,17 @@ pub fn execute(command: Command) -> Result<u8> {
             threads,
         ),
     }
+}
+
+/// The next phase after the one in force and its gates, measured now exactly as `plan` and
+/// `advance` measure them (read-only; `None` at the last phase). For callers that wait until a
+/// step may run, such as `cachemig demo`, without printing a report at every look.
+pub fn next_step_gates(plan: &Path) -> Result<Option<(&'static PhaseSpec, Vec<GateResult>)>> {
+    let session = crate::session::Session::open(crate::plan::Plan::load(plan)?)?;
+    let Some(next) = crate::phase::Catalog::builtin().next(&session.state.phase) else {
+        return Ok(None);
+    };
+    Ok(Some((next, advance::evaluate_step(&session, next)?)))
 }
 
 /// Inspects source and target concurrently (read-only).
