@@ -1,12 +1,11 @@
 //! RESP2 framing for the proxy: client requests in, replies out.
 //!
-//! Decoding uses the `redis-protocol` crate. Before it runs, [`Framer`] reads the length headers
-//! of the next request so a client announcing a 2 GB bulk is refused at once instead of the proxy
-//! buffering until the bytes arrive (the crate has no size cap of its own).
+//! [`Framer`] reads the length headers of the next request as Redis reads them, so a client
+//! announcing a 2 GB bulk is refused at once instead of the proxy buffering until the bytes
+//! arrive, and takes the arguments straight from the positions that scan found: one pass over
+//! the bytes, no intermediate frame (replies are framed with `redis-protocol`, see [`reply`]).
 
 use bytes::{BufMut, Bytes, BytesMut};
-use redis_protocol::resp2::decode::decode_bytes_mut;
-use redis_protocol::resp2::types::BytesFrame;
 
 /// Largest bulk string a client may send, like Redis's default `proto-max-bulk-len`.
 pub const MAX_BULK: usize = 512 * 1024 * 1024;
@@ -49,11 +48,15 @@ pub fn next_request(buf: &mut BytesMut, max_bulk: usize) -> Result<Option<Reques
 /// exactly as Redis reads them (so the proxy never forwards bytes a server would split
 /// differently), and refused when they announce too much or anything but bulk strings (a nested
 /// array would make the decoder recurse once per level). The scan resumes where it stopped, so a
-/// request arriving in many reads is read once. Only a complete request goes to the decoder.
+/// request arriving in many reads is read once. A complete request's arguments are slices of
+/// its bytes at the positions the scan recorded.
 #[derive(Debug, Default)]
 pub struct Framer {
     /// The headers read so far of the request at the front of the buffer.
     scan: Option<Scan>,
+    /// Where each argument read so far starts, and its length (kept between requests so a
+    /// connection reuses one vector).
+    bulks: Vec<(usize, usize)>,
 }
 
 /// Progress through the headers of one request.
@@ -103,27 +106,17 @@ impl Framer {
                 return Ok(None);
             };
             self.scan = None;
-            let decoded = decode_bytes_mut(buf).map_err(|e| ProtocolError(e.details().to_string()))?;
-            let (frame, raw) = match decoded {
-                Some((frame, amt, raw)) if amt == end => (frame, raw),
-                _ => {
-                    return Err(ProtocolError(
-                        "malformed request (its framing does not add up)".into(),
-                    ));
-                }
-            };
-            let items = match frame {
-                BytesFrame::Array(items) if !items.is_empty() => items,
-                BytesFrame::Array(_) | BytesFrame::Null => continue,
-                _ => return Err(ProtocolError("expected '*', got a reply-type frame".into())),
-            };
-            let args = items
-                .into_iter()
-                .map(|item| match item {
-                    BytesFrame::BulkString(b) => Ok(b),
-                    _ => Err(ProtocolError("expected '$' inside a request".into())),
-                })
-                .collect::<Result<Vec<_>, _>>()?;
+            // Like Redis, the two bytes after each bulk are skipped unchecked: the server that
+            // gets the raw bytes frames them the same way.
+            let raw = buf.split_to(end).freeze();
+            if self.bulks.is_empty() {
+                continue; // an empty or null array: skipped, as Redis does
+            }
+            let args = self
+                .bulks
+                .drain(..)
+                .map(|(at, len)| raw.slice(at..at + len))
+                .collect();
             return Ok(Some(Request { args, raw }));
         }
     }
@@ -145,21 +138,28 @@ impl Framer {
                 if count > limits.max_args as i64 {
                     return Err(ProtocolError(format!("invalid multibulk length {count}")));
                 }
+                self.bulks.clear();
                 Scan {
                     pos,
                     left: count.max(0),
                 }
             }
         };
-        let outcome = scan_bulks(buf, &mut scan, limits.max_bulk);
+        let outcome = scan_bulks(buf, &mut scan, limits.max_bulk, &mut self.bulks);
         self.scan = Some(scan);
         outcome?;
         Ok((scan.left == 0 && scan.pos <= buf.len()).then_some(scan.pos))
     }
 }
 
-/// Reads bulk headers from where `scan` stopped, as far as `buf` goes.
-fn scan_bulks(buf: &[u8], scan: &mut Scan, max_bulk: usize) -> Result<(), ProtocolError> {
+/// Reads bulk headers from where `scan` stopped, as far as `buf` goes; each bulk's data position
+/// and length go to `bulks`.
+fn scan_bulks(
+    buf: &[u8],
+    scan: &mut Scan,
+    max_bulk: usize,
+    bulks: &mut Vec<(usize, usize)>,
+) -> Result<(), ProtocolError> {
     while scan.left > 0 && scan.pos < buf.len() {
         if buf[scan.pos] != b'$' {
             return Err(ProtocolError(format!(
@@ -175,6 +175,7 @@ fn scan_bulks(buf: &[u8], scan: &mut Scan, max_bulk: usize) -> Result<(), Protoc
                 "invalid bulk length {len} (the limit is {max_bulk} bytes)"
             )));
         }
+        bulks.push((next, len as usize));
         scan.pos = next + len as usize + 2;
         scan.left -= 1;
         if scan.pos > MAX_REQUEST {
