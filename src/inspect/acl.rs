@@ -72,7 +72,6 @@ pub async fn check(
     password: Option<&str>,
     tls: Option<&TlsSettings>,
     cluster: bool,
-    functions: bool,
     filter: &crate::keys::KeyFilter,
 ) -> AclCheck {
     let user = Some(url.username())
@@ -97,7 +96,6 @@ pub async fn check(
     let applies = |n: &&Need| match n.when {
         When::Always => true,
         When::Cluster => cluster,
-        When::Functions => functions,
     };
     let needs: Vec<&Need> = needs.iter().filter(applies).collect();
     let sample = Sample::new(filter);

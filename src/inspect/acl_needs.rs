@@ -4,6 +4,12 @@
 //! key-sync leases, the proxies' reports and the generation beacon. The commands applications send
 //! through a proxy are theirs to grant and are not listed.
 //!
+//! Not listed: `FUNCTION LIST`/`DUMP`/`RESTORE`, which the backfill runs only when the source
+//! has libraries (a refused `FUNCTION LIST` reads as "none", `src/backfill/functions.rs`); and
+//! the target's `EVAL` of the by-type writer's rename (big keys, copies across versions) and of
+//! the generation beacon (a warning when refused): a target that refuses scripts still takes a
+//! DUMP/RESTORE backfill of small keys, which the preflight must not block.
+//!
 //! Each argv is written with placeholders ([`Sample::fill`]), so key patterns (`~token:*`,
 //! `~__cachemig:*`) are checked as well as commands.
 
@@ -14,8 +20,6 @@ pub(super) enum When {
     Always,
     /// On a cluster only (slot maps, node lists).
     Cluster,
-    /// On a server that has `FUNCTION` (Redis 7.0+, Valkey).
-    Functions,
 }
 
 /// One thing a phase does on a side: every command of one alternative must be allowed.
@@ -87,7 +91,6 @@ const WRITE_CHUNKS: &[&str] = &[
     "XCLAIM {tmp} g c 0 0-1",
     "PEXPIRE {tmp} 1000",
     "DEL {tmp}",
-    "EVAL {script} 2 {tmp} {key}",
     "RENAME {tmp} {key}",
     "RENAMENX {tmp} {key}",
     "PEXPIRE {key} 1000",
@@ -140,11 +143,6 @@ pub(super) const SOURCE: &[Need] = &[
         &[READ_CHUNKS],
     ),
     need(
-        When::Functions,
-        "backfill: copy the function libraries",
-        &[&["FUNCTION LIST", "FUNCTION DUMP"]],
-    ),
-    need(
         When::Always,
         "bypass-writers gate: list old's clients",
         &[&["CLIENT LIST"]],
@@ -180,11 +178,6 @@ pub(super) const TARGET: &[Need] = &[
         &[WRITE_KEY],
     ),
     need(When::Always, "backfill: copy a key by type", &[WRITE_CHUNKS]),
-    need(
-        When::Functions,
-        "backfill: load the function libraries",
-        &[&["FUNCTION RESTORE {payload} REPLACE"]],
-    ),
     need(When::Always, "verify, catch-up: read a key", &[READ_KEY]),
     need(
         When::Always,
@@ -212,7 +205,6 @@ pub(super) const TARGET: &[Need] = &[
             "HDEL {reports} p",
             "GET {beacon}",
             "SET {beacon} 1",
-            "EVAL {script} 1 {beacon}",
             "TIME",
         ]],
     ),

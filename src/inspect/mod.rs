@@ -375,17 +375,7 @@ async fn inspect_node(
         None => None,
     };
     let facts = known.and_then(|v| v.facts());
-    let functions = facts.is_some_and(|f| f.function);
-    let acl = acl::check(
-        role,
-        &url,
-        password.as_deref(),
-        tls.as_ref(),
-        cluster,
-        functions,
-        &filter,
-    )
-    .await;
+    let acl = acl::check(role, &url, password.as_deref(), tls.as_ref(), cluster, &filter).await;
     let report = NodeReport {
         addr: node.addr(),
         server: server.to_string(),
