@@ -252,8 +252,12 @@ fn auth_hint(role: &Option<&'static str>, url: &str, password_env: &Option<Strin
         None => format!("the password: the plan names no password_env{section}, so none was sent"),
     };
     let user = match Url::parse(url).map(|u| u.username().to_string()) {
-        Ok(user) if !user.is_empty() => format!("the user `{user}` in the URL"),
-        _ => "the user: the URL names none, so Redis's `default` user was used".to_string(),
+        Ok(user) if !user.is_empty() => {
+            format!("the user `{user}` (from the URL, or the variable username_env names)")
+        }
+        _ => "the user: the URL names none, so Redis's `default` user was used (set username_env \
+              to name one)"
+            .to_string(),
     };
     format!("check {password}, and {user}")
 }

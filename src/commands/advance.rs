@@ -36,6 +36,7 @@ const INSPECTED_GATES: &[&str] = &[
     "rdb-compatible",
     "memory-headroom",
     "target-empty",
+    "acl-permissions",
     "bypass-writers",
 ];
 

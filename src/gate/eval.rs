@@ -126,6 +126,7 @@ fn measure(cx: &Ctx, gate: &str, threshold: Option<&Threshold>) -> Measure {
         "target-reachable" => reachable(cx, cx.inspection.map(|i| &i.target)),
         "target-cluster-ok" => with_target(cx, target_cluster_ok),
         "rdb-compatible" => rdb_compatible(cx),
+        "acl-permissions" => super::acl::measure(cx.inspection),
         "memory-headroom" => memory_headroom(cx, threshold),
         "target-empty" => with_target(cx, |t| target_empty(cx, t, threshold)),
         "proxies-acked" => proxies_acked(cx),

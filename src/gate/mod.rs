@@ -3,6 +3,7 @@
 //! The phase catalog names each phase's gates and default thresholds; this module measures
 //! them. A gate whose data is missing is **blocked** ("no data"), never passed.
 
+mod acl;
 mod bypass;
 mod drained;
 mod eval;

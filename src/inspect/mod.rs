@@ -1,9 +1,12 @@
 //! Online inspection of source and target, for `cachemig plan` and the "→ backfill" gates.
 //!
 //! Strictly read-only: only PING, INFO, CLUSTER INFO/NODES, DBSIZE, SCAN, MEMORY USAGE, DUMP and
-//! CONFIG GET are sent (and CLIENT SETNAME, which names the connection `cachemig-cli`), so `plan`
-//! and `--dry-run` change nothing on either side.
+//! CONFIG GET are sent (and CLIENT SETNAME, which names the connection `cachemig-cli`), and the
+//! ACL preflight's `ACL DRYRUN` or a `MULTI` that never runs ([`acl`]), so `plan` and `--dry-run`
+//! change nothing on either side.
 
+pub mod acl;
+mod acl_needs;
 mod nodes;
 mod rdb;
 
@@ -57,6 +60,8 @@ pub struct NodeReport {
     pub maxmemory_policy: String,
     /// `DBSIZE` of the selected database.
     pub dbsize: u64,
+    /// Whether the side's user may run what each phase needs here (the ACL preflight).
+    pub acl: acl::AclCheck,
 }
 
 impl NodeReport {
@@ -227,7 +232,8 @@ async fn inspect(
     let mut tasks = JoinSet::new();
     for (i, url) in urls.into_iter().enumerate() {
         let (password, filter, tls) = (password.map(str::to_owned), filter.clone(), ep.tls.clone());
-        tasks.spawn(async move { (i, inspect_node(url, password, tls, filter, key_limit).await) });
+        let role = (ep.role, cluster_enabled);
+        tasks.spawn(async move { (i, inspect_node(url, password, tls, filter, key_limit, role).await) });
     }
     let mut results = Vec::new();
     while let Some(joined) = tasks.join_next().await {
@@ -318,12 +324,14 @@ impl Node {
     }
 }
 
+/// Inspects one master; `(role, cluster)` say which side's ACL needs apply.
 async fn inspect_node(
     url: Url,
     password: Option<String>,
     tls: Option<TlsSettings>,
     filter: KeyFilter,
     key_limit: Option<usize>,
+    (role, cluster): (&'static str, bool),
 ) -> Result<(NodeReport, Option<KeyCount>), EndpointError> {
     let mut node = Node::connect(&url, password.as_deref(), tls.as_ref()).await?;
     let info = parse_info(&node.run::<String>("INFO", &mut cmd("INFO")).await?);
@@ -366,6 +374,8 @@ async fn inspect_node(
         Some(limit) => Some(count_keys(&mut node, &filter, limit).await?),
         None => None,
     };
+    let facts = known.and_then(|v| v.facts());
+    let acl = acl::check(role, &url, password.as_deref(), tls.as_ref(), cluster, &filter).await;
     let report = NodeReport {
         addr: node.addr(),
         server: server.to_string(),
@@ -374,11 +384,12 @@ async fn inspect_node(
         run_id: field("run_id"),
         rdb_version,
         rdb_version_source,
-        facts: known.and_then(|v| v.facts()),
+        facts,
         used_memory: number("used_memory").unwrap_or(0),
         maxmemory,
         maxmemory_policy: field("maxmemory_policy"),
         dbsize,
+        acl,
     };
     Ok((report, keys))
 }
@@ -468,6 +479,7 @@ mod tests {
             maxmemory: max,
             maxmemory_policy: "noeviction".into(),
             dbsize: 2,
+            acl: Default::default(),
         }
     }
 

@@ -11,6 +11,7 @@ mod raw;
 mod resolve;
 mod tls;
 pub mod units;
+mod user;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -48,6 +48,7 @@ pub struct RawMigration {
 #[serde(deny_unknown_fields)]
 pub struct RawSource {
     pub url: SpannedStr,
+    pub username_env: Option<SpannedStr>,
     pub password_env: Option<SpannedStr>,
     pub tls_ca_file: Option<SpannedStr>,
     pub tls_cert_file: Option<SpannedStr>,
@@ -60,6 +61,7 @@ pub struct RawSource {
 #[serde(deny_unknown_fields)]
 pub struct RawTarget {
     pub urls: Spanned<Vec<SpannedStr>>,
+    pub username_env: Option<SpannedStr>,
     pub password_env: Option<SpannedStr>,
     pub tls_ca_file: Option<SpannedStr>,
     pub tls_cert_file: Option<SpannedStr>,
@@ -194,6 +196,7 @@ pub const KEY_EXAMPLES: &[(&str, &str)] = &[
         "urls = [\"redis://127.0.0.1:7001\", \"redis://127.0.0.1:7002\"]",
     ),
     ("password_env", "password_env = \"OLD_REDIS_PASSWORD\""),
+    ("username_env", "username_env = \"OLD_REDIS_USER\""),
     ("tls_ca_file", "tls_ca_file = \"tls/ca.pem\""),
     ("tls_cert_file", "tls_cert_file = \"tls/client.pem\""),
     ("tls_key_file", "tls_key_file = \"tls/client.key\""),

@@ -117,27 +117,49 @@ impl Ctx<'_> {
             && std::env::var_os(name).is_none()
         {
             let unset = self.err(v.span(), format!("[{section}] password_env names ${name}, which is not set"), format!("export {name}=<password> before running cachemig, or remove `password_env` if the server has no password"));
-            if !self.offline {
-                return Err(unset);
-            }
-            self.notes.borrow_mut().push(format!(
-                "{} (fine offline: set it where cachemig connects)",
-                unset.headline()
-            ));
+            self.unset_secret(unset)?;
         }
         Ok(name)
+    }
+
+    /// A variable the plan names is not set: an error, or offline a note (CI checks plans
+    /// without the secrets).
+    pub(super) fn unset_secret(&self, unset: PlanError) -> Result<(), PlanError> {
+        if !self.offline {
+            return Err(unset);
+        }
+        self.notes.borrow_mut().push(format!(
+            "{} (fine offline: set it where cachemig connects)",
+            unset.headline()
+        ));
+        Ok(())
     }
 
     /// An optional `*_env` key that only has to be a valid variable name: `[proxies]
     /// password_env` is read by `cachemig proxy` alone, which checks that it is set.
     fn env_name(&self, v: &Option<SpannedStr>) -> Result<Option<String>, PlanError> {
+        self.variable(v, "password_env", "name the variable that holds the password, e.g. `password_env = \"OLD_REDIS_PASSWORD\"` (never the password itself)")
+    }
+
+    /// An optional key `key` naming an environment variable: a valid name, or an error with
+    /// `hint`.
+    pub(super) fn variable(
+        &self,
+        v: &Option<SpannedStr>,
+        key: &str,
+        hint: &str,
+    ) -> Result<Option<String>, PlanError> {
         let Some(v) = v else { return Ok(None) };
         let name = v.get_ref();
         let valid = !name.is_empty()
             && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
             && !name.starts_with(|c: char| c.is_ascii_digit());
         if !valid {
-            return Err(self.err(v.span(), format!("`password_env` \"{name}\" is not an environment variable name"), "name the variable that holds the password, e.g. `password_env = \"OLD_REDIS_PASSWORD\"` (never the password itself)"));
+            return Err(self.err(
+                v.span(),
+                format!("`{key}` \"{name}\" is not an environment variable name"),
+                hint,
+            ));
         }
         Ok(Some(name.clone()))
     }
@@ -231,7 +253,14 @@ fn resolve_in(cx: &Ctx, raw: RawPlan, catalog: &Catalog) -> Result<Plan, PlanErr
         ));
     }
 
-    let source_url = cx.redis_url(&raw.source.url, "source")?;
+    let mut source_url = cx.redis_url(&raw.source.url, "source")?;
+    super::user::apply(
+        cx,
+        "source",
+        &raw.source.username_env,
+        std::slice::from_mut(&mut source_url),
+        &[raw.source.url.span()],
+    )?;
     let source = Endpoint {
         role: "source",
         tls: side_tls(
@@ -244,8 +273,9 @@ fn resolve_in(cx: &Ctx, raw: RawPlan, catalog: &Catalog) -> Result<Plan, PlanErr
         urls: vec![source_url],
         password_env: cx.password_env(&raw.source.password_env, "source")?,
     };
-    let seeds = target_urls(cx, &raw.target.urls)?;
-    let spans = raw.target.urls.get_ref().iter().map(|v| v.span());
+    let mut seeds = target_urls(cx, &raw.target.urls)?;
+    let spans: Vec<_> = raw.target.urls.get_ref().iter().map(|v| v.span()).collect();
+    super::user::apply(cx, "target", &raw.target.username_env, &mut seeds, &spans)?;
     let spanned: Vec<_> = seeds.iter().cloned().zip(spans).collect();
     let target = Endpoint {
         role: "target",
