@@ -6,6 +6,7 @@ use std::sync::Mutex;
 use futures::StreamExt;
 use tokio::sync::Semaphore;
 
+use super::moved;
 use super::report::CsvReport;
 use super::side::{Side, command, take};
 use super::verdict::Verdict;
@@ -156,11 +157,12 @@ impl Engine {
 
     /// Key-syncs every confirmed difference from the write primary, then checks each key again.
     ///
-    /// A key that still differs after a key-sync that landed is looked at once more on the
-    /// primary: if it changed since the snapshot the sync wrote (or the sync was covered by a
-    /// mirror's later one), the difference is its later writes on their way through the mirror,
-    /// not a failed repair — a key written all the time always differs at some instant. If it
-    /// did not change, the repair did not stick: unresolved.
+    /// A key that still differs after a key-sync that landed is a failed repair only if nothing
+    /// shows the primary written since the snapshot the sync wrote ([`moved`]): the primary is
+    /// sampled alongside the re-check and once more after it. Either sample showing a later
+    /// write (or the sync covered by a mirror's later one) makes the difference that write on its
+    /// way through the mirror, not a failed repair — a key written all the time always differs at
+    /// some instant. Otherwise: unresolved.
     async fn repair_all(&self, pass: Pass, primary: Primary, confirmed: &[Confirmed]) -> Vec<Status> {
         let work: Vec<(Vec<u8>, Option<u64>)> =
             confirmed.iter().map(|c| (c.key.clone(), c.source_size)).collect();
@@ -177,15 +179,17 @@ impl Engine {
             .collect()
             .await;
         let keys: Vec<Vec<u8>> = confirmed.iter().map(|c| c.key.clone()).collect();
-        let (after, _) = self.check(pass, &keys).await;
+        let scripts = &self.keysync.origin_scripts;
+        let ((after, _), alongside) =
+            tokio::join!(self.check(pass, &keys), moved::sample_all(origin, &keys, scripts));
         let mut statuses = Vec::with_capacity(keys.len());
-        for ((key, attempt), after) in keys.iter().zip(attempts).zip(after) {
+        for (((key, attempt), after), alongside) in keys.iter().zip(attempts).zip(after).zip(alongside) {
             statuses.push(match (attempt, after) {
                 (Ok(_), Verdict::Same | Verdict::Gone) => Status::Repaired,
                 (Err(e), Verdict::Same | Verdict::Gone) => Status::ResolvedAnyway(e),
                 (Ok(Repair::Covered), Verdict::Differs { .. }) => Status::RepairedThenChanged,
                 (Ok(Repair::Landed(landed)), Verdict::Differs { kind, details, .. }) => {
-                    if self.changed_since(origin, key, &landed).await {
+                    if self.written_since(origin, key, &landed, &alongside).await {
                         Status::RepairedThenChanged
                     } else {
                         Status::Unresolved(format!("still differs after repair ({kind}: {details})"))
@@ -200,25 +204,21 @@ impl Engine {
         statuses
     }
 
-    /// Whether `key` on `origin` is no longer the state a repair wrote (value, or expiry beyond
-    /// [`keysync::EXPIRY_TOLERANCE`]). A key that cannot be read counts as unchanged.
-    async fn changed_since(&self, origin: &Side, key: &[u8], landed: &keysync::Landed) -> bool {
-        let conn = origin.node_conn(key).await;
-        let sent = std::time::Instant::now();
-        let read = keysync::read_many(&conn, &[key.to_vec()], &self.keysync.origin_scripts).await;
-        let window = keysync::ReadWindow {
-            sent,
-            received: std::time::Instant::now(),
-        };
-        match read {
-            Ok(mut now) => {
-                let now = now.pop().unwrap_or(keysync::Snapshot::Absent);
-                !landed
-                    .snapshot
-                    .same_state(landed.read, &now, window, keysync::EXPIRY_TOLERANCE)
-            }
-            Err(_) => false,
+    /// Whether `key` was written on `origin` since `landed` was read: the sample taken alongside
+    /// the re-check, or one taken now, shows another state (see [`moved`]). A sample that could
+    /// not be read is no witness.
+    async fn written_since(
+        &self,
+        origin: &Side,
+        key: &[u8],
+        landed: &keysync::Landed,
+        alongside: &moved::Sample,
+    ) -> bool {
+        if moved::moved(landed, alongside) {
+            return true;
         }
+        let now = moved::sample(origin, key, &self.keysync.origin_scripts).await;
+        moved::moved(landed, &now)
     }
 
     /// Makes `key` on `dest` equal to `origin` (the write primary): chunked copy for a big key,

@@ -31,6 +31,7 @@ mod compare;
 mod digest;
 mod engine;
 mod kinds;
+mod moved;
 mod report;
 mod scan;
 mod side;
