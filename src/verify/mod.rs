@@ -24,7 +24,8 @@
 //! Layout: [`scan`] runs the per-master SCAN passes and feeds batches to the [`engine`], which
 //! takes a batch through its first look, re-check, repair and record; [`compare`] is one look at
 //! a batch, deciding each key with the rules in [`verdict`]; values are compared by [`digest`]
-//! (read whole, or in chunks by [`chunked`]); [`kinds`] and [`report`] are what comes out.
+//! (read whole, or in chunks by [`chunked`]); [`moved`] tells a key written again since its
+//! repair from a repair that did not stick; [`kinds`] and [`report`] are what comes out.
 
 mod chunked;
 mod compare;
