@@ -9,9 +9,7 @@ mod error;
 mod parse;
 mod raw;
 mod resolve;
-mod tls;
 pub mod units;
-mod user;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
