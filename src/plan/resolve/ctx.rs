@@ -10,7 +10,7 @@ use toml::Spanned;
 
 use crate::plan::error::PlanError;
 use crate::plan::raw::SpannedStr;
-use crate::plan::units::parse_duration;
+use crate::plan::units::{format_duration, parse_duration};
 
 /// Where errors point: the plan's path and text.
 pub(super) struct Ctx<'a> {
@@ -86,20 +86,33 @@ impl Ctx<'_> {
         })
     }
 
-    /// A duration that must be longer than zero.
-    pub(super) fn positive_duration(
+    /// A duration of at least `min`, for a key where zero (or less than `min`) makes no sense;
+    /// `why` says what such a value would do.
+    pub(super) fn duration_at_least(
         &self,
         v: &Option<SpannedStr>,
         key: &str,
         default: &str,
+        min: Duration,
+        why: &str,
     ) -> Result<Duration, PlanError> {
         let d = self.duration(v, key, default)?;
         match v {
-            Some(v) if d.is_zero() => Err(self.err(
-                v.span(),
-                format!("`{key}` is zero"),
-                format!("use a duration longer than zero, e.g. `{key} = \"{default}\"`"),
-            )),
+            Some(v) if d < min => {
+                let what = if d.is_zero() {
+                    "zero".to_string()
+                } else {
+                    format!("{}, less than {}", format_duration(d), format_duration(min))
+                };
+                Err(self.err(
+                    v.span(),
+                    format!("`{key}` is {what}: {why}"),
+                    format!(
+                        "use a duration of at least {}, e.g. `{key} = \"{default}\"`",
+                        format_duration(min)
+                    ),
+                ))
+            }
             _ => Ok(d),
         }
     }

@@ -3,6 +3,7 @@
 //! each value must be in.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use toml::Spanned;
 
@@ -168,8 +169,22 @@ pub(super) fn proxies(
     let p = raw.map_or(&absent, Spanned::get_ref);
     let settings = ProxySettings {
         expected,
-        heartbeat_timeout: cx.duration(&p.heartbeat_timeout, "heartbeat_timeout", "10s")?,
-        max_write_pause: cx.positive_duration(&p.max_write_pause, "max_write_pause", "5s")?,
+        // A proxy writes its report every second: a shorter timeout would count live proxies as
+        // missing between two reports, and make one a step behind refuse writes at once.
+        heartbeat_timeout: cx.duration_at_least(
+            &p.heartbeat_timeout,
+            "heartbeat_timeout",
+            "10s",
+            crate::proxy::heartbeat::INTERVAL,
+            "proxies report every second, so live ones would count as missing between reports",
+        )?,
+        max_write_pause: cx.duration_at_least(
+            &p.max_write_pause,
+            "max_write_pause",
+            "5s",
+            Duration::from_millis(1),
+            "the fence would give up before any proxy could ack it",
+        )?,
         password_env: cx.env_name(&p.password_env)?,
         allow_flush: p.allow_flush.unwrap_or(false),
         tls_cert_file: None,
