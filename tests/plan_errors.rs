@@ -491,3 +491,33 @@ fn an_unset_password_env_is_a_note_offline_and_an_error_online() {
         );
     }
 }
+
+/// A heartbeat shorter than a Kubernetes ConfigMap's delivery (up to 90 s) makes `plan` warn,
+/// naming the value to write; one at least that long, or a plan without proxies, does not.
+#[test]
+fn a_heartbeat_shorter_than_a_configmap_delivery_warns() {
+    let dir = tempfile::tempdir().unwrap();
+    let heartbeat = |value: &str| BASE.replacen("\"10s\"", &format!("\"{value}\""), 1);
+    let cases = [
+        ("default 10s", BASE.to_string(), true),
+        ("89s", heartbeat("89s"), true),
+        ("90s", heartbeat("90s"), false),
+        ("2m", heartbeat("2m"), false),
+        (
+            "no proxies",
+            BASE.replacen("expected = 2", "expected = 0", 1),
+            false,
+        ),
+    ];
+    for (i, (case, body, warns)) in cases.iter().enumerate() {
+        let path = write_plan(dir.path(), &format!("heartbeat{i}.toml"), body);
+        let run = Cachemig::new()
+            .args(["plan", path.to_str().unwrap(), "--offline"])
+            .run();
+        run.assert_code(0);
+        let warned = run.stderr.contains("heartbeat_timeout = \"")
+            && run.stderr.contains("is shorter than a Kubernetes ConfigMap")
+            && run.stderr.contains("write `heartbeat_timeout = \"2m\"` there");
+        assert_eq!(warned, *warns, "{case}: {}", run.stderr);
+    }
+}
