@@ -94,6 +94,16 @@ impl Fixture {
         }
     }
 
+    /// Asserts the target holds the TTL of `key` that the source was given (`set_ms`) within
+    /// the last 10 s, never longer than the source's own.
+    fn assert_ttl_copied(&mut self, key: &[u8], set_ms: i64) {
+        let (s, t) = self.pttl(key);
+        assert!(
+            t > set_ms - 10_000 && t <= s.max(set_ms),
+            "TTL source {s} ms, target {t} ms"
+        );
+    }
+
     /// Source and target PTTL.
     fn pttl(&mut self, key: &[u8]) -> (i64, i64) {
         let cmd = cmd("PTTL", &[key]);
@@ -159,11 +169,7 @@ async fn hash_of_5000_fields_with_a_hashtag_and_a_ttl() {
         bytes >= value_bytes,
         "reported {bytes} bytes, values are {value_bytes}"
     );
-    let (s, t) = f.pttl(key);
-    assert!(
-        t > 90_000 && t <= s.max(100_000),
-        "TTL source {s} ms, target {t} ms"
-    );
+    f.assert_ttl_copied(key, 100_000);
     f.assert_no_temp_keys();
 }
 
@@ -263,11 +269,7 @@ async fn sorted_set_of_5000_members_keeps_exact_scores() {
     assert!(matches!(f.copy(key, false).await, BigCopy::Copied { .. }));
     let all: Vec<Vec<u8>> = f.same(&cmd("ZRANGE", &[key, b"0", b"-1", b"WITHSCORES"]));
     assert_eq!(all.len(), 10_000);
-    let (s, t) = f.pttl(key);
-    assert!(
-        t > 40_000 && t <= s.max(50_000),
-        "TTL source {s} ms, target {t} ms"
-    );
+    f.assert_ttl_copied(key, 50_000);
     f.assert_no_temp_keys();
 }
 

@@ -196,6 +196,33 @@ const CASES: &[Case] = &[
         "10s",
     ),
     (
+        "heartbeat_timeout zero",
+        "heartbeat_timeout = \"10s\"",
+        "heartbeat_timeout = \"0s\"",
+        23,
+        21,
+        "`heartbeat_timeout` is zero",
+        "heartbeat_timeout = \"10s\"",
+    ),
+    (
+        "heartbeat_timeout below the report interval",
+        "heartbeat_timeout = \"10s\"",
+        "heartbeat_timeout = \"500ms\"",
+        23,
+        21,
+        "`heartbeat_timeout` is 500ms, less than 1s",
+        "at least 1s",
+    ),
+    (
+        "max_write_pause zero",
+        "heartbeat_timeout = \"10s\"",
+        "heartbeat_timeout = \"10s\"\nmax_write_pause = \"0ms\"",
+        24,
+        19,
+        "`max_write_pause` is zero",
+        "max_write_pause = \"5s\"",
+    ),
+    (
         "bad gates soak",
         "soak = \"10m\"",
         "soak = \"ten\"",
@@ -462,5 +489,35 @@ fn an_unset_password_env_is_a_note_offline_and_an_error_online() {
             "{command}: {}",
             online.stderr
         );
+    }
+}
+
+/// A heartbeat shorter than a Kubernetes ConfigMap's delivery (up to 90 s) makes `plan` warn,
+/// naming the value to write; one at least that long, or a plan without proxies, does not.
+#[test]
+fn a_heartbeat_shorter_than_a_configmap_delivery_warns() {
+    let dir = tempfile::tempdir().unwrap();
+    let heartbeat = |value: &str| BASE.replacen("\"10s\"", &format!("\"{value}\""), 1);
+    let cases = [
+        ("default 10s", BASE.to_string(), true),
+        ("89s", heartbeat("89s"), true),
+        ("90s", heartbeat("90s"), false),
+        ("2m", heartbeat("2m"), false),
+        (
+            "no proxies",
+            BASE.replacen("expected = 2", "expected = 0", 1),
+            false,
+        ),
+    ];
+    for (i, (case, body, warns)) in cases.iter().enumerate() {
+        let path = write_plan(dir.path(), &format!("heartbeat{i}.toml"), body);
+        let run = Cachemig::new()
+            .args(["plan", path.to_str().unwrap(), "--offline"])
+            .run();
+        run.assert_code(0);
+        let warned = run.stderr.contains("heartbeat_timeout = \"")
+            && run.stderr.contains("is shorter than a Kubernetes ConfigMap")
+            && run.stderr.contains("write `heartbeat_timeout = \"2m\"` there");
+        assert_eq!(warned, *warns, "{case}: {}", run.stderr);
     }
 }

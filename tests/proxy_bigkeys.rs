@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::proxy::{ProxyProcess, set_phase};
+use common::proxy::{ProxyProcess, command_calls, set_phase};
 use common::sandbox::Sandbox;
 use common::wait_for;
 use redis::Commands;
@@ -34,17 +34,6 @@ fn load_big_hash(sb: &Sandbox) {
         }
         let _: () = pipe.query(&mut old).unwrap();
     }
-}
-
-/// `INFO commandstats` calls of `command` on a connection's server.
-fn calls(conn: &mut redis::Connection, command: &str) -> u64 {
-    let info: String = redis::cmd("INFO").arg("commandstats").query(conn).unwrap();
-    let prefix = format!("cmdstat_{command}:calls=");
-    info.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .and_then(|rest| rest.split(',').next())
-        .map(|n| n.parse().unwrap())
-        .unwrap_or(0)
 }
 
 /// What the small clients did: the model of acknowledged SETs, the errors, the operations.
@@ -111,7 +100,7 @@ fn a_200_mb_key_is_mirrored_in_chunks_while_other_clients_run_without_an_error()
     set_phase(&sb.flag_path(), "async-dual-write", 1, false, 0.0);
     proxy.wait_generation(1);
     let mut old = sb.source.conn();
-    let hscans_before = calls(&mut old, "hscan");
+    let hscans_before = command_calls(&mut old, "hscan");
 
     let clients = SmallClients::start(&proxy, 4);
     // Writes to the big key while its copies run: each queues another sync, which copies again.
@@ -145,7 +134,7 @@ fn a_200_mb_key_is_mirrored_in_chunks_while_other_clients_run_without_an_error()
     assert!(ops > 0);
 
     // The chunked path ran: old served HSCANs (one per chunk), no whole-key DUMP of 200 MB.
-    let chunks = calls(&mut old, "hscan") - hscans_before;
+    let chunks = command_calls(&mut old, "hscan") - hscans_before;
     assert!(
         chunks >= 100,
         "only {chunks} HSCAN chunks: the big key was not copied in chunks"

@@ -12,10 +12,10 @@ mod common;
 
 use common::hotkeys::{
     HotLoad, assert_no_mirror_errors, assert_sides_equal_the_model, hot_keys_in, hot_keys_on, sandbox,
-    wait_until_ready,
 };
+use common::load::wait_ready;
 use common::proxy::ProxyProcess;
-use common::reports::expect_proxies;
+use common::reports::{expect_proxies, next_gate};
 use common::sandbox::Sandbox;
 use std::time::Duration;
 
@@ -51,7 +51,7 @@ fn the_catch_up_and_verify_repair_leave_no_hot_key_unresolved() {
     let sb = sandbox();
     expect_proxies(&sb, 2, "");
     let (p1, p2) = (ProxyProcess::start(&sb, "p1"), ProxyProcess::start(&sb, "p2"));
-    wait_until_ready(&sb);
+    wait_ready(&sb);
     sb.cachemig(&["advance", "--yes"]).assert_success();
     let generation = sb.flag().unwrap().generation;
     p1.wait_generation(generation);
@@ -68,30 +68,22 @@ fn the_catch_up_and_verify_repair_leave_no_hot_key_unresolved() {
     );
     assert_eq!(summary["repaired"], summary["found"], "{summary}");
 
-    wait_until_ready(&sb);
+    wait_ready(&sb);
     let run = sb.cachemig(&["advance", "--yes"]);
     assert_eq!(
         run.status, 0,
         "into async-dual-write with its catch-up:\n{}\n{}",
         run.stdout, run.stderr
     );
-    let plan = sb.cachemig(&["plan", "--format", "json"]).json();
-    let gate = plan["gates"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|g| g["gate"] == "catch-up-clean")
-        .unwrap_or_else(|| panic!("no catch-up-clean gate: {plan}"))
-        .clone();
-    let measured = gate["measured"].as_str().unwrap();
+    let (verdict, measured) = next_gate(&sb, "catch-up-clean");
     eprintln!("catch-up-clean: {measured}");
-    assert_eq!(gate["verdict"], "pass", "{gate}");
+    assert_eq!(verdict, "pass", "{measured}");
     assert!(measured.starts_with("0 unresolved of "), "{measured}");
 
     for _ in 0..3 {
         verify_repair(&sb);
     }
-    wait_until_ready(&sb);
+    wait_ready(&sb);
     sb.cachemig(&["advance", "--yes"]).assert_success();
     assert_eq!(sb.flag().unwrap().phase, "sync-dual-write");
 

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::proxy::{ProxyProcess, set_phase};
+use common::proxy::{ProxyProcess, command_calls, set_phase};
 use common::sandbox::Sandbox;
 use common::wait_for;
 use redis::Commands;
@@ -99,17 +99,6 @@ fn after_read_cutover_a_sync_mirror_that_cannot_finish_is_retried_then_reported(
     assert_eq!(v, "v", "reads from new see it once repaired");
 }
 
-/// `INFO commandstats` calls of `command` on a connection's server.
-fn calls(conn: &mut redis::Connection, command: &str) -> u64 {
-    let info: String = redis::cmd("INFO").arg("commandstats").query(conn).unwrap();
-    let prefix = format!("cmdstat_{command}:calls=");
-    info.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .and_then(|rest| rest.split(',').next())
-        .map(|n| n.parse().unwrap())
-        .unwrap_or(0)
-}
-
 /// Issue 10: a sync-mode write of a key not yet in the backlog takes its lease while it waits for
 /// the backlog, carries the seed read behind it, and the sync commits that seed: old runs the
 /// write and one script call per key — no read of the sync's own — and every acknowledged write
@@ -134,8 +123,8 @@ fn a_sync_write_of_a_fresh_key_is_synced_from_the_seed_behind_it() {
     // missing and load it (`SCRIPT LOAD`).
     let _: () = redis::cmd("SCRIPT").arg("FLUSH").query(&mut old).unwrap();
     let _: String = cachemig::keysync::seed::load_command().query(&mut old).unwrap();
-    let (sets, scripts) = (calls(&mut old, "set"), calls(&mut old, "evalsha"));
-    let loads = calls(&mut old, "script");
+    let (sets, scripts) = (command_calls(&mut old, "set"), command_calls(&mut old, "evalsha"));
+    let loads = command_calls(&mut old, "script");
     let n = 200;
     let mut keys = Vec::new();
     for i in 0..n {
@@ -149,14 +138,14 @@ fn a_sync_write_of_a_fresh_key_is_synced_from_the_seed_behind_it() {
         );
         keys.push(key);
     }
-    assert_eq!(calls(&mut old, "set") - sets, n, "the writes");
+    assert_eq!(command_calls(&mut old, "set") - sets, n, "the writes");
     assert_eq!(
-        calls(&mut old, "evalsha") - scripts,
+        command_calls(&mut old, "evalsha") - scripts,
         n,
         "one script call per write on old (the seed)"
     );
     assert_eq!(
-        calls(&mut old, "script") - loads,
+        command_calls(&mut old, "script") - loads,
         0,
         "no sync read old on its own"
     );

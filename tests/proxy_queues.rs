@@ -90,24 +90,12 @@ fn a_subscriber_on_one_proxy_hears_every_message_published_through_another_acros
     assert_eq!(confirmed, ">3\r\n$9\r\nsubscribe\r\n$4\r\nnews\r\n:1\r\n");
     let mut publisher = p2.conn();
     let mut sent = 0;
-    let phases = [
-        "planned",
-        "sync-dual-write",
-        "read-cutover",
-        "write-stop",
-        "read-cutover",
-    ];
-    for (generation, name) in phases.iter().enumerate() {
-        let generation = generation as u64 + 1;
-        set_phase(&sb.flag_path(), name, generation, false, 0.0);
-        // Publish while the proxies apply the switch, at different moments.
+    switch_both(&sb, [&p1, &p2], || {
         for _ in 0..20 {
             let _: i64 = publisher.publish("news", format!("m{sent}")).unwrap();
             sent += 1;
         }
-        p1.wait_generation(generation);
-        p2.wait_generation(generation);
-    }
+    });
     let mut heard = Vec::new();
     let mut by_pattern = 0;
     while heard.len() < sent {
@@ -143,6 +131,26 @@ fn a_subscriber_on_one_proxy_hears_every_message_published_through_another_acros
 }
 
 /// The payloads of every `smessage` frame in `text` (RESP2 arrays or RESP3 pushes), in order.
+/// Puts in force, one generation after another, every switch of the read and the write side and
+/// back (`planned` → `sync-dual-write` → `read-cutover` → `write-stop` → `read-cutover`), calling
+/// `publish` while the proxies apply each, at different moments; waits until both applied it.
+fn switch_both(sb: &Sandbox, proxies: [&ProxyProcess; 2], mut publish: impl FnMut()) {
+    let phases = [
+        "planned",
+        "sync-dual-write",
+        "read-cutover",
+        "write-stop",
+        "read-cutover",
+    ];
+    for (generation, name) in (1..).zip(phases) {
+        set_phase(&sb.flag_path(), name, generation, false, 0.0);
+        publish();
+        for p in proxies {
+            p.wait_generation(generation);
+        }
+    }
+}
+
 fn shard_payloads(text: &str) -> Vec<(String, String)> {
     let bulk = |s: &str| -> (String, usize) {
         // "$<n>\r\n<data>\r\n": the data and the length of the whole frame.
@@ -247,23 +255,11 @@ fn a_shard_subscriber_on_one_proxy_hears_every_spublish_through_another_across_s
     );
     let mut publishers = [p1.conn(), p2.conn()];
     let mut sent = Vec::new();
-    let phases = [
-        "planned",
-        "sync-dual-write",
-        "read-cutover",
-        "write-stop",
-        "read-cutover",
-    ];
-    for (generation, name) in phases.iter().enumerate() {
-        let generation = generation as u64 + 1;
-        set_phase(&sb.flag_path(), name, generation, false, 0.0);
-        // Publish while the proxies apply the switch.
+    switch_both(&sb, [&p1, &p2], || {
         for i in 0..15 {
             spublish(&mut publishers, channels[i % 3], &mut sent);
         }
-        p1.wait_generation(generation);
-        p2.wait_generation(generation);
-    }
+    });
     // A resharding moves a channel's slot: its node drops the subscription, the proxy places it
     // on the new owner (a message published before that would be lost, as for a direct client).
     let slot = redis::cmd("CLUSTER")

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use cachemig::report::now_ms;
 use cachemig::state::{Event, FenceStage};
 use common::reports::{
-    FakeProxies, clear_reports, expect_proxies, report, verify_for_gate, walk_to, write_report,
+    FakeProxies, clear_reports, expect_proxies, next_gate, report, verify_for_gate, walk_to, write_report,
 };
 use common::sandbox::Sandbox;
 use common::wait_for;
@@ -19,22 +19,6 @@ fn sandbox(proxies_extra: &str) -> Sandbox {
     sb.set_plan_extra("[gates]\nsoak = \"0s\"\n\n[shadow_read]\nmin_samples = 10\n");
     expect_proxies(&sb, 2, proxies_extra);
     sb
-}
-
-/// The gate `name` of the next step as `plan --format json` shows it: (verdict, measured).
-fn gate(sb: &Sandbox, name: &str) -> (String, String) {
-    let json = sb.cachemig(&["plan", "--format", "json"]).json();
-    let g = json["gates"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|g| g["gate"] == name)
-        .unwrap_or_else(|| panic!("no gate {name} in {json}"))
-        .clone();
-    (
-        g["verdict"].as_str().unwrap().into(),
-        g["measured"].as_str().unwrap().into(),
-    )
 }
 
 /// The flag file is at `generation`, in `phase`, with `fence`.
@@ -62,13 +46,13 @@ fn proxies_acked_needs_every_expected_proxy_live_at_the_generation() {
     walk_to(&sb, "async-dual-write");
     let generation = sb.flag().unwrap().generation;
     clear_reports(&sb);
-    assert_eq!(gate(&sb, "proxies-acked").0, "no-data");
+    assert_eq!(next_gate(&sb, "proxies-acked").0, "no-data");
 
     let mut stale = report("p2", generation, "async-dual-write");
     stale.written_at_ms = now_ms() - 60_000;
     write_report(&sb, &report("p1", generation, "async-dual-write"));
     write_report(&sb, &stale);
-    let (verdict, measured) = gate(&sb, "proxies-acked");
+    let (verdict, measured) = next_gate(&sb, "proxies-acked");
     assert_eq!(verdict, "blocked");
     assert!(
         measured.contains("1 of 2") && measured.contains("p2 missing"),
@@ -76,7 +60,7 @@ fn proxies_acked_needs_every_expected_proxy_live_at_the_generation() {
     );
 
     write_report(&sb, &report("p2", generation - 1, "backfill"));
-    let (verdict, measured) = gate(&sb, "proxies-acked");
+    let (verdict, measured) = next_gate(&sb, "proxies-acked");
     assert_eq!(verdict, "blocked");
     assert!(
         measured.contains(&format!("p2 at generation {}", generation - 1)),
@@ -88,17 +72,17 @@ fn proxies_acked_needs_every_expected_proxy_live_at_the_generation() {
     failing.counters.mirror_errors = 100;
     failing.mirror_lag_ms = 2500;
     write_report(&sb, &failing);
-    let (verdict, measured) = gate(&sb, "proxies-acked");
+    let (verdict, measured) = next_gate(&sb, "proxies-acked");
     assert_eq!(verdict, "pass", "{measured}");
     assert!(
         measured.contains("2 of 2") && measured.contains("(p1, p2)"),
         "{measured}"
     );
     // counters are summed over both: 100 failed of 1000 syncs
-    let (verdict, measured) = gate(&sb, "mirror-error-ratio");
+    let (verdict, measured) = next_gate(&sb, "mirror-error-ratio");
     assert_eq!(verdict, "blocked");
     assert!(measured.contains("100 failed of 1000 syncs"), "{measured}");
-    let (verdict, measured) = gate(&sb, "mirror-lag");
+    let (verdict, measured) = next_gate(&sb, "mirror-lag");
     assert_eq!(verdict, "blocked");
     assert!(measured.contains("max 2500 ms (p2"), "{measured}");
 }
@@ -139,16 +123,16 @@ fn shadow_gates_and_status_come_from_the_reports() {
     p2.counters.shadow_samples = 0;
     write_report(&sb, &p1);
     write_report(&sb, &p2);
-    assert_eq!(gate(&sb, "shadow-samples").0, "blocked");
-    assert_eq!(gate(&sb, "shadow-mismatch-ratio").0, "no-data");
+    assert_eq!(next_gate(&sb, "shadow-samples").0, "blocked");
+    assert_eq!(next_gate(&sb, "shadow-mismatch-ratio").0, "no-data");
 
     p1.counters.shadow_samples = 60;
     p2.counters.shadow_samples = 40;
     p2.counters.shadow_mismatches = 1;
     write_report(&sb, &p1);
     write_report(&sb, &p2);
-    assert_eq!(gate(&sb, "shadow-samples").0, "pass");
-    let (verdict, measured) = gate(&sb, "shadow-mismatch-ratio");
+    assert_eq!(next_gate(&sb, "shadow-samples").0, "pass");
+    let (verdict, measured) = next_gate(&sb, "shadow-mismatch-ratio");
     assert_eq!(verdict, "blocked");
     assert!(measured.contains("1 mismatch(es) of 100 samples"), "{measured}");
 
@@ -160,7 +144,7 @@ fn shadow_gates_and_status_come_from_the_reports() {
         error: 0,
     });
     write_report(&sb, &p2);
-    assert_eq!(gate(&sb, "shadow-mismatch-ratio").0, "pass");
+    assert_eq!(next_gate(&sb, "shadow-mismatch-ratio").0, "pass");
 
     let status = sb.cachemig(&["status", "--format", "json"]).json();
     let proxies = &status["proxies"];
@@ -296,10 +280,10 @@ fn a_surplus_live_proxy_that_has_not_acked_blocks_the_gate_and_the_fence() {
     clear_reports(&sb);
     write_report(&sb, &report("p1", generation, "async-dual-write"));
     write_report(&sb, &report("p2", generation, "async-dual-write"));
-    assert_eq!(gate(&sb, "proxies-acked").0, "pass");
+    assert_eq!(next_gate(&sb, "proxies-acked").0, "pass");
 
     write_report(&sb, &report("p3", generation - 1, "backfill"));
-    let (verdict, measured) = gate(&sb, "proxies-acked");
+    let (verdict, measured) = next_gate(&sb, "proxies-acked");
     assert_eq!(verdict, "blocked", "{measured}");
     assert!(
         measured.contains("2 of 2")
@@ -322,7 +306,7 @@ fn a_surplus_live_proxy_that_has_not_acked_blocks_the_gate_and_the_fence() {
     let mut gone = report("p3", generation - 1, "backfill");
     gone.written_at_ms = now_ms() - 60_000;
     write_report(&sb, &gone);
-    let (verdict, measured) = gate(&sb, "proxies-acked");
+    let (verdict, measured) = next_gate(&sb, "proxies-acked");
     assert_eq!(verdict, "pass", "{measured}");
     assert!(measured.contains("not live: p3 missing"), "{measured}");
     let status = sb.cachemig(&["status", "--format", "json"]).json();

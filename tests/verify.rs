@@ -104,6 +104,18 @@ fn verify_json(sb: &Sandbox, extra: &[&str]) -> (Run, serde_json::Value) {
     (run, json)
 }
 
+/// [`verify_json`] of a plan file other than the sandbox's.
+fn verify_plan_json(plan: &Path, extra: &[&str]) -> (Run, serde_json::Value) {
+    let run = Cachemig::new()
+        .arg("verify")
+        .arg(plan)
+        .args(["--format", "json"])
+        .args(extra)
+        .run();
+    let json = run.json();
+    (run, json)
+}
+
 /// The CSV report as key (escaped) → (kind, details).
 fn read_report(path: &Path) -> BTreeMap<String, (String, String)> {
     let mut reader = csv::Reader::from_path(path).unwrap();
@@ -401,16 +413,7 @@ fn big_key_plan(sb: &Sandbox) -> PathBuf {
 fn big_keys_are_compared_in_chunks_and_repaired() {
     let sb = Sandbox::start();
     let plan = big_key_plan(&sb);
-    let verify = |extra: &[&str]| {
-        let run = Cachemig::new()
-            .arg("verify")
-            .arg(&plan)
-            .args(["--format", "json"])
-            .args(extra)
-            .run();
-        let json = run.json();
-        (run, json)
-    };
+    let verify = |extra: &[&str]| verify_plan_json(&plan, extra);
     // A 3 MiB string (several GETRANGE windows) and collections of 3000 elements, same content
     // on both sides but hashes and sets inserted in another order.
     let big: Vec<u8> = (0..3 * 1024 * 1024 + 17).map(|i| (i % 251) as u8).collect();
@@ -594,16 +597,7 @@ fn a_source_cluster_is_verified_and_repaired() {
     exec(&mut src, &[b"HSET", b"token:{tag1}:missing", b"f", b"v"]);
     exec(&mut dst, &[b"SET", b"token:{tag2}:extra", b"x"]);
     exec(&mut dst, &[b"SET", b"token:17", b"changed"]);
-    let verify = |extra: &[&str]| {
-        let run = Cachemig::new()
-            .arg("verify")
-            .arg(&plan)
-            .args(["--format", "json"])
-            .args(extra)
-            .run();
-        let json = run.json();
-        (run, json)
-    };
+    let verify = |extra: &[&str]| verify_plan_json(&plan, extra);
     let (run, json) = verify(&[]);
     run.assert_code(1);
     assert_eq!(json["source_checked"], keys.len() as u64 + 1, "{json:#}");

@@ -9,7 +9,7 @@
 //! already count, it holds only keys whose sync landed and that linger a second (see
 //! `proxy::backlog`), so under steady writes it is never empty while owing nothing.
 
-use super::eval::{reports_of, start_proxies_hint};
+use super::eval::{expected_reports, start_proxies_hint};
 use super::{ProxyView, Verdict};
 use crate::plan::Plan;
 use crate::state::State;
@@ -17,13 +17,8 @@ use crate::state::State;
 /// Measures the gate from the proxies' reports (`None` when they were not read).
 pub(super) fn measure(plan: &Plan, state: &State, proxies: Option<&ProxyView>) -> (String, Verdict) {
     let expected = plan.proxies.expected;
-    if expected == 0 {
-        return (
-            "0 proxies expected ([proxies] expected = 0): no reverse mirror to drain".into(),
-            Verdict::Pass,
-        );
-    }
-    let view = match reports_of(proxies) {
+    let none = " ([proxies] expected = 0): no reverse mirror to drain";
+    let view = match expected_reports(plan, proxies, none) {
         Ok(v) => v,
         Err(m) => return m,
     };

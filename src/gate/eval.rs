@@ -415,7 +415,7 @@ mod proxy_gates;
 
 pub use proxy_gates::fence_ready;
 use proxy_gates::*;
-pub(super) use proxy_gates::{reports_of, start_proxies_hint};
+pub(super) use proxy_gates::{expected_reports, start_proxies_hint};
 
 #[cfg(test)]
 mod tests;

@@ -9,9 +9,7 @@ mod error;
 mod parse;
 mod raw;
 mod resolve;
-mod tls;
 pub mod units;
-mod user;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -25,6 +23,11 @@ pub use raw::OnExisting;
 use crate::endpoint::Endpoint;
 use crate::keys::KeyFilter;
 use crate::phase::{Catalog, Threshold};
+
+/// How late a Kubernetes ConfigMap may reach a pod: the kubelet's sync period (1 min by default)
+/// plus its ConfigMap cache's propagation. `plan` warns when `heartbeat_timeout` is shorter
+/// (docs/design.md, "A fleet, not a lab").
+pub const CONFIGMAP_DELIVERY: Duration = Duration::from_secs(90);
 
 /// A validated plan.
 #[derive(Debug, Clone)]
@@ -188,8 +191,15 @@ impl Plan {
     }
 
     /// What the plan allows that an operator must not miss: a side whose TLS certificate is not
-    /// checked (`tls_insecure_skip_verify`).
+    /// checked (`tls_insecure_skip_verify`), a heartbeat shorter than a ConfigMap's delivery.
     pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = self.tls_warnings();
+        warnings.extend(self.heartbeat_warning());
+        warnings
+    }
+
+    /// A side whose TLS certificate is not checked.
+    fn tls_warnings(&self) -> Vec<String> {
         [&self.source, &self.target]
             .into_iter()
             .filter(|ep| ep.tls.as_ref().is_some_and(|t| t.insecure_skip_verify))
@@ -202,6 +212,27 @@ impl Plan {
                 )
             })
             .collect()
+    }
+
+    /// `heartbeat_timeout` below [`CONFIGMAP_DELIVERY`] with proxies expected: right for a flag
+    /// file copied directly, wrong for one a ConfigMap delivers (the plan cannot tell which), where
+    /// a proxy the file reaches late refuses writes and the catch-up stops waiting for its ack.
+    fn heartbeat_warning(&self) -> Option<String> {
+        let timeout = self.proxies.heartbeat_timeout;
+        if self.proxies.expected == 0 || timeout >= CONFIGMAP_DELIVERY {
+            return None;
+        }
+        let (timeout, delivery) = (
+            units::format_duration(timeout),
+            units::format_duration(CONFIGMAP_DELIVERY),
+        );
+        Some(format!(
+            "WARNING: [proxies] heartbeat_timeout = \"{timeout}\" is shorter than a Kubernetes \
+             ConfigMap may take to reach a pod (up to {delivery}): if a ConfigMap delivers the flag \
+             file, a proxy it reaches late refuses writes and the catch-up stops waiting for its \
+             ack; write `heartbeat_timeout = \"2m\"` there. A delivery that always lands within \
+             {timeout} (a direct copy) needs no change"
+        ))
     }
 
     /// The threshold in force for `gate` when entering `phase`: the plan's `[gates.<phase>]`

@@ -43,30 +43,46 @@ pub struct RawMigration {
     pub flag_file: Option<SpannedStr>,
 }
 
-/// `[source]`
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawSource {
-    pub url: SpannedStr,
-    pub username_env: Option<SpannedStr>,
-    pub password_env: Option<SpannedStr>,
-    pub tls_ca_file: Option<SpannedStr>,
-    pub tls_cert_file: Option<SpannedStr>,
-    pub tls_key_file: Option<SpannedStr>,
-    pub tls_insecure_skip_verify: Option<Spanned<bool>>,
+/// Declares a side's table, `[source]` or `[target]`: its own URL key `$url`, then the keys both
+/// sides take (credentials and TLS), listed once here so the two tables cannot drift apart, and
+/// the `tls()` view of them.
+macro_rules! side_table {
+    ($(#[$doc:meta])* $name:ident { $url:ident: $url_type:ty }) => {
+        $(#[$doc])*
+        #[derive(Debug, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct $name {
+            pub $url: $url_type,
+            pub username_env: Option<SpannedStr>,
+            pub password_env: Option<SpannedStr>,
+            pub tls_ca_file: Option<SpannedStr>,
+            pub tls_cert_file: Option<SpannedStr>,
+            pub tls_key_file: Option<SpannedStr>,
+            pub tls_insecure_skip_verify: Option<Spanned<bool>>,
+        }
+
+        impl $name {
+            /// The side's TLS keys, borrowed.
+            pub fn tls(&self) -> RawTls<'_> {
+                RawTls {
+                    ca_file: &self.tls_ca_file,
+                    cert_file: &self.tls_cert_file,
+                    key_file: &self.tls_key_file,
+                    insecure_skip_verify: &self.tls_insecure_skip_verify,
+                }
+            }
+        }
+    };
 }
 
-/// `[target]`
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawTarget {
-    pub urls: Spanned<Vec<SpannedStr>>,
-    pub username_env: Option<SpannedStr>,
-    pub password_env: Option<SpannedStr>,
-    pub tls_ca_file: Option<SpannedStr>,
-    pub tls_cert_file: Option<SpannedStr>,
-    pub tls_key_file: Option<SpannedStr>,
-    pub tls_insecure_skip_verify: Option<Spanned<bool>>,
+side_table! {
+    /// `[source]`
+    RawSource { url: SpannedStr }
+}
+
+side_table! {
+    /// `[target]`
+    RawTarget { urls: Spanned<Vec<SpannedStr>> }
 }
 
 /// The TLS keys of `[source]` or `[target]`, borrowed.
@@ -75,28 +91,6 @@ pub struct RawTls<'a> {
     pub cert_file: &'a Option<SpannedStr>,
     pub key_file: &'a Option<SpannedStr>,
     pub insecure_skip_verify: &'a Option<Spanned<bool>>,
-}
-
-impl RawSource {
-    pub fn tls(&self) -> RawTls<'_> {
-        RawTls {
-            ca_file: &self.tls_ca_file,
-            cert_file: &self.tls_cert_file,
-            key_file: &self.tls_key_file,
-            insecure_skip_verify: &self.tls_insecure_skip_verify,
-        }
-    }
-}
-
-impl RawTarget {
-    pub fn tls(&self) -> RawTls<'_> {
-        RawTls {
-            ca_file: &self.tls_ca_file,
-            cert_file: &self.tls_cert_file,
-            key_file: &self.tls_key_file,
-            insecure_skip_verify: &self.tls_insecure_skip_verify,
-        }
-    }
 }
 
 /// `[keys]`

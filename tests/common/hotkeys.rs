@@ -221,14 +221,6 @@ pub fn assert_no_mirror_errors(proxies: &[&ProxyProcess]) {
     }
 }
 
-/// Waits (bounded) until `plan --detailed-exitcode` says the next step is ready (exit 4): every
-/// proxy reported the generation, the gates have their data.
-pub fn wait_until_ready(sb: &Sandbox) {
-    wait_for("the next step's gates to pass", Duration::from_secs(60), || {
-        sb.cachemig(&["plan", "--detailed-exitcode"]).status == 4
-    });
-}
-
 /// Puts `phase` in force on both proxies, runs the hot writers for a few seconds, and checks.
 pub fn hot_keys_in(phase: &str) {
     hot_keys_on(sandbox(), phase);

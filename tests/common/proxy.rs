@@ -281,6 +281,17 @@ impl Drop for FlagCopy {
     }
 }
 
+/// How many times `conn`'s server ran `command` (`INFO commandstats`): what a proxy sent it.
+pub fn command_calls(conn: &mut redis::Connection, command: &str) -> u64 {
+    let info: String = redis::cmd("INFO").arg("commandstats").query(conn).unwrap();
+    let prefix = format!("cmdstat_{command}:calls=");
+    info.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|rest| rest.split(',').next())
+        .map(|n| n.parse().unwrap())
+        .unwrap_or(0)
+}
+
 fn write_atomically(to: &Path, bytes: &[u8]) {
     let tmp = to.with_extension("tmp");
     std::fs::write(&tmp, bytes).unwrap();

@@ -1,5 +1,7 @@
 //! The rows' shared writer and model: SETs of fresh keys through the proxies, each recorded once
-//! acknowledged, and the end-of-row comparison of old and new against that model.
+//! acknowledged, and the end-of-row comparison of old and new against that model. (A plain SET
+//! writer on its own connections: `common::load::Writers` retries dropped connections and mixes
+//! INCR/RPUSH/GET, `load.rs` here keeps every possible outcome of a write cut by a kill.)
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,6 +11,7 @@ use std::time::Duration;
 
 use redis::Commands;
 
+use crate::common::load;
 use crate::common::proxy::ProxyProcess;
 use crate::common::sandbox::Sandbox;
 
@@ -63,53 +66,21 @@ impl Writer {
     }
 }
 
-/// Old and new both hold, for every key of `model`, the value of its last acknowledged write.
+/// Old and new both hold, for every key of `model`, the value of its last acknowledged write
+/// (compared as `common::load::differences` compares every row's model).
 pub fn assert_sides_equal(sb: &Sandbox, model: &Model) {
-    let mut old = sb.source.conn();
-    let mut new = sb.target.cluster_conn();
-    let mut wrong = Vec::new();
-    for (key, value) in model {
-        let on_old: Option<String> = old.get(key).unwrap();
-        let on_new: Option<String> = new.get(key).unwrap();
-        if on_old.as_deref() != Some(value.as_str()) || on_new.as_deref() != Some(value.as_str()) {
-            wrong.push(format!("{key}: model {value}, old {on_old:?}, new {on_new:?}"));
-        }
-    }
+    let texts: load::Model = model
+        .iter()
+        .map(|(key, value)| (key.clone(), load::Value::Text(value.clone())))
+        .collect();
+    let wrong = load::differences(sb, &texts);
     assert!(
         wrong.is_empty(),
-        "{} of {} key(s) differ from the model: {:?}",
+        "{} difference(s) from the model of {} key(s): {:?}",
         wrong.len(),
         model.len(),
         &wrong[..wrong.len().min(10)]
     );
-}
-
-/// Waits (bounded) until every proxy routes by the flag file's generation and
-/// `plan --detailed-exitcode` says the next step is ready, then advances into `expect`.
-pub fn advance_when_ready(sb: &Sandbox, proxies: &[&ProxyProcess], expect: &str) {
-    let generation = sb.flag().map_or(0, |f| f.generation);
-    for p in proxies {
-        p.wait_generation(generation);
-    }
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let run = sb.cachemig(&["plan", "--detailed-exitcode"]);
-        if run.status == 4 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the gates into {expect} did not pass within 60 s:\n{}\n{}",
-            run.stdout,
-            run.stderr
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    sb.cachemig(&["advance", "--yes"]).assert_success();
-    assert_eq!(sb.flag().unwrap().phase, expect);
-    for p in proxies {
-        p.wait_generation(sb.flag().unwrap().generation);
-    }
 }
 
 /// GETs every key of `model` through each proxy: shadow-read samples.

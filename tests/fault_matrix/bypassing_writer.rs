@@ -11,7 +11,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::acked::{Model, Writer, advance_when_ready, assert_sides_equal, read_through};
+use super::acked::{Model, Writer, assert_sides_equal, read_through};
+use crate::common::load::advance_to;
 use crate::common::proxy::ProxyProcess;
 use crate::common::reports::{expect_proxies, wait_for_reports_at_flag_generation};
 use crate::common::sandbox::Sandbox;
@@ -94,13 +95,12 @@ fn bypassing_writer() {
     expect_proxies(&sb, 2, "");
     let (p1, p2) = (ProxyProcess::start(&sb, "p1"), ProxyProcess::start(&sb, "p2"));
     let proxies = [&p1, &p2];
-    advance_when_ready(&sb, &proxies, "backfill");
+    advance_to(&sb, &proxies, "backfill");
     let writer = Writer::start(&proxies, "w");
-    advance_when_ready(&sb, &proxies, "async-dual-write");
-    advance_when_ready(&sb, &proxies, "sync-dual-write");
+    advance_to(&sb, &proxies, "sync-dual-write");
 
     let bypass = Bypass::start(&sb);
-    advance_when_ready(&sb, &proxies, "shadow-read");
+    advance_to(&sb, &proxies, "shadow-read");
     let keys: Vec<String> = (0..20).map(|i| format!("token:w:{i}")).collect();
     read_through(&proxies, &keys);
 
@@ -128,7 +128,12 @@ fn bypassing_writer() {
     sb.cachemig(&["verify", "--repair"]).assert_success();
     sb.cachemig(&["verify"]).assert_success();
     assert_eq!(gate(&sb, "bypass-writers")["verdict"], "pass");
-    advance_when_ready(&sb, &proxies, "read-cutover");
+    assert_eq!(
+        gate(&sb, "verified")["verdict"],
+        "pass",
+        "the clean verify opens the gate"
+    );
+    advance_to(&sb, &proxies, "read-cutover");
 
     let (mut model, errors) = writer.finish();
     assert!(errors.is_empty(), "the proxies' clients saw errors: {errors:?}");

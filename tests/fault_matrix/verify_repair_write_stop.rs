@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use redis::Commands;
 
-use super::acked::{Model, Writer, advance_when_ready, assert_sides_equal, read_through};
+use super::acked::{Model, Writer, assert_sides_equal, read_through};
+use crate::common::load::advance_to;
 use crate::common::proxy::ProxyProcess;
-use crate::common::reports::{expect_proxies, verify_for_gate};
+use crate::common::reports::expect_proxies;
 use crate::common::sandbox::Sandbox;
 
 #[test]
@@ -21,16 +22,14 @@ fn verify_repair_write_stop() {
     expect_proxies(&sb, 2, "max_write_pause = \"5s\"\n");
     let (p1, p2) = (ProxyProcess::start(&sb, "p1"), ProxyProcess::start(&sb, "p2"));
     let proxies = [&p1, &p2];
-    advance_when_ready(&sb, &proxies, "backfill");
+    advance_to(&sb, &proxies, "backfill");
     let writer = Writer::start(&proxies, "w");
-    for phase in ["async-dual-write", "sync-dual-write", "shadow-read"] {
-        advance_when_ready(&sb, &proxies, phase);
-    }
+    advance_to(&sb, &proxies, "shadow-read");
     let keys: Vec<String> = (0..20).map(|i| format!("token:w:{i}")).collect();
     read_through(&proxies, &keys);
     for phase in ["read-cutover", "write-stop"] {
-        verify_for_gate(&sb);
-        advance_when_ready(&sb, &proxies, phase);
+        // Runs the verify the `verified` gate into each needs first.
+        advance_to(&sb, &proxies, phase);
         // Reads served by new: the data of `new-error-ratio`.
         read_through(&proxies, &keys);
     }

@@ -24,6 +24,19 @@ pub(in crate::gate) fn reports_of(proxies: Option<&ProxyView>) -> Result<&ProxyV
     }
 }
 
+/// The reports of the proxies the plan expects. With `[proxies] expected = 0` there is nothing to
+/// wait for: the gate passes, `none` saying what that means for it.
+pub(in crate::gate) fn expected_reports<'a>(
+    plan: &Plan,
+    proxies: Option<&'a ProxyView>,
+    none: &str,
+) -> Result<&'a ProxyView, Measure> {
+    if plan.proxies.expected == 0 {
+        return Err((format!("0 proxies expected{none}"), Verdict::Pass));
+    }
+    reports_of(proxies)
+}
+
 /// Runs `f` on the counters summed over the live proxies at the current generation.
 pub(super) fn with_counters(cx: &Ctx, f: impl Fn(&Counters) -> Measure) -> Measure {
     let view = match reports(cx) {
@@ -88,20 +101,35 @@ pub(super) fn mirror_error_ratio(cx: &Ctx, c: &Counters, limit: f64) -> Measure 
     if syncs == 0 {
         return ("ratio 0 (0 syncs)".into(), Verdict::Pass);
     }
-    let r = ratio(c.mirror_errors, syncs);
+    counted_ratio(
+        cx,
+        "mirror-error-ratio",
+        (c.mirror_errors, syncs),
+        &format!("{} failed of {syncs} syncs", c.mirror_errors),
+        limit,
+        "the failed keys were marked for repair (the proxies' `last error` in `cachemig status` says why)",
+    )
+}
+
+/// A ratio gate on counters that restart only with the next generation: `part` of `whole`
+/// (`counted` says of what) against `limit`; when it blocks, `cause` says where to look and
+/// [`counted_way_out`] how to get past it.
+fn counted_ratio(
+    cx: &Ctx,
+    gate: &str,
+    (part, whole): (u64, u64),
+    counted: &str,
+    limit: f64,
+    cause: &str,
+) -> Measure {
+    let r = ratio(part, whole);
     let ok = r <= limit;
     let hint = if ok {
         String::new()
     } else {
-        format!(
-            "; the failed keys were marked for repair (the proxies' `last error` in `cachemig status` says why){}",
-            counted_way_out(cx, "mirror-error-ratio")
-        )
+        format!("; {cause}{}", counted_way_out(cx, gate))
     };
-    (
-        format!("ratio {r:.6} ({} failed of {syncs} syncs){hint}", c.mirror_errors),
-        verdict(ok),
-    )
+    (format!("ratio {r:.6} ({counted}){hint}"), verdict(ok))
 }
 
 pub(super) fn shadow_samples(c: &Counters, limit: u64) -> Measure {
@@ -121,23 +149,19 @@ pub(super) fn shadow_mismatch_ratio(cx: &Ctx, c: &Counters, limit: f64) -> Measu
     if c.shadow_samples == 0 {
         return no_data("0 shadow samples; wait for reads through the proxies");
     }
-    let r = ratio(c.shadow_mismatches, c.shadow_samples);
-    let ok = r <= limit;
-    let hint = if ok {
-        String::new()
-    } else {
-        format!(
-            "; `cachemig verify {}` lists the keys that differ{}",
-            cx.plan.path.display(),
-            counted_way_out(cx, "shadow-mismatch-ratio")
-        )
-    };
-    (
-        format!(
-            "ratio {r:.6} ({} mismatch(es) of {} samples){hint}",
+    counted_ratio(
+        cx,
+        "shadow-mismatch-ratio",
+        (c.shadow_mismatches, c.shadow_samples),
+        &format!(
+            "{} mismatch(es) of {} samples",
             c.shadow_mismatches, c.shadow_samples
         ),
-        verdict(ok),
+        limit,
+        &format!(
+            "`cachemig verify {}` lists the keys that differ",
+            cx.plan.path.display()
+        ),
     )
 }
 
@@ -146,23 +170,16 @@ pub(super) fn new_error_ratio(cx: &Ctx, c: &Counters, limit: f64) -> Measure {
     if c.new_requests == 0 {
         return no_data("0 requests served by new; wait for traffic through the proxies");
     }
-    let r = ratio(c.new_errors, c.new_requests);
-    let ok = r <= limit;
-    let hint = if ok {
-        String::new()
-    } else {
-        format!(
-            "; the proxies' `last error` in `cachemig status {}` shows what new answered{}",
-            cx.plan.path.display(),
-            counted_way_out(cx, "new-error-ratio")
-        )
-    };
-    (
-        format!(
-            "ratio {r:.6} ({} error(s) of {} requests on new){hint}",
-            c.new_errors, c.new_requests
+    counted_ratio(
+        cx,
+        "new-error-ratio",
+        (c.new_errors, c.new_requests),
+        &format!("{} error(s) of {} requests on new", c.new_errors, c.new_requests),
+        limit,
+        &format!(
+            "the proxies' `last error` in `cachemig status {}` shows what new answered",
+            cx.plan.path.display()
         ),
-        verdict(ok),
     )
 }
 
@@ -196,13 +213,7 @@ pub(super) fn mirror_lag(cx: &Ctx, threshold: Option<&Threshold>) -> Measure {
 
 pub(super) fn proxies_acked(cx: &Ctx) -> Measure {
     let expected = cx.plan.proxies.expected;
-    if expected == 0 {
-        return (
-            "0 proxies expected ([proxies] expected = 0)".into(),
-            Verdict::Pass,
-        );
-    }
-    let view = match reports(cx) {
+    let view = match expected_reports(cx.plan, cx.proxies, " ([proxies] expected = 0)") {
         Ok(v) => v,
         Err(m) => return m,
     };
@@ -245,13 +256,7 @@ pub(in crate::gate) fn start_proxies_hint(plan: &Plan) -> String {
 /// before holding any write.
 pub fn fence_ready(plan: &Plan, proxies: Option<&ProxyView>) -> (String, Verdict) {
     let expected = plan.proxies.expected;
-    if expected == 0 {
-        return (
-            "0 proxies expected: the primary switches directly, without a fence".into(),
-            Verdict::Pass,
-        );
-    }
-    let view = match reports_of(proxies) {
+    let view = match expected_reports(plan, proxies, ": the primary switches directly, without a fence") {
         Ok(v) => v,
         Err(m) => return m,
     };

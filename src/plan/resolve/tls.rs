@@ -7,10 +7,10 @@ use std::path::Path;
 
 use url::Url;
 
-use super::ProxySettings;
-use super::error::PlanError;
-use super::raw::{RawTls, SpannedStr};
-use super::resolve::Ctx;
+use super::ctx::Ctx;
+use crate::plan::ProxySettings;
+use crate::plan::error::PlanError;
+use crate::plan::raw::{RawTls, SpannedStr};
 use crate::tls::{TlsError, TlsSettings, read_certs, read_key, server_config};
 
 /// The side's TLS settings: `Some` exactly when its URLs are `rediss://`. `urls` are the side's
