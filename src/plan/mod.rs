@@ -227,7 +227,7 @@ impl Plan {
             units::format_duration(CONFIGMAP_DELIVERY),
         );
         Some(format!(
-            "WARNING: [proxies] heartbeat_timeout = \"{timeout}\" is shorter than a Kubernetes \
+            "note: [proxies] heartbeat_timeout = \"{timeout}\" is shorter than a Kubernetes \
              ConfigMap may take to reach a pod (up to {delivery}): if a ConfigMap delivers the flag \
              file, a proxy it reaches late refuses writes and the catch-up stops waiting for its \
              ack; write `heartbeat_timeout = \"2m\"` there. A delivery that always lands within \
