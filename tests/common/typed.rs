@@ -182,7 +182,7 @@ fn step(client: &mut Reconnecting, model: &mut Model, prefix: &str, n: u64) -> R
             let (field, value) = (format!("f{}", n % 3), format!("v{n}"));
             query(redis::cmd("HSET").arg(&key).arg(&field).arg(&value))?;
             h.insert(field, value);
-            if n % 5 == 0 {
+            if n.is_multiple_of(5) {
                 query(redis::cmd("EXPIRE").arg(&key).arg(86_400))?;
                 entry.ttl = true;
             }
