@@ -1,7 +1,8 @@
 //! Issue 12, items 3 and 4: copies across server versions and families. Each pair runs `plan`
 //! (which names the copy mode), the backfill, a change on the source, the catch-up (entering
 //! `async-dual-write`) and `verify`, and ends with old and new compared key by key, type by
-//! type, by the harness (not by cachemig).
+//! type, by the harness (not by cachemig). The proxy's phases across the same pairs:
+//! `tests/cross_version_proxy.rs`.
 //!
 //! - Valkey 8.1 (RDB 11) → Redis 7.0 (RDB 10) and Redis 7.0 → Redis 6.2 (RDB 9): the target
 //!   cannot RESTORE the source's payloads, so every key is copied by type.
@@ -9,62 +10,9 @@
 
 mod common;
 
-use common::compare::canonical;
+use common::planted::{assert_same, plant};
 use common::sandbox::Sandbox;
 use common::{Flavor, RedisServer};
-
-/// Every type, TTLs, a HyperLogLog, a stream with a consumer group and a pending entry, and a
-/// few hundred small strings.
-fn plant(source: &RedisServer) {
-    let mut conn = source.conn();
-    let mut pipe = redis::pipe();
-    for i in 0..300 {
-        pipe.set(format!("token:s:{i}"), format!("value-{i}")).ignore();
-    }
-    pipe.cmd("SET")
-        .arg(b"token:bin\xff".as_slice())
-        .arg(b"\x00\xfe".as_slice())
-        .ignore();
-    pipe.hset_multiple("token:{u1}:hash", &[("a", "1"), ("b", "2")])
-        .ignore();
-    pipe.rpush("token:{u1}:list", &["x", "y", "x"]).ignore();
-    pipe.sadd("token:set", &["m1", "m2", "m3"]).ignore();
-    pipe.zadd_multiple("token:zset", &[(1.5, "a"), (-2.25, "b")])
-        .ignore();
-    pipe.pfadd("token:hll", &["p", "q", "r"]).ignore();
-    pipe.set("token:ttl", "t")
-        .pexpire("token:ttl", 3_600_000)
-        .ignore();
-    pipe.hset("token:hash-ttl", "f", "v")
-        .pexpire("token:hash-ttl", 3_600_000)
-        .ignore();
-    for id in ["1-1", "2-1", "3-1"] {
-        pipe.cmd("XADD")
-            .arg("token:stream")
-            .arg(id)
-            .arg("f")
-            .arg(id)
-            .ignore();
-    }
-    pipe.cmd("XGROUP")
-        .arg("CREATE")
-        .arg("token:stream")
-        .arg("g")
-        .arg("0")
-        .ignore();
-    pipe.cmd("XREADGROUP")
-        .arg("GROUP")
-        .arg("g")
-        .arg("c1")
-        .arg("COUNT")
-        .arg(2)
-        .arg("STREAMS")
-        .arg("token:stream")
-        .arg(">")
-        .ignore();
-    pipe.set("other:not-migrated", "no").ignore();
-    pipe.exec(&mut conn).unwrap();
-}
 
 /// Writes after the backfill, for the catch-up to carry: a changed, a deleted and a new key.
 fn change(source: &RedisServer) {
@@ -74,55 +22,6 @@ fn change(source: &RedisServer) {
         .rpush("token:new-list", &["n"])
         .exec(&mut source.conn())
         .unwrap();
-}
-
-/// The source's migrated keys.
-fn migrated_keys(sb: &Sandbox) -> Vec<Vec<u8>> {
-    sb.source.query(&["KEYS", "token:*"])
-}
-
-/// Old and new equal key by key (type, content, whether a TTL is set), with as many keys, and the
-/// stream's consumer group and pending entries carried.
-fn assert_same(sb: &Sandbox) {
-    let keys = migrated_keys(sb);
-    assert!(keys.len() > 300, "the planted keys are there");
-    let (mut old, mut new) = (sb.source.conn(), sb.target.cluster_conn());
-    // The one binary key is compared below, by GET.
-    let differences: Vec<String> = keys
-        .iter()
-        .filter_map(|k| std::str::from_utf8(k).ok())
-        .filter_map(|k| {
-            let (a, b) = (canonical(&mut old, k), canonical(&mut new, k));
-            (a != b).then(|| format!("{k}: old {a:?}, new {b:?}"))
-        })
-        .collect();
-    assert!(
-        differences.is_empty(),
-        "old and new differ:\n{}",
-        differences.join("\n")
-    );
-    let bin = |conn: &mut dyn redis::ConnectionLike| -> Option<Vec<u8>> {
-        redis::cmd("GET")
-            .arg(b"token:bin\xff".as_slice())
-            .query(conn)
-            .unwrap()
-    };
-    assert_eq!(bin(&mut old), bin(&mut new), "a binary key and value");
-    assert_eq!(sb.target.dbsize(), keys.len() as u64, "no extra key on new");
-    let pending = |conn: &mut dyn redis::ConnectionLike| -> (i64, String) {
-        let reply: (i64, String, String, redis::Value) = redis::cmd("XPENDING")
-            .arg("token:stream")
-            .arg("g")
-            .query(conn)
-            .unwrap();
-        (reply.0, reply.2)
-    };
-    assert_eq!(
-        pending(&mut old),
-        pending(&mut new),
-        "the group's pending entries"
-    );
-    assert_eq!(pending(&mut new).0, 2);
 }
 
 /// The whole walk for one pair: `plan` names `mode`, the backfill copies in it, the catch-up

@@ -201,9 +201,8 @@ fn print_table(r: &PlanReport) {
         println!("{label}: {} ({})", c.mode, c.reason);
         if c.mode == crate::server::CopyMode::ByType {
             println!(
-                "warning: the proxy's mirror copies with DUMP/RESTORE only (a by-type mirror is not \
-                 built yet): its copies {mirrored} would fail; the backfill, catch-up and \
-                 `verify --repair` copy by type"
+                "note: the proxies' mirror copies {mirrored} by type too, and refuses the hash-field \
+                 TTL commands (HEXPIRE, HTTL, …) until finalized: a copy by type does not carry them"
             );
         }
     }

@@ -23,7 +23,8 @@ pub use rdb::{RdbVersionSource, rdb_version_for, rdb_version_from_dump};
 use crate::endpoint::{Endpoint, EndpointError, connect_node};
 use crate::keys::KeyFilter;
 use crate::tls::TlsSettings;
-use nodes::{parse_cluster_masters, parse_info};
+use nodes::parse_cluster_masters;
+pub(crate) use nodes::parse_info;
 
 /// The RDB probe only DUMPs keys whose `MEMORY USAGE` estimate is at most this (DUMP runs on the
 /// server's main thread).

@@ -271,6 +271,11 @@ async fn classify(proxy: &Proxy, session: &mut Session, request: Request) -> Ste
         ));
         return queued_or(proxy, session, Err(refusal));
     }
+    // A command one side's version lacks (docs/proxy.md, "Commands one side lacks").
+    if let Some(why) = proxy.version_refusal(spec.name) {
+        proxy.metrics.rejected.inc();
+        return queued_or(proxy, session, Err(Reply::error(why)));
+    }
     if pubsub::subscriber_mode(session) && !pubsub::allowed_in_subscriber_mode(spec.name) {
         return Step::Reply(Reply::error(format!(
             "ERR Can't execute '{}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context",

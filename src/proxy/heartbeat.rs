@@ -189,6 +189,7 @@ impl Exporter for Proxy {
                 "failing": flag.failing,
                 "last_error": flag.last_error,
             },
+            "servers": self.compat.status(),
             "connections": self.metrics.connections.get(),
             "hot_keys": report.hot_keys,
         })

@@ -118,13 +118,14 @@ pub struct Mirror {
 
 impl Mirror {
     /// A mirror between `old` and `new` with a queue of `capacity` keys, persisting what it owes
-    /// in `backlog`; keys above `big_key_bytes` are copied in chunks. Call [`Mirror::start`].
+    /// in `backlog`; keys above `big_key_bytes[dir]` are copied in chunks by type (0 in a
+    /// direction that copies every key by type: [`super::compat`]). Call [`Mirror::start`].
     pub fn new(
         capacity: usize,
         old: Arc<Backend>,
         new: Arc<Backend>,
         metrics: Arc<Metrics>,
-        big_key_bytes: u64,
+        big_key_bytes: [u64; 2],
         backlog: Arc<Backlog>,
     ) -> Arc<Mirror> {
         Arc::new(Mirror {
@@ -134,7 +135,7 @@ impl Mirror {
             capacity: capacity.max(1),
             metrics,
             last_error: Mutex::new(None),
-            keysync: [0, 1].map(|_| KeySync::default().with_big_keys(big_key_bytes)),
+            keysync: big_key_bytes.map(|limit| KeySync::default().with_big_keys(limit)),
             exclusive: [
                 BackendExclusive::new(old.clone()),
                 BackendExclusive::new(new.clone()),

@@ -3,6 +3,8 @@
 //! Module map:
 //! - [`resp`]: framing of requests and replies (on `redis-protocol`);
 //! - [`command`]: the command table (read, write, local, rejected; key positions);
+//! - [`compat`]: the two sides' server versions, each direction's copy mode, and the commands
+//!   refused because a side lacks them;
 //! - [`call`]: a request resolved against the table, split per slot and merged back;
 //! - [`node`], [`backend`]: multiplexed connections to a node, and a side (standalone or cluster);
 //! - [`routing`]: the applied flag-file generation, hot-reloaded;
@@ -31,6 +33,7 @@ pub mod call;
 pub mod client;
 pub mod cluster_view;
 pub mod command;
+pub mod compat;
 pub mod dial;
 pub mod drain;
 pub mod functions;
@@ -108,6 +111,8 @@ pub struct Proxy {
     pub scripts: scripts::Scripts,
     /// The old server's version, which HELLO and INFO report (clients check it for features).
     pub server_version: String,
+    /// Both sides' versions, each direction's copy mode, the commands refused for them.
+    pub compat: compat::Compat,
     /// Why the proxy refuses writes as stale ([`stale`]), while it does.
     pub stale: std::sync::RwLock<Option<String>>,
     /// How long the applied generation may stay behind the beacon before the proxy is stale

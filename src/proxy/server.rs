@@ -9,6 +9,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use super::backend::Backend;
 use super::backlog::{self, Backlog};
+use super::compat::Compat;
 use super::hotkeys::HotKeys;
 use super::listen_tls::ListenTls;
 use super::metrics::Metrics;
@@ -79,6 +80,10 @@ pub async fn run(plan: Plan, options: Options) -> Result<()> {
     let metrics = Arc::new(Metrics::new(&id, &plan.name));
     let errors: Arc<dyn ErrorSink> = metrics.clone();
     let (source_is_cluster, server_version) = inspect_source(&plan).await?;
+    let compat = Compat::read(&plan, source_is_cluster).await;
+    for line in compat.log_lines() {
+        eprintln!("cachemig proxy {id}: {line}");
+    }
     let name = format!(
         "cachemig-proxy:{}",
         id.replace(|c: char| !c.is_ascii_graphic(), "_")
@@ -105,7 +110,7 @@ pub async fn run(plan: Plan, options: Options) -> Result<()> {
         old.clone(),
         new.clone(),
         metrics.clone(),
-        plan.backfill.big_key_bytes,
+        compat.big_key_limits(plan.backfill.big_key_bytes),
         backlog,
     );
     mirror.start();
@@ -128,6 +133,7 @@ pub async fn run(plan: Plan, options: Options) -> Result<()> {
         writes_in_flight: AtomicUsize::new(0),
         scripts: Default::default(),
         server_version,
+        compat,
         stale: Default::default(),
         stale_after: plan.proxies.heartbeat_timeout,
         draining: tokio::sync::watch::Sender::new(false),

@@ -53,11 +53,18 @@ pub fn canonical(conn: &mut dyn redis::ConnectionLike, key: &str) -> Option<Stri
 
 /// The keys whose value differs between the sandbox's old and new, with both values.
 pub fn differences(sb: &Sandbox, keys: &[String]) -> Vec<String> {
-    let mut old = sb.source.conn();
-    let mut new = sb.target.cluster_conn();
+    differences_on(&mut sb.source.conn(), &mut sb.target.cluster_conn(), keys)
+}
+
+/// [`differences`] between any two connections (e.g. two clusters).
+pub fn differences_on(
+    old: &mut dyn redis::ConnectionLike,
+    new: &mut dyn redis::ConnectionLike,
+    keys: &[String],
+) -> Vec<String> {
     keys.iter()
         .filter_map(|k| {
-            let (a, b) = (canonical(&mut old, k), canonical(&mut new, k));
+            let (a, b) = (canonical(old, k), canonical(new, k));
             (a != b).then(|| format!("{k}: old {a:?}, new {b:?}"))
         })
         .collect()

@@ -6,11 +6,13 @@ mod cluster;
 pub mod compare;
 pub mod hotkeys;
 pub mod load;
+pub mod planted;
 pub mod proxy;
 pub mod reports;
 pub mod sandbox;
 pub mod servers;
 pub mod tls;
+pub mod typed;
 pub mod wire;
 
 pub use cluster::RedisCluster;

@@ -17,6 +17,7 @@ use super::{Backlog, draining_key, members, set_key};
 use crate::phase::Side;
 use crate::plan::Plan;
 use crate::proxy::backend::Backend;
+use crate::proxy::compat::Compat;
 use crate::proxy::keyconn::SlotConn;
 use crate::proxy::metrics::Metrics;
 use crate::proxy::mirror::{Direction, Mirror};
@@ -35,14 +36,17 @@ pub struct Drainer {
     new: Arc<Backend>,
     metrics: Arc<Metrics>,
     migration: String,
-    big_key_bytes: u64,
+    /// Per direction, as the proxies copy ([`crate::proxy::compat`]).
+    big_key_bytes: [u64; 2],
 }
 
 impl Drainer {
-    /// Connects to both sides of `plan`, as a proxy would.
+    /// Connects to both sides of `plan`, as a proxy would, and copies in each direction as a
+    /// proxy would (by type where the destination cannot RESTORE the origin's payloads).
     pub async fn connect(plan: &Plan) -> Result<Drainer> {
         let metrics = Arc::new(Metrics::new("cachemig-cli", &plan.name));
         let (cluster, _) = crate::proxy::server::inspect_source(plan).await?;
+        let compat = Compat::read(plan, cluster).await;
         let name = "cachemig-backlog-drain";
         let sink: Arc<dyn crate::proxy::node::ErrorSink> = metrics.clone();
         let old = Backend::connect("old", &plan.source, cluster, sink.clone(), name).await?;
@@ -52,7 +56,7 @@ impl Drainer {
             new: Arc::new(new),
             metrics,
             migration: plan.name.clone(),
-            big_key_bytes: plan.backfill.big_key_bytes,
+            big_key_bytes: compat.big_key_limits(plan.backfill.big_key_bytes),
         })
     }
 

@@ -13,6 +13,7 @@ use bytes::Bytes;
 
 use table::TABLE;
 
+pub mod needs;
 mod table;
 
 /// What the proxy does with a command.

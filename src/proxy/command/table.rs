@@ -369,6 +369,17 @@ pub(super) static TABLE: &[Spec] = &[
     reject("LOLWUT", -1, ADMIN),
     reject("PFDEBUG", 3, ADMIN),
     reject("PFSELFTEST", 1, ADMIN),
+    // Hash-field TTLs (Redis 7.4+, Valkey 9.0+; `needs`): refused while a side lacks them or a
+    // direction copies by type. HTTL and HPTTL drift like TTL: never shadow-compared.
+    write("HEXPIRE", -6, K1),
+    write("HPEXPIRE", -6, K1),
+    write("HEXPIREAT", -6, K1),
+    write("HPEXPIREAT", -6, K1),
+    write("HPERSIST", -5, K1),
+    read("HTTL", -5, K1).rand(),
+    read("HPTTL", -5, K1).rand(),
+    read("HEXPIRETIME", -5, K1),
+    read("HPEXPIRETIME", -5, K1),
 ];
 
 #[cfg(test)]
