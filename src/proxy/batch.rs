@@ -23,7 +23,7 @@ use super::functions;
 use super::keyspace;
 use super::local::{self, Session};
 use super::pubsub;
-use super::resp::{Proto, Reply, Request};
+use super::resp::{Reply, Request};
 use super::tx::{self, TxStep};
 use super::wait;
 use super::{Applied, Proxy};

@@ -80,7 +80,15 @@ where
         local_addr,
         ..Session::default()
     };
+    // One wait for the drain per connection, polled whenever the client is idle: a fresh
+    // `changed()` at every read would add and remove a waiter on the channel for each request.
+    // (Draining only ever turns on, so once seen it stays.)
     let mut draining = proxy.draining.subscribe();
+    let drain_signal = async move {
+        let _ = draining.wait_for(|on| *on).await;
+    };
+    tokio::pin!(drain_signal);
+    let mut stopping = false;
     // Kept from batch to batch (each is empty in between), so a request allocates less.
     let mut batch = Vec::new();
     let mut scratch = Scratch::default();
@@ -106,7 +114,6 @@ where
             }
         }
         if batch.is_empty() && fatal.is_none() {
-            let stopping = *draining.borrow_and_update();
             if stopping && drain::at_boundary(&session, &inbuf) {
                 // A restart: every reply is written, nothing is pending (see `drain`).
                 return drain::close(rd, wr).await;
@@ -130,7 +137,7 @@ where
                     wr.write_all(&message.to_reply(session.proto).raw).await?;
                     wr.flush().await?; // TLS may hold the record until asked
                 }
-                _ = draining.changed(), if !stopping => {}
+                _ = &mut drain_signal, if !stopping => stopping = true,
             }
             continue;
         }
