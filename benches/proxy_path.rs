@@ -1,5 +1,6 @@
 //! Micro-benchmarks of the proxy's per-request work, so a regression on the request path shows
-//! as a number: framing client requests, looking commands up, and decoding and reshaping replies.
+//! as a number: framing client requests, looking commands up, decoding and reshaping replies,
+//! turning calls into units for a node, and recording their latency.
 //!
 //! Run with `cargo bench --bench proxy_path` (docs/proxy-bench.md).
 
@@ -7,11 +8,15 @@
 #![allow(missing_docs)]
 
 use std::hint::black_box;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use cachemig::proxy::call::Call;
 use cachemig::proxy::command;
+use cachemig::proxy::metrics::Latency;
 use cachemig::proxy::resp::{Framer, Limits, Proto, Reply, encode_request};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 
 /// A pipeline of `n` requests, as a client sends it.
 fn pipeline(n: usize, args: &[&str]) -> Bytes {
@@ -83,5 +88,68 @@ fn replies(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, framing, lookup, replies);
+/// A resolved call of `args`, as the batch makes it.
+fn call(args: &[&str]) -> Call {
+    let args: Vec<Bytes> = args
+        .iter()
+        .map(|a| Bytes::copy_from_slice(a.as_bytes()))
+        .collect();
+    let spec = command::lookup(&args[0]).expect("in the table");
+    Call {
+        keys: spec.key_indices(args.len(), &args),
+        raw: encode_request(&args),
+        args,
+        spec,
+        migrates: true,
+        on_primary: false,
+    }
+}
+
+fn units(c: &mut Criterion) {
+    let mut group = c.benchmark_group("units");
+    let calls: Vec<Call> = (0..16).map(|i| call(&["GET", &format!("key:{i:012}")])).collect();
+    group.throughput(Throughput::Elements(16));
+    let mut reused = Vec::new();
+    group.bench_function("16 GETs into one reused vector", |b| {
+        b.iter(|| {
+            reused.clear();
+            for call in &calls {
+                black_box(call.units_into(false, &mut reused));
+            }
+            reused.len()
+        })
+    });
+    group.bench_function("16 GETs, a vector per call (before)", |b| {
+        b.iter(|| {
+            let mut all = Vec::new();
+            for call in &calls {
+                let (mut units, shape) = call.units(false);
+                black_box(shape);
+                all.append(&mut units);
+            }
+            all.len()
+        })
+    });
+    group.finish();
+}
+
+fn latency(c: &mut Criterion) {
+    let mut group = c.benchmark_group("latency histogram");
+    let took = Duration::from_micros(180);
+    let atomic = Latency::new(exponential_buckets(50e-6, 2.0, 16));
+    group.throughput(Throughput::Elements(16));
+    group.bench_function("16 replies of a batch, one observe_many", |b| {
+        b.iter(|| atomic.observe_many(black_box(took), 16))
+    });
+    group.bench_function("16 replies, one atomic observe each", |b| {
+        b.iter(|| (0..16).for_each(|_| atomic.observe(black_box(took))))
+    });
+    let locked = Histogram::new(exponential_buckets(50e-6, 2.0, 16));
+    group.bench_function("16 replies, prometheus-client Histogram (before)", |b| {
+        b.iter(|| (0..16).for_each(|_| locked.observe(black_box(took.as_secs_f64()))))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, framing, lookup, replies, units, latency);
 criterion_main!(benches);

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use tokio::sync::{Mutex, RwLock};
 
 use super::dial::Tls;
-use super::node::{ErrorSink, Login, NodeConn, REPLY_TIMEOUT};
+use super::node::{ErrorSink, Login, NodeConn, REPLY_TIMEOUT, Requests};
 use super::resp::{Proto, Reply};
 use crate::endpoint::Endpoint;
 
@@ -200,10 +200,16 @@ impl Backend {
     }
 
     /// The same on the connections that speak `proto`.
-    pub async fn send_as(&self, units: Vec<Unit>, proto: Proto) -> Vec<Reply> {
+    pub async fn send_as(&self, mut units: Vec<Unit>, proto: Proto) -> Vec<Reply> {
+        self.send_from(&mut units, proto).await
+    }
+
+    /// The same, taking the units out of `units`, which is left empty (its room is kept for the
+    /// caller's next batch).
+    pub async fn send_from(&self, units: &mut Vec<Unit>, proto: Proto) -> Vec<Reply> {
         match &self.kind {
             Kind::Node(node) => send_node(node.conn(proto), units).await,
-            Kind::Cluster(cluster) => cluster.send(units, proto).await,
+            Kind::Cluster(cluster) => cluster.send(std::mem::take(units), proto).await,
         }
     }
 
@@ -287,9 +293,17 @@ impl Backend {
     }
 }
 
-/// A standalone node gets every unit in one batch.
-pub(super) async fn send_node(conn: &NodeConn, units: Vec<Unit>) -> Vec<Reply> {
+/// A standalone node gets every unit in one batch (the units are taken out of `units`).
+pub(super) async fn send_node(conn: &NodeConn, units: &mut Vec<Unit>) -> Vec<Reply> {
     let total = units.iter().map(|u| u.count).sum();
-    let raw = units.into_iter().flat_map(Unit::requests).collect();
-    conn.send_counted(raw, total).await
+    let requests = match units.pop() {
+        // One plain request (every non-pipelined client's): no vector to hold it.
+        Some(Unit { raw, then: None, .. }) if units.is_empty() => Requests::One(raw),
+        last => {
+            let mut raw: Vec<Bytes> = units.drain(..).flat_map(Unit::requests).collect();
+            raw.extend(last.into_iter().flat_map(Unit::requests));
+            Requests::Many(raw)
+        }
+    };
+    conn.send_requests(requests, total).await
 }

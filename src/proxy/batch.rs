@@ -20,16 +20,19 @@ use super::blocking;
 use super::call::Call;
 use super::command::{self, Class};
 use super::functions;
-use super::hooks::{NOT_MIRRORED, hold_persisted, mirror, seed_from, seed_request, settle, shadow};
 use super::keyspace;
 use super::local::{self, Session};
 use super::pubsub;
-use super::resp::{Proto, Reply, Request};
+use super::resp::{Reply, Request};
 use super::tx::{self, TxStep};
 use super::wait;
 use super::{Applied, Proxy};
 use crate::keys::RESERVED_PREFIX;
 use crate::phase::Side;
+
+mod segment;
+
+use segment::{Segment, flush};
 
 /// How long the writes of one batch may be held by the fence before they are refused, unapplied.
 /// The CLI releases a fence within `max_write_pause` (5 s by default); this only bounds a fence
@@ -93,22 +96,66 @@ impl Step {
     }
 }
 
-/// Requests for one side, in order, waiting to be sent together.
+/// Vectors longer than this are dropped after a batch rather than kept for the next one: a long
+/// pipeline should not leave its buffers to an idle connection.
+const KEEP_ITEMS: usize = 64;
+
+/// The buffers [`handle`] works in, kept by a client connection from batch to batch, so a
+/// request does not allocate a fresh vector for each stage of its way through the proxy.
+/// Every vector is empty between batches; only its room is kept.
 #[derive(Default)]
-struct Segment {
-    side: Option<Side>,
-    items: Vec<(usize, Call, bool)>,
+pub struct Scratch {
+    /// Each request's step, in order.
+    steps: Vec<Step>,
+    /// `CLIENT REPLY OFF|SKIP`: whether each request's reply is withheld from the client.
+    muted: Vec<bool>,
+    /// Each request's reply, as it becomes known.
+    replies: Vec<Option<Reply>>,
+    segment: Segment,
 }
 
-/// Routes and answers one batch; one reply per request, in order (fewer after a QUIT, and none
-/// for the requests `CLIENT REPLY` mutes).
-pub async fn handle(proxy: &Arc<Proxy>, session: &mut Session, batch: Vec<Request>) -> Vec<Reply> {
+/// Empties `v`, and gives back its room if it grew past [`KEEP_ITEMS`].
+pub fn trim<T>(v: &mut Vec<T>) {
+    v.clear();
+    if v.capacity() > KEEP_ITEMS {
+        *v = Vec::new();
+    }
+}
+
+impl Scratch {
+    /// Empties every buffer (see [`trim`]).
+    fn reset(&mut self) {
+        trim(&mut self.steps);
+        trim(&mut self.muted);
+        trim(&mut self.replies);
+        trim(&mut self.segment.items);
+        trim(&mut self.segment.units);
+        trim(&mut self.segment.shapes);
+        self.segment.side = None;
+    }
+}
+
+/// Routes and answers one batch, taking the requests out of `batch`; appends one reply per
+/// request to `out`, in order (fewer after a QUIT, and none for the requests `CLIENT REPLY`
+/// mutes). `scratch` is the connection's working room (see [`Scratch`]).
+pub async fn handle(
+    proxy: &Arc<Proxy>,
+    session: &mut Session,
+    batch: &mut Vec<Request>,
+    scratch: &mut Scratch,
+    out: &mut Vec<Reply>,
+) {
+    scratch.reset();
+    let Scratch {
+        steps,
+        muted,
+        replies,
+        segment,
+    } = scratch;
     // Classifying needs no routing, so it comes first: each command is looked up once, and the
-    // batch knows whether it writes before it takes its routing snapshot.
-    let mut steps = Vec::with_capacity(batch.len());
-    // CLIENT REPLY OFF|SKIP: which replies the client does not get (known as each is classified).
-    let mut muted = Vec::with_capacity(batch.len());
-    for request in batch {
+    // batch knows whether it writes before it takes its routing snapshot. Requests after a QUIT
+    // are dropped with the drain.
+    for request in batch.drain(..) {
         steps.push(classify(proxy, session, request).await);
         muted.push(session.replies.muted());
         if session.quit {
@@ -122,16 +169,15 @@ pub async fn handle(proxy: &Arc<Proxy>, session: &mut Session, batch: Vec<Reques
     let mut applied = proxy.applied();
     let deadline = Instant::now() + FENCE_HOLD_LIMIT;
     let mut refuse_writes = false;
-    let mut replies: Vec<Option<Reply>> = vec![None; steps.len()];
-    let mut segment = Segment::default();
-    for (i, step) in steps.into_iter().enumerate() {
+    replies.resize(steps.len(), None);
+    for (i, step) in steps.drain(..).enumerate() {
         let write = step.writes();
         if let Step::Reply(reply) = step {
             replies[i] = Some(reply);
             continue;
         }
         if write && !refuse_writes && applied.routing.fence {
-            flush(proxy, &applied, &mut segment, &mut replies, proto).await;
+            flush(proxy, &applied, segment, replies, proto).await;
             match unfenced(proxy, &mut in_flight, deadline).await {
                 Some(now) => applied = now,
                 None => refuse_writes = true,
@@ -150,37 +196,37 @@ pub async fn handle(proxy: &Arc<Proxy>, session: &mut Session, batch: Vec<Reques
         let call = match step {
             Step::Forward(call, _) => call,
             Step::Tx(step) => {
-                flush(proxy, &applied, &mut segment, &mut replies, proto).await;
+                flush(proxy, &applied, segment, replies, proto).await;
                 replies[i] = Some(tx::run(proxy, &applied, proto, step).await);
                 continue;
             }
             Step::PubSub(args) => {
-                flush(proxy, &applied, &mut segment, &mut replies, proto).await;
+                flush(proxy, &applied, segment, replies, proto).await;
                 replies[i] = Some(pubsub::command(proxy, session, &args).await);
                 continue;
             }
             Step::Keyspace(args) => {
-                flush(proxy, &applied, &mut segment, &mut replies, proto).await;
+                flush(proxy, &applied, segment, replies, proto).await;
                 replies[i] = Some(keyspace::answer(proxy, &applied, &args, proto).await);
                 continue;
             }
             Step::Function(args) => {
-                flush(proxy, &applied, &mut segment, &mut replies, proto).await;
+                flush(proxy, &applied, segment, replies, proto).await;
                 replies[i] = Some(functions::answer(proxy, &applied, &args, proto).await);
                 continue;
             }
             Step::Flush(args) => {
-                flush(proxy, &applied, &mut segment, &mut replies, proto).await;
+                flush(proxy, &applied, segment, replies, proto).await;
                 replies[i] = Some(keyspace::flush(proxy, &args).await);
                 continue;
             }
             Step::Wait(args) => {
-                flush(proxy, &applied, &mut segment, &mut replies, proto).await;
+                flush(proxy, &applied, segment, replies, proto).await;
                 replies[i] = Some(wait::answer(proxy, &applied, &session.written, &args).await);
                 continue;
             }
             Step::Blocking(call, write) => {
-                flush(proxy, &applied, &mut segment, &mut replies, proto).await;
+                flush(proxy, &applied, segment, replies, proto).await;
                 let reply = run_blocking(proxy, session, &mut applied, &mut in_flight, &call, write).await;
                 replies[i] = Some(reply);
                 continue;
@@ -189,21 +235,18 @@ pub async fn handle(proxy: &Arc<Proxy>, session: &mut Session, batch: Vec<Reques
         };
         let side = side_for(&applied, &call, write);
         if segment.side != Some(side) {
-            flush(proxy, &applied, &mut segment, &mut replies, proto).await;
+            flush(proxy, &applied, segment, replies, proto).await;
             segment.side = Some(side);
         }
         segment.items.push((i, call, write));
     }
-    flush(proxy, &applied, &mut segment, &mut replies, proto).await;
+    flush(proxy, &applied, segment, replies, proto).await;
     drop(in_flight);
-    replies
-        .into_iter()
-        .zip(muted)
-        .filter(|(_, muted)| !muted)
-        .map(|(r, _)| {
-            r.unwrap_or_else(|| Reply::error("ERR cachemig: internal error: request left unanswered"))
-        })
-        .collect()
+    let answered = replies.drain(..).zip(muted.drain(..)).filter(|(_, muted)| !muted);
+    out.extend(answered.map(|(r, _)| {
+        r.unwrap_or_else(|| Reply::error("ERR cachemig: internal error: request left unanswered"))
+    }));
+    scratch.reset(); // an idle connection keeps no Call, and no room past KEEP_ITEMS
 }
 
 /// Runs a blocking command until it completes under the routing in force: a routing change while
@@ -429,81 +472,5 @@ fn side_for(applied: &Applied, call: &Call, write: bool) -> Side {
         (true, true) => applied.routing.write,
         (true, false) if call.on_primary => applied.routing.write,
         (true, false) => applied.routing.read,
-    }
-}
-
-/// Sends a segment, then mirrors its writes and starts its shadow reads.
-async fn flush(
-    proxy: &Arc<Proxy>,
-    applied: &Applied,
-    segment: &mut Segment,
-    replies: &mut [Option<Reply>],
-    proto: Proto,
-) {
-    let Some(side) = segment.side else {
-        return;
-    };
-    if segment.items.is_empty() {
-        return;
-    }
-    let backend = proxy.backend(side);
-    let mut units = Vec::new();
-    let mut shapes = Vec::new();
-    for (_, call, write) in &segment.items {
-        let (mut u, shape) = call.units(backend.is_cluster());
-        let seed = (*write && u.len() == 1)
-            .then(|| seed_request(proxy, &applied.routing, side, call))
-            .flatten();
-        let seeded = seed.is_some();
-        if let Some(read) = seed {
-            u[0].then = Some(read);
-            u[0].count += 1;
-        }
-        shapes.push((shape, seeded));
-        units.append(&mut u);
-    }
-    // Kept until the writes' mirrors took over (end of this function).
-    let writes = segment.items.iter().filter(|(_, _, w)| *w).map(|(_, c, _)| c);
-    let _held = hold_persisted(proxy, &applied.routing, side, writes).await;
-    let mut results = backend.send_as(units, proto).await.into_iter();
-    let mut syncs = Vec::new();
-    let mut reads = Vec::new();
-    for ((i, call, write), (shape, seeded)) in segment.items.drain(..).zip(shapes) {
-        let reply = call.merge(&shape, &mut results, proto);
-        // A seeded call is one unit: its second reply is the seed.
-        let seed = if seeded {
-            results.next().as_ref().and_then(seed_from)
-        } else {
-            None
-        };
-        let reply = proxy.scripts.retry_noscript(&backend, proto, &call, reply).await;
-        if side == Side::New {
-            proxy.metrics.new_requests.inc();
-            if reply.is_error() {
-                proxy.metrics.new_errors.inc();
-            }
-        }
-        // Even a write answered with an error may have changed the primary (a lost connection,
-        // one failed slot of a split DEL): key-sync is idempotent, so mirror it anyway.
-        if write {
-            if let Some(sync) = mirror(proxy, &applied.routing, side, &call, seed) {
-                syncs.push((i, sync));
-            }
-        } else if applied.routing.shadow_read.is_some() {
-            reads.push((i, call));
-        }
-        replies[i] = Some(reply);
-    }
-    for (i, ok) in settle(syncs).await {
-        // A write that failed on old keeps its own error: it may not have been applied at all.
-        if !ok && !replies[i].as_ref().is_some_and(Reply::is_error) {
-            replies[i] = Some(Reply::error(NOT_MIRRORED));
-        }
-    }
-    // After the syncs: a read pipelined behind a write must not be compared before its mirror.
-    for (i, call) in reads {
-        if let Some(reply) = &replies[i] {
-            shadow(proxy, &applied.routing, side, &call, reply, proto);
-        }
     }
 }

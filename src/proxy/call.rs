@@ -58,7 +58,17 @@ impl Call {
 
     /// The units to send: one per slot for a splittable command on a cluster, else one.
     pub fn units(&self, cluster: bool) -> (Vec<Unit>, Shape) {
-        let whole = || (vec![Unit::one(self.raw.clone(), self.slot())], Shape::Whole);
+        let mut units = Vec::with_capacity(1);
+        let shape = self.units_into(cluster, &mut units);
+        (units, shape)
+    }
+
+    /// The same, appended to `units` (a batch collects every call's units in one vector).
+    pub fn units_into(&self, cluster: bool, units: &mut Vec<Unit>) -> Shape {
+        let mut whole = || {
+            units.push(Unit::one(self.raw.clone(), self.slot()));
+            Shape::Whole
+        };
         let stride = self.spec.key_stride.max(1);
         // An odd MSET goes as it is: the server answers the arity error.
         let well_formed = (self.args.len() - 1).is_multiple_of(stride);
@@ -76,18 +86,15 @@ impl Call {
         if groups.len() == 1 {
             return whole();
         }
-        let units = groups
-            .iter()
-            .map(|(slot, members)| {
-                let mut args: Vec<&[u8]> = vec![&self.args[0]];
-                for &ordinal in members {
-                    let at = self.keys[ordinal];
-                    args.extend(self.args[at..at + stride].iter().map(|a| a.as_ref()));
-                }
-                Unit::one(encode_request(&args), Some(*slot))
-            })
-            .collect();
-        (units, Shape::Split(groups.into_iter().map(|(_, m)| m).collect()))
+        units.extend(groups.iter().map(|(slot, members)| {
+            let mut args: Vec<&[u8]> = vec![&self.args[0]];
+            for &ordinal in members {
+                let at = self.keys[ordinal];
+                args.extend(self.args[at..at + stride].iter().map(|a| a.as_ref()));
+            }
+            Unit::one(encode_request(&args), Some(*slot))
+        }));
+        Shape::Split(groups.into_iter().map(|(_, m)| m).collect())
     }
 
     /// The client's reply, taken from `replies` (one per unit of `shape`, in order, in `proto`).

@@ -10,7 +10,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::Proxy;
-use super::batch::handle;
+use super::batch::{Scratch, handle, trim};
 use super::drain;
 use super::listen_tls::ListenTls;
 use super::local::Session;
@@ -80,9 +80,20 @@ where
         local_addr,
         ..Session::default()
     };
+    // One wait for the drain per connection, polled whenever the client is idle: a fresh
+    // `changed()` at every read would add and remove a waiter on the channel for each request.
+    // (Draining only ever turns on, so once seen it stays.)
     let mut draining = proxy.draining.subscribe();
+    let drain_signal = async move {
+        let _ = draining.wait_for(|on| *on).await;
+    };
+    tokio::pin!(drain_signal);
+    let mut stopping = false;
+    // Kept from batch to batch (each is empty in between), so a request allocates less.
+    let mut batch = Vec::new();
+    let mut scratch = Scratch::default();
+    let mut replies = Vec::new();
     loop {
-        let mut batch = Vec::new();
         let mut fatal = None;
         // Until it authenticates, a client's requests are taken one at a time, so an AUTH takes
         // effect (and lifts the small limits) before the next request is read, as in Redis.
@@ -103,7 +114,6 @@ where
             }
         }
         if batch.is_empty() && fatal.is_none() {
-            let stopping = *draining.borrow_and_update();
             if stopping && drain::at_boundary(&session, &inbuf) {
                 // A restart: every reply is written, nothing is pending (see `drain`).
                 return drain::close(rd, wr).await;
@@ -127,16 +137,18 @@ where
                     wr.write_all(&message.to_reply(session.proto).raw).await?;
                     wr.flush().await?; // TLS may hold the record until asked
                 }
-                _ = draining.changed(), if !stopping => {}
+                _ = &mut drain_signal, if !stopping => stopping = true,
             }
             continue;
         }
         let started = Instant::now();
-        let replies = handle(proxy, &mut session, batch).await;
+        handle(proxy, &mut session, &mut batch, &mut scratch, &mut replies).await;
         account(proxy, &replies, started.elapsed());
         for reply in &replies {
             out.extend_from_slice(&reply.raw);
         }
+        trim(&mut replies);
+        trim(&mut batch);
         if let Some(e) = fatal {
             // The stream cannot be resynchronised: answer, then close (the proxy goes on).
             proxy.metrics.errors.inc();
@@ -164,8 +176,6 @@ fn account(proxy: &Proxy, replies: &[Reply], took: Duration) {
     if errors > 0 {
         m.errors.inc_by(errors as u64);
     }
-    let secs = took.as_secs_f64();
-    for _ in replies {
-        m.latency.observe(secs);
-    }
+    // Every reply of a batch waited as long: one observation of that many.
+    m.latency.observe_many(took, replies.len() as u64);
 }

@@ -1,16 +1,20 @@
 //! Prometheus metrics of the proxy, exported as OpenMetrics text on `/metrics`.
 //!
 //! Every handle is an atomic shared with the registry, so the hot path updates a metric without
-//! a lock and `encode` reads the same values.
+//! a lock and `encode` reads the same values (the latency histogram too: [`Latency`]).
 
 use std::sync::atomic::AtomicU64;
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::histogram::exponential_buckets;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
+
+mod latency;
+
+pub use latency::Latency;
 
 /// Request latency buckets: 50 µs doubling 16 times, up to about 1.6 s.
 fn latency_buckets() -> impl Iterator<Item = f64> {
@@ -31,7 +35,7 @@ pub struct Metrics {
     pub new_errors: Counter,
     /// cachemig_proxy_request_duration_seconds histogram; buckets exponential from 50 µs to ~1.6 s
     /// (x2, 16 buckets)
-    pub latency: Histogram,
+    pub latency: Latency,
     /// cachemig_proxy_client_connections gauge
     pub connections: Gauge,
     /// cachemig_proxy_mirror_queue_depth gauge
@@ -94,7 +98,7 @@ impl Metrics {
             rejected: Counter::default(),
             new_requests: Counter::default(),
             new_errors: Counter::default(),
-            latency: Histogram::new(latency_buckets()),
+            latency: Latency::new(latency_buckets()),
             connections: Gauge::default(),
             mirror_queue_depth: Gauge::default(),
             mirror_lag_seconds: Gauge::default(),
@@ -311,8 +315,8 @@ mod tests {
         m.connections.set(3);
         m.mirror_lag_seconds.set(0.25);
         m.applied_generation.set(7);
-        m.latency.observe(0.0001);
-        m.latency.observe(5.0);
+        m.latency.observe(std::time::Duration::from_micros(100));
+        m.latency.observe(std::time::Duration::from_secs(5));
         let text = m.encode();
         assert_eq!(sample(&text, "cachemig_proxy_requests_total"), "5");
         assert_eq!(sample(&text, "cachemig_proxy_client_connections"), "3");

@@ -72,9 +72,27 @@ impl Login {
     }
 }
 
+/// Encoded requests for one node, in order.
+#[derive(Debug)]
+pub enum Requests {
+    /// One piece of bytes (most often a single request): no vector needed.
+    One(Bytes),
+    /// Several pieces, written one after the other.
+    Many(Vec<Bytes>),
+}
+
+impl Requests {
+    fn pieces(&self) -> &[Bytes] {
+        match self {
+            Requests::One(raw) => std::slice::from_ref(raw),
+            Requests::Many(raw) => raw,
+        }
+    }
+}
+
 /// A batch of requests and where its replies go.
 struct Job {
-    requests: Vec<Bytes>,
+    requests: Requests,
     count: usize,
     reply: oneshot::Sender<Vec<Reply>>,
 }
@@ -132,6 +150,11 @@ impl NodeConn {
     /// Sends encoded bytes that hold `count` requests in all (e.g. a packed pipeline) and returns
     /// `count` replies.
     pub async fn send_counted(&self, requests: Vec<Bytes>, count: usize) -> Vec<Reply> {
+        self.send_requests(Requests::Many(requests), count).await
+    }
+
+    /// The same for requests in either shape.
+    pub async fn send_requests(&self, requests: Requests, count: usize) -> Vec<Reply> {
         let (tx, rx) = oneshot::channel();
         if self
             .jobs
@@ -284,10 +307,12 @@ async fn serve(
             }
             job = jobs.recv() => {
                 let job = job?;
-                queue(job, &mut out, &mut pending);
+                // One clock read for every job of this wake-up (they were all queued by now).
+                let now = tokio::time::Instant::now();
+                queue(job, now, &mut out, &mut pending);
                 while out.len() < WRITE_CHUNK {
                     match jobs.try_recv() {
-                        Ok(job) => queue(job, &mut out, &mut pending),
+                        Ok(job) => queue(job, now, &mut out, &mut pending),
                         Err(_) => break,
                     }
                 }
@@ -316,9 +341,10 @@ async fn serve(
     }
 }
 
-/// Appends a job's requests to the write buffer and remembers the replies it is owed.
-fn queue(job: Job, out: &mut BytesMut, pending: &mut VecDeque<Pending>) {
-    for request in &job.requests {
+/// Appends a job's requests to the write buffer and remembers the replies it is owed (`now`
+/// starts its hung-node clock).
+fn queue(job: Job, now: tokio::time::Instant, out: &mut BytesMut, pending: &mut VecDeque<Pending>) {
+    for request in job.requests.pieces() {
         out.extend_from_slice(request);
     }
     let count = job.count;
@@ -327,7 +353,7 @@ fn queue(job: Job, out: &mut BytesMut, pending: &mut VecDeque<Pending>) {
         return;
     }
     pending.push_back(Pending {
-        since: tokio::time::Instant::now(),
+        since: now,
         count,
         replies: Vec::with_capacity(count),
         reply: job.reply,

@@ -204,16 +204,31 @@ fn header(buf: &[u8], at: usize) -> Result<Option<(i64, usize)>, ProtocolError> 
         Some(_) => return Err(ProtocolError("expected CRLF after a length".into())),
     }
     let digits = &line[..end];
-    let unsigned = digits.strip_prefix(b"-").unwrap_or(digits);
+    let negative = digits.starts_with(b"-");
+    let unsigned = if negative { &digits[1..] } else { digits };
     let canonical = unsigned.iter().all(u8::is_ascii_digit)
         && (unsigned == b"0" || unsigned.first().is_some_and(|&d| d != b'0'))
-        && !(digits.starts_with(b"-") && unsigned == b"0");
-    let n = std::str::from_utf8(digits)
-        .ok()
-        .filter(|_| canonical)
-        .and_then(|t| t.parse::<i64>().ok())
+        && !(negative && unsigned == b"0");
+    let n = canonical
+        .then(|| decimal(unsigned, negative))
+        .flatten()
         .ok_or_else(|| ProtocolError(format!("invalid length {:?}", String::from_utf8_lossy(digits))))?;
     Ok(Some((n, at + 1 + end + 2)))
+}
+
+/// The value of ASCII `digits` (checked to be digits), negated when `negative`; `None` when it
+/// does not fit an `i64`. Accumulated on the side of its sign, so `i64::MIN` fits too. (Every
+/// header of every request goes through here: no UTF-8 check and no `str::parse`.)
+fn decimal(digits: &[u8], negative: bool) -> Option<i64> {
+    digits.iter().try_fold(0i64, |n, &d| {
+        let d = i64::from(d - b'0');
+        let n = n.checked_mul(10)?;
+        if negative {
+            n.checked_sub(d)
+        } else {
+            n.checked_add(d)
+        }
+    })
 }
 
 /// Encodes `args` as a RESP2 request.

@@ -235,10 +235,10 @@ impl Cluster {
         }
         let batches = by_node.into_iter().map(|(node, members)| {
             let conn = map.nodes[node].conn(proto).clone();
-            let chosen: Vec<Unit> = members.iter().map(|&i| units[i].clone()).collect();
+            let mut chosen: Vec<Unit> = members.iter().map(|&i| units[i].clone()).collect();
             async move {
                 let counts: Vec<usize> = chosen.iter().map(|u| u.count).collect();
-                let mut replies = send_node(&conn, chosen).await.into_iter();
+                let mut replies = send_node(&conn, &mut chosen).await.into_iter();
                 members
                     .into_iter()
                     .zip(counts)

@@ -162,11 +162,27 @@ fn lengths_are_read_exactly_as_redis_reads_them() {
         b"*1\r\n$-0\r\n",
         b"*1\r\n$1\rAk\r\n",
         b"*1\r\n$ 1\r\nk\r\n",
+        // Past i64, either way: refused, as string2ll refuses them.
+        b"*1\r\n$9223372036854775808\r\n",
+        b"*-9223372036854775809\r\n",
+        b"*1\r\n$-\r\n",
     ] {
         assert!(requests_of(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
     }
-    // A null array is skipped, as Redis does; what follows still decodes.
+    // A null array is skipped, as Redis does; what follows still decodes. The most negative
+    // i64 is still a number (a null array too).
     assert_eq!(requests_of(b"*-1\r\n*1\r\n$4\r\nPING\r\n").unwrap().len(), 1);
+    assert_eq!(
+        requests_of(b"*-9223372036854775808\r\n*1\r\n$4\r\nPING\r\n")
+            .unwrap()
+            .len(),
+        1
+    );
+    let huge = requests_of(b"*1\r\n$9223372036854775807\r\n").unwrap_err();
+    assert!(
+        huge.0.contains("invalid bulk length 9223372036854775807"),
+        "{huge}"
+    );
     // Like Redis, the two bytes after a bulk's data are skipped unchecked: both frame it alike.
     assert_eq!(
         requests_of(b"*1\r\n$1\r\nkXY").unwrap(),
