@@ -21,7 +21,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use common::compare::canonical;
-use common::hotkeys::wait_until_ready;
+use common::load::wait_ready;
 use common::proxy::ProxyProcess;
 use common::reports::expect_proxies;
 use common::sandbox::Sandbox;
@@ -188,7 +188,7 @@ fn verify_repair_leaves_no_hot_key_unresolved_under_deletes() {
     expect_proxies(&sb, 2, "");
     sb.fill_source(COLD_KEYS);
     let (p1, p2) = (ProxyProcess::start(&sb, "p1"), ProxyProcess::start(&sb, "p2"));
-    wait_until_ready(&sb);
+    wait_ready(&sb);
     sb.cachemig(&["advance", "--yes"]).assert_success();
     let generation = sb.flag().unwrap().generation;
     p1.wait_generation(generation);
@@ -204,7 +204,7 @@ fn verify_repair_leaves_no_hot_key_unresolved_under_deletes() {
     assert!(tally[1] > 0, "the hot keys were repaired: {tally:?}");
 
     // The catch-up on entering async-dual-write, with the writers still running.
-    wait_until_ready(&sb);
+    wait_ready(&sb);
     let run = sb.cachemig(&["advance", "--yes"]);
     let catch_up = std::fs::read_to_string(sb.state_dir().join("catch-up.json")).unwrap_or_default();
     assert_eq!(run.status, 0, "{}\n{}", run.stdout, run.stderr);
