@@ -51,7 +51,8 @@ use std::time::Duration;
 
 pub use exclusive::{Exclusive, NoExclusive, NodeExclusive, Pool};
 pub use rules::{Look, Waits, decide_commit, decide_look};
-pub use session::Session;
+pub use scripts::decode_commit;
+pub use session::{LANDED_REPLY, Session, TAKEN_REPLY, commit_command, take_command};
 
 /// Prefix of every lock key (inside the reserved `__cachemig:` namespace, so never copied,
 /// verified or served).
