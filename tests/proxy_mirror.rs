@@ -164,11 +164,12 @@ fn a_sync_write_of_a_fresh_key_is_synced_from_the_seed_behind_it() {
     assert_eq!(common::compare::differences(&sb, &keys), Vec::<String>::new());
 }
 
-/// Issue 10: the syncs of many keys written at once go to new in batches (the mirror's courier:
-/// one pipeline per node at a time). One key of a batch whose lease another process holds fails
-/// its sync (counted; the client still gets old's reply) without holding up the others: every
-/// other acknowledged write is on new when its reply arrives, and once the foreign lease runs
-/// out the failed key is repaired, so both sides end equal to every acknowledged write.
+/// Issue 10: many keys written at once, in pipelines from several clients, are synced together
+/// (their leases, seeds and commits in flight at the same time). One key whose lease another
+/// process holds fails its sync (counted; the client still gets old's reply) without holding up
+/// the others: every other acknowledged write is on new when its reply arrives, and once the
+/// foreign lease runs out the failed key is repaired, so both sides end equal to every
+/// acknowledged write.
 #[test]
 fn a_batch_of_syncs_lands_around_one_key_that_fails() {
     let mut sb = Sandbox::start();

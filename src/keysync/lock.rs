@@ -51,8 +51,7 @@ use std::time::Duration;
 
 pub use exclusive::{Exclusive, NoExclusive, NodeExclusive, Pool};
 pub use rules::{Look, Waits, decide_commit, decide_look};
-pub use scripts::decode_commit;
-pub use session::{LANDED_REPLY, Session, TAKEN_REPLY, commit_command, take_command};
+pub use session::Session;
 
 /// Prefix of every lock key (inside the reserved `__cachemig:` namespace, so never copied,
 /// verified or served).

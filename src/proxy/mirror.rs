@@ -29,7 +29,6 @@ use super::backlog::Backlog;
 use super::keyconn::{BackendExclusive, SlotConn};
 use super::metrics::Metrics;
 use crate::keysync::{self, KeySync};
-use courier::Courier;
 use prepared::PreparedLease;
 
 /// Concurrent key-syncs per proxy.
@@ -42,9 +41,7 @@ const RETRY_AFTER: Duration = Duration::from_millis(500);
 /// How often dirty keys are fed back into the queue.
 const REPAIR_EVERY: Duration = Duration::from_millis(500);
 
-mod courier;
 mod prepared;
-mod seeded;
 
 /// Which way a key is copied (the value indexes per-origin state).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -117,8 +114,6 @@ pub struct Mirror {
     backlog: Arc<Backlog>,
     /// Per origin (old, new): a `SCRIPT LOAD` of the seed script is under way.
     seed_loading: [AtomicBool; 2],
-    /// Per direction: the batched leases and seeded commits to its destination.
-    couriers: [Arc<Courier>; 2],
 }
 
 impl Mirror {
@@ -144,7 +139,6 @@ impl Mirror {
                 BackendExclusive::new(old.clone()),
                 BackendExclusive::new(new.clone()),
             ],
-            couriers: [Courier::new(new.clone()), Courier::new(old.clone())],
             old,
             new,
             seed_loading: [AtomicBool::new(false), AtomicBool::new(false)],
@@ -329,10 +323,10 @@ impl Mirror {
         let keysync = &self.keysync[*dir as usize];
         let (held, seed) = self.take_prepared(&(*dir, key.clone())).await;
         let synced = match (held, seed) {
-            (Some(token), Some(seed)) => self.sync_seeded(*dir, key, token, seed).await,
-            (held, _) => keysync::sync_key_holding(&from, &mut to, exclusive, key, keysync, held)
-                .await
-                .map(drop),
+            (Some(token), Some(seed)) => {
+                keysync::sync_key_seeded(&from, &mut to, exclusive, key, keysync, token, seed).await
+            }
+            (held, _) => keysync::sync_key_holding(&from, &mut to, exclusive, key, keysync, held).await,
         };
         match synced {
             Ok(_) => {

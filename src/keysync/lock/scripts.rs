@@ -141,8 +141,7 @@ pub(super) fn decode_acquire(v: Value) -> RedisResult<Acquire> {
     }
 }
 
-/// The outcome of a commit script call from its reply.
-pub fn decode_commit(v: Value) -> RedisResult<Commit> {
+pub(super) fn decode_commit(v: Value) -> RedisResult<Commit> {
     let Value::Array(items) = &v else {
         return Err(malformed("commit", &v));
     };

@@ -107,9 +107,13 @@ impl<'a, D: ConnectionLike + Send> Session<'a, D> {
     /// `SET lock token NX PX lease`: whether the lease is now `token`'s. A plain command, so it
     /// works whether or not the destination runs scripts.
     pub async fn try_take(&mut self, token: &[u8]) -> RedisResult<bool> {
-        let reply: Option<String> = take_command(self.key, token, self.lease)
-            .query_async(self.dest)
-            .await?;
+        let mut set = redis::cmd("SET");
+        set.arg(&self.lock)
+            .arg(token)
+            .arg("NX")
+            .arg("PX")
+            .arg(self.lease.as_millis() as u64);
+        let reply: Option<String> = set.query_async(self.dest).await?;
         Ok(reply.is_some())
     }
 
@@ -153,7 +157,12 @@ impl<'a, D: ConnectionLike + Send> Session<'a, D> {
     }
 
     async fn commit_write(&mut self, token: &[u8], write: Write<'_>) -> RedisResult<Commit> {
-        let (mode, ttl, payload) = write.parts();
+        let (mode, ttl, payload): (&[u8], u64, &[u8]) = match &write {
+            Write::Release => (b"x", 0, b""),
+            Write::Snapshot(Snapshot::Absent) => (b"d", 0, b""),
+            Write::Snapshot(Snapshot::Present { ttl_ms, payload }) => (b"r", ttl_ms.unwrap_or(0), payload),
+            Write::Move { ttl_ms, .. } => (b"m", *ttl_ms, b""),
+        };
         let ttl = ttl.to_string().into_bytes();
         let (lock, waits, key) = (self.lock.clone(), self.waits.clone(), self.key);
         let args: [&[u8]; 4] = [token, mode, &ttl, payload];
@@ -178,45 +187,6 @@ impl<'a, D: ConnectionLike + Send> Session<'a, D> {
     }
 }
 
-/// `SET lock token NX PX lease` for `key`'s lock: its reply is `+OK` ([`TAKEN_REPLY`]) when the
-/// lease is now `token`'s, a null when someone else holds it.
-pub fn take_command(key: &[u8], token: &[u8], lease: Duration) -> redis::Cmd {
-    let mut set = redis::cmd("SET");
-    set.arg(lock_key(key))
-        .arg(token)
-        .arg("NX")
-        .arg("PX")
-        .arg(lease.as_millis() as u64);
-    set
-}
-
-/// The reply of [`take_command`] when the lease was taken.
-pub const TAKEN_REPLY: &[u8] = b"+OK\r\n";
-
-/// The reply of [`commit_command`] when the snapshot landed (decode any other with
-/// [`decode_commit`]).
-pub const LANDED_REPLY: &[u8] = b"*1\r\n:1\r\n";
-
-/// The commit script's call (`EVALSHA`) that writes `snapshot` on `key` if the lease is still
-/// `token`'s, releasing it: what [`Session::commit`] sends, for a caller that batches the commits
-/// of many keys itself. It fails with NOSCRIPT until the destination knows the script (a
-/// [`Session`] loads it).
-pub fn commit_command(key: &[u8], token: &[u8], snapshot: &Snapshot) -> redis::Cmd {
-    let write = Write::Snapshot(snapshot);
-    let (mode, ttl, payload) = write.parts();
-    let mut cmd = redis::cmd("EVALSHA");
-    cmd.arg(&COMMIT.sha)
-        .arg(3)
-        .arg(lock_key(key))
-        .arg(wait_key(key))
-        .arg(key)
-        .arg(token)
-        .arg(mode)
-        .arg(ttl)
-        .arg(payload);
-    cmd
-}
-
 /// What a commit writes on the key while the lease is still ours.
 pub(super) enum Write<'s> {
     /// Nothing: only release the lease.
@@ -230,16 +200,4 @@ pub(super) enum Write<'s> {
         /// The TTL to set (0: none).
         ttl_ms: u64,
     },
-}
-
-impl Write<'_> {
-    /// The commit script's mode, TTL (0: none) and payload for this write.
-    fn parts(&self) -> (&[u8], u64, &[u8]) {
-        match self {
-            Write::Release => (b"x", 0, b""),
-            Write::Snapshot(Snapshot::Absent) => (b"d", 0, b""),
-            Write::Snapshot(Snapshot::Present { ttl_ms, payload }) => (b"r", ttl_ms.unwrap_or(0), payload),
-            Write::Move { ttl_ms, .. } => (b"m", *ttl_ms, b""),
-        }
-    }
 }

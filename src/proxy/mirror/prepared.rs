@@ -49,7 +49,13 @@ impl Mirror {
         }
         let me = self.clone();
         let key = job.1.clone();
-        let lease: Prepared = async move { me.take_lease(dir, key).await }.boxed().shared();
+        let lease: Prepared = async move {
+            let mut to = SlotConn::for_key(me.dest(dir).clone(), &key);
+            let token = keysync::acquire_lease(&mut to, &key, &me.keysync[dir as usize]).await;
+            token.map(|token| (token, Instant::now()))
+        }
+        .boxed()
+        .shared();
         let id = st.next_id;
         st.next_id += 1;
         let prepared = PreparedLease {
