@@ -7,6 +7,8 @@
 //!   through every phase into `write-stop` with writers of every plain type through it; the
 //!   reverse mirror drained, old and new compared key by key, type by type, with the model of
 //!   every acknowledged write and with each other.
+//! - Redis 6.2 → Redis 7.0 cluster: the same walk, old → new by DUMP/RESTORE and the reverse
+//!   mirror of `write-stop` by type. (Redis 7.0 → Valkey 8.1 is walked in `tests/valkey.rs`.)
 //! - The refusals: `LMPOP` when new is Redis 6.2 (naming new), and when old is (only until
 //!   `finalized`).
 
@@ -36,12 +38,12 @@ fn proxy_copying(sb: &Sandbox, forward: &str, backward: &str) -> ProxyProcess {
     p
 }
 
-/// The walk for one pair whose forward direction copies by type.
-fn walk(from: Flavor, to: Flavor) {
+/// The walk for one pair whose directions copy as `forward` (old → new) and `backward`.
+fn walk(from: Flavor, to: Flavor, forward: &str, backward: &str) {
     let mut sb = Sandbox::start_of(from, to);
     plant(&sb.source);
     load::configure(&mut sb, 1, "");
-    let p = proxy_copying(&sb, "by-type", "dump");
+    let p = proxy_copying(&sb, forward, backward);
     let writers = typed::Writers::start("token:cv", &[p.port], 3);
     writers.wait_progress(50);
     for phase in ["sync-dual-write", "shadow-read", "read-cutover", "write-stop"] {
@@ -64,12 +66,19 @@ fn walk(from: Flavor, to: Flavor) {
 
 #[test]
 fn valkey_8_1_to_a_redis_7_0_cluster_walks_into_write_stop_through_a_proxy_copying_by_type() {
-    walk(Flavor::Valkey81, Flavor::Redis70);
+    walk(Flavor::Valkey81, Flavor::Redis70, "by-type", "dump");
 }
 
 #[test]
 fn redis_7_0_to_a_redis_6_2_cluster_walks_into_write_stop_through_a_proxy_copying_by_type() {
-    walk(Flavor::Redis70, Flavor::Redis62);
+    walk(Flavor::Redis70, Flavor::Redis62, "by-type", "dump");
+}
+
+/// The other way round: old's payloads restore on new, but from `write-stop` on the reverse
+/// mirror (new → old) must copy by type for old to keep every write.
+#[test]
+fn redis_6_2_to_a_redis_7_0_cluster_walks_into_write_stop_with_a_reverse_mirror_copying_by_type() {
+    walk(Flavor::Redis62, Flavor::Redis70, "dump", "by-type");
 }
 
 /// The error the proxy answers to `args`.
