@@ -1,17 +1,21 @@
-//! Copying one SCAN batch: size the keys, read small ones with pipelined MULTI/PTTL/DUMP/EXEC,
-//! RESTORE them through the cluster connection (which follows MOVED/ASK and retries TRYAGAIN and
-//! CLUSTERDOWN), hand big ones to the chunked copier, and dead-letter what still fails.
+//! Copying one SCAN batch. By default each key is read in one trip ([`read`]): small keys come
+//! back with their atomic PTTL/DUMP and are RESTOREd through the cluster connection (which
+//! follows MOVED/ASK and retries TRYAGAIN and CLUSTERDOWN); larger ones come back as a size and
+//! are read under the byte budget, or copied in chunks when big. When the source refuses scripts,
+//! or every key is copied by type, the batch is sized with `MEMORY USAGE` first. What still fails
+//! is dead-lettered.
 
 use std::sync::Arc;
 
 use redis::RedisResult;
 use redis::aio::MultiplexedConnection;
 use redis::cluster_async::ClusterConnection;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 use super::bigkey;
 use super::checkpoint::Counters;
 use super::deadletter::DeadLetter;
+use super::read::{self, Read};
 use crate::cluster::{Router, with_retries};
 use crate::keysync::{self, Applied, Snapshot};
 
@@ -54,28 +58,112 @@ impl Copier {
     /// Copies `keys` (already filtered) from the source node behind `source`.
     pub async fn copy_batch(&self, source: &MultiplexedConnection, keys: Vec<Vec<u8>>) -> BatchOutcome {
         let mut out = BatchOutcome::default();
+        // By type, a DUMP read would be wasted: size first, then copy each key by type.
+        let rest = if self.by_type {
+            keys
+        } else {
+            self.copy_one_trip(source, keys, &mut out).await
+        };
+        if !rest.is_empty() {
+            self.copy_sized(source, rest, &mut out).await;
+        }
+        out
+    }
+
+    /// Copies `keys` with the one-trip read, pipeline by pipeline; returns the keys left over
+    /// when the source refuses scripts (none otherwise), for [`Copier::copy_sized`].
+    async fn copy_one_trip(
+        &self,
+        source: &MultiplexedConnection,
+        mut keys: Vec<Vec<u8>>,
+        out: &mut BatchOutcome,
+    ) -> Vec<Vec<u8>> {
+        let mut later: Vec<(Vec<u8>, u64)> = Vec::new();
+        while !keys.is_empty() {
+            let rest = keys.split_off(keys.len().min(read::PIPELINE_KEYS));
+            let chunk = std::mem::replace(&mut keys, rest);
+            // Every key may bring INLINE_BYTES: reserve that, give back what did not come.
+            let mut permit = self.reserve(chunk.len() as u64 * read::INLINE_BYTES).await;
+            let reads = match with_retries(|| read::read_batch(source, &chunk, &self.scripts)).await {
+                Ok(Some(reads)) => reads,
+                Ok(None) => {
+                    let mut back = chunk;
+                    back.append(&mut keys);
+                    keys = back;
+                    break;
+                }
+                Err(e) => {
+                    out.fail_all(&chunk, &format!("source: {e}"));
+                    continue;
+                }
+            };
+            let (mut small, mut snapshots) = (Vec::new(), Vec::new());
+            for (key, read) in chunk.into_iter().zip(reads) {
+                match read {
+                    Read::Inline(snapshot) => {
+                        small.push(key);
+                        snapshots.push(snapshot);
+                    }
+                    Read::Sized(size) => later.push((key, size)),
+                }
+            }
+            trim(&mut permit, snapshots.iter().map(|s| s.size() as u64).sum());
+            self.restore_counted(&small, &snapshots, out).await;
+        }
+        self.copy_presized(source, later, out).await;
+        keys
+    }
+
+    /// Sizes `keys` with one pipeline of `MEMORY USAGE`, then copies them: the path when the
+    /// source refuses scripts, and in the by-type mode.
+    async fn copy_sized(&self, source: &MultiplexedConnection, keys: Vec<Vec<u8>>, out: &mut BatchOutcome) {
         let sizes = match with_retries(|| memory_usage(source.clone(), &keys)).await {
             Ok(sizes) => sizes,
             Err(e) => {
                 out.fail_all(&keys, &format!("source: {e}"));
-                return out;
+                return;
             }
         };
-        let mut small: Vec<(Vec<u8>, u64)> = Vec::new();
-        let mut chunked: Vec<(Vec<u8>, u64)> = Vec::new();
+        let mut present = Vec::new();
         for (key, size) in keys.into_iter().zip(sizes) {
             match size {
                 None => out.counters.vanished += 1,
-                Some(size) if size > self.big_key_bytes => self.copy_big(source, key, size, &mut out).await,
-                Some(size) if self.by_type => chunked.push((key, size)),
-                Some(size) => small.push((key, size)),
+                Some(size) => present.push((key, size)),
+            }
+        }
+        self.copy_presized(source, present, out).await;
+    }
+
+    /// Copies keys of known size: big ones in chunks (one at a time), the others by type or in
+    /// groups of at most [`SUB_BATCH_BYTES`] under the byte budget.
+    async fn copy_presized(
+        &self,
+        source: &MultiplexedConnection,
+        keys: Vec<(Vec<u8>, u64)>,
+        out: &mut BatchOutcome,
+    ) {
+        let mut small: Vec<(Vec<u8>, u64)> = Vec::new();
+        let mut chunked: Vec<(Vec<u8>, u64)> = Vec::new();
+        for (key, size) in keys {
+            match size {
+                size if size > self.big_key_bytes => self.copy_big(source, key, size, out).await,
+                size if self.by_type => chunked.push((key, size)),
+                size => small.push((key, size)),
             }
         }
         for group in crate::batch::by_bytes(small, SUB_BATCH_BYTES) {
-            self.copy_small(source, group, &mut out).await;
+            self.copy_small(source, group, out).await;
         }
-        self.copy_by_type(source, chunked, &mut out).await;
-        out
+        self.copy_by_type(source, chunked, out).await;
+    }
+
+    /// Takes `bytes` (at least 1, at most the whole budget) of the payload budget.
+    async fn reserve(&self, bytes: u64) -> SemaphorePermit<'_> {
+        let permits = bytes.clamp(1, self.budget_bytes) as u32;
+        self.budget
+            .acquire_many(permits)
+            .await
+            .expect("budget semaphore closed")
     }
 
     /// Copies small keys by type, several at a time (one big key at a time is enough to keep
@@ -124,13 +212,7 @@ impl Copier {
         group: Vec<(Vec<u8>, u64)>,
         out: &mut BatchOutcome,
     ) {
-        let bytes: u64 = group.iter().map(|(_, s)| *s).sum();
-        let permits = bytes.clamp(1, self.budget_bytes) as u32;
-        let _permit = self
-            .budget
-            .acquire_many(permits)
-            .await
-            .expect("budget semaphore closed");
+        let _permit = self.reserve(group.iter().map(|(_, s)| *s).sum()).await;
         // The keys move out of the group: no per-key copy on this path.
         let keys: Vec<Vec<u8>> = group.into_iter().map(|(k, _)| k).collect();
         let snapshots = match with_retries(|| keysync::read_many(source, &keys, &self.scripts)).await {
@@ -140,10 +222,18 @@ impl Copier {
                 return;
             }
         };
+        self.restore_counted(&keys, &snapshots, out).await;
+    }
+
+    /// RESTOREs the snapshots read for `keys` and counts each key's outcome.
+    async fn restore_counted(&self, keys: &[Vec<u8>], snapshots: &[Snapshot], out: &mut BatchOutcome) {
+        if keys.is_empty() {
+            return;
+        }
         for ((key, snap), result) in keys
             .iter()
-            .zip(&snapshots)
-            .zip(self.restore_all(&keys, &snapshots).await)
+            .zip(snapshots)
+            .zip(self.restore_all(keys, snapshots).await)
         {
             match result {
                 Ok(Applied::Restored) => {
@@ -218,4 +308,12 @@ async fn memory_usage(mut source: MultiplexedConnection, keys: &[Vec<u8>]) -> Re
         pipe.cmd("MEMORY").arg("USAGE").arg(key.as_slice());
     }
     pipe.query_async(&mut source).await
+}
+
+/// Gives back the part of `permit` above `keep` bytes (at least 1 permit stays).
+fn trim(permit: &mut SemaphorePermit<'_>, keep: u64) {
+    let keep = keep.max(1) as usize;
+    if let Some(excess) = permit.num_permits().checked_sub(keep).filter(|&n| n > 0) {
+        drop(permit.split(excess));
+    }
 }

@@ -11,6 +11,7 @@ mod copy;
 mod deadletter;
 mod functions;
 pub(crate) mod progress;
+mod read;
 mod throttle;
 
 use std::collections::BTreeMap;
@@ -36,6 +37,12 @@ use throttle::Throttle;
 const BUDGET_BYTES: u64 = 32 * 1024 * 1024;
 /// Checkpoints are written at most this often per node (and always at the end).
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+/// Connections per source node that batches are spread over (fewer when `workers` is lower).
+/// One multiplexed connection decodes every reply on one task; a few let the replies of
+/// concurrent batches be decoded on several threads while the source stays the bottleneck
+/// (measured in docs/backfill.md). The throttle is untouched: it admits batches, whichever
+/// connection carries them.
+const SOURCE_CONNECTIONS: u32 = 4;
 
 /// The result of a backfill run.
 #[derive(Debug, Clone)]
@@ -137,12 +144,13 @@ pub async fn run(plan: &Plan) -> Result<Summary> {
         if cp.done {
             continue;
         }
-        let conn = plan
-            .source
-            .connect_node(&crate::cluster::node_url(&plan.source.urls[0], &node.addr)?)
-            .await?;
+        let url = crate::cluster::node_url(&plan.source.urls[0], &node.addr)?;
+        let mut conns = Vec::new();
+        for _ in 0..plan.backfill.workers.clamp(1, SOURCE_CONNECTIONS) {
+            conns.push(plan.source.connect_node(&url).await?);
+        }
         let job = NodeJob {
-            conn,
+            conns,
             checkpoint: cp,
             filter: plan.keys.clone(),
             scan_count: plan.backfill.scan_count,
@@ -236,7 +244,8 @@ fn load_checkpoint(dir: &BackfillDir, node: &NodeReport) -> Result<NodeCheckpoin
 
 /// The scan of one source node.
 struct NodeJob {
-    conn: MultiplexedConnection,
+    /// The node's connections: SCAN on the first, batches spread over all of them.
+    conns: Vec<MultiplexedConnection>,
     checkpoint: NodeCheckpoint,
     filter: KeyFilter,
     scan_count: u32,
@@ -269,7 +278,8 @@ impl NodeJob {
                 let matched = keys.len() as u64;
                 self.throttle.admit(matched).await;
                 let permit = self.workers.clone().acquire_owned().await?;
-                let (copier, conn, seq) = (self.copier.clone(), self.conn.clone(), next_seq);
+                let conn = self.conns[next_seq as usize % self.conns.len()].clone();
+                let (copier, seq) = (self.copier.clone(), next_seq);
                 in_flight.spawn(async move {
                     let mut outcome = copier.copy_batch(&conn, keys).await;
                     outcome.counters.scanned = scanned;
@@ -307,10 +317,14 @@ impl NodeJob {
     }
 
     async fn scan(&mut self, cursor: u64) -> Result<(u64, Vec<Vec<u8>>)> {
-        let reply =
-            crate::cluster::scan_step(&self.conn, cursor, self.filter.scan_pattern(), self.scan_count)
-                .await
-                .with_context(|| format!("SCAN on source node {}", self.checkpoint.node))?;
+        let reply = crate::cluster::scan_step(
+            &self.conns[0],
+            cursor,
+            self.filter.scan_pattern(),
+            self.scan_count,
+        )
+        .await
+        .with_context(|| format!("SCAN on source node {}", self.checkpoint.node))?;
         Ok(reply)
     }
 

@@ -33,7 +33,8 @@ pub use snapshot::{
 pub use write::{Applied, interpret_write, is_busykey, write, write_command};
 
 use round::holding;
-use snapshot::{refuses_scripts, run_script};
+use snapshot::refuses_scripts;
+pub(crate) use snapshot::run_script;
 
 /// How long a sync may wait for a lease held by others before it gives up. Healthy holders land
 /// or lose within a few round trips (or [`LEASE`] when frozen), and a waiter is covered within two

@@ -241,7 +241,7 @@ pub async fn read_many<C: ConnectionLike + Clone>(
 /// Sends `calls` (`EVALSHA`s of `body`) as one pipeline, loading `body` on NOSCRIPT and trying
 /// once more; `None` when the origin refuses scripts (noted in `scripts` for the whole run), or
 /// when they were refused before.
-pub(super) async fn run_script<C: ConnectionLike + Clone>(
+pub(crate) async fn run_script<C: ConnectionLike + Clone>(
     origin: &C,
     body: &str,
     calls: Vec<redis::Cmd>,
